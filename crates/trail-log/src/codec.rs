@@ -1,0 +1,351 @@
+//! The frame and record codec: `len:u32 | crc32:u32 | body`, where the body is
+//! a format-version byte followed by a bincode-encoded [`Body`]. Pure functions
+//! over byte slices: no IO, no async. `docs/FORMAT.md` is the byte-level spec.
+
+use std::sync::LazyLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::{Lsn, RecordHash, RecordKind};
+
+/// Bytes before a frame's body: `len:u32 LE | crc32:u32 LE`.
+pub const FRAME_HEADER_BYTES: usize = 8;
+/// The largest body a frame may declare. Checked before anything is
+/// allocated, so a damaged length can never make a reader allocate more.
+pub const FRAME_BODY_BYTES_MAX: usize = 8 << 20;
+/// The version byte every body starts with.
+pub const BODY_FORMAT_VERSION: u8 = 1;
+/// blake3 `derive_key` context of the record-hash key.
+pub const RECORD_HASH_CONTEXT: &str = "trail.v1 record hash";
+/// blake3 `derive_key` context of a log's genesis value.
+pub const GENESIS_CONTEXT: &str = "trail.v1 genesis";
+
+/// The one bincode configuration Trail uses (docs/FORMAT.md): little endian,
+/// variable-length integers, no limit beyond the frame bound.
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+static RECORD_HASH_KEY: LazyLock<[u8; 32]> =
+    LazyLock::new(|| blake3::derive_key(RECORD_HASH_CONTEXT, &[]));
+
+/// The hash of a stored record body: keyed blake3 with a domain-separated key,
+/// over the exact bytes on disk (never a re-encoding).
+#[must_use]
+pub fn record_hash(body: &[u8]) -> RecordHash {
+    RecordHash(*blake3::keyed_hash(&RECORD_HASH_KEY, body).as_bytes())
+}
+
+/// The value the first record of a log links to: derived from the log's name,
+/// so a record cannot be moved to another log without breaking the chain.
+#[must_use]
+pub fn genesis_hash(log_name: &str) -> RecordHash {
+    RecordHash(blake3::derive_key(GENESIS_CONTEXT, log_name.as_bytes()))
+}
+
+/// A stored record: the event as sent plus what the log adds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the log.
+    pub lsn: Lsn,
+    /// Server time, unix nanoseconds, never decreasing along the log.
+    pub recorded_at_unix_nanos: i64,
+    /// Hash of the previous record (or the genesis value).
+    pub prev_hash: RecordHash,
+    /// Event or compensation.
+    pub kind: RecordKind,
+    /// The last LSN of the atomic batch this record belongs to; equal to `lsn`
+    /// for a record outside a batch. Recovery drops an incomplete trailing batch.
+    pub batch_last_lsn: Lsn,
+    /// The log's durable watermark when this record was written. Recovery uses
+    /// it to tell a torn unsynced write from damage to synced data.
+    pub durable_lsn: Lsn,
+    /// The producer's event id, copied out of the event so the idempotency
+    /// index never decodes the event.
+    pub event_id: String,
+    /// The `trail.v1.Event` exactly as the producer encoded it.
+    #[serde(with = "serde_bytes")]
+    pub event: Vec<u8>,
+}
+
+/// Borrowed twin of [`Record`] with the same encoding, so the writer frames
+/// events without copying them.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct RecordRef<'a> {
+    /// See [`Record::lsn`].
+    pub lsn: Lsn,
+    /// See [`Record::recorded_at_unix_nanos`].
+    pub recorded_at_unix_nanos: i64,
+    /// See [`Record::prev_hash`].
+    pub prev_hash: RecordHash,
+    /// See [`Record::kind`].
+    pub kind: RecordKind,
+    /// See [`Record::batch_last_lsn`].
+    pub batch_last_lsn: Lsn,
+    /// See [`Record::durable_lsn`].
+    pub durable_lsn: Lsn,
+    /// See [`Record::event_id`].
+    pub event_id: &'a str,
+    /// See [`Record::event`].
+    #[serde(with = "serde_bytes")]
+    pub event: &'a [u8],
+}
+
+/// The trailer record that closes a sealed segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    /// First LSN in the segment.
+    pub first_lsn: Lsn,
+    /// Last LSN in the segment.
+    pub last_lsn: Lsn,
+    /// Number of records (equals `last - first + 1`; kept as a cross-check).
+    pub record_count: u64,
+    /// Hash of the last record: it commits to every record before it.
+    pub last_hash: RecordHash,
+    /// When the segment was sealed, unix nanoseconds.
+    pub sealed_at_unix_nanos: i64,
+}
+
+/// What a frame body holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Body {
+    /// A log record.
+    Record(Record),
+    /// A segment's closing seal.
+    Seal(Seal),
+}
+
+#[derive(Serialize)]
+enum BodyRef<'a> {
+    Record(RecordRef<'a>),
+    #[allow(dead_code)] // present only so the variant index matches `Body`
+    Seal(Seal),
+}
+
+/// Why bytes are not a valid frame or body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodecError {
+    /// Fewer bytes than the frame declares (or than a frame header).
+    #[error("frame truncated: need {needed} bytes, {available} available")]
+    Truncated {
+        /// Bytes the frame needs.
+        needed: usize,
+        /// Bytes there are.
+        available: usize,
+    },
+    /// A zero length: the end of written data in a preallocated segment.
+    #[error("zero frame length (end of written data)")]
+    ZeroLength,
+    /// A length above [`FRAME_BODY_BYTES_MAX`].
+    #[error("frame length {declared} is above the limit of {FRAME_BODY_BYTES_MAX} bytes")]
+    LengthOutOfBounds {
+        /// The declared length.
+        declared: u64,
+    },
+    /// The body does not match its checksum.
+    #[error("frame checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    ChecksumMismatch {
+        /// CRC in the frame header.
+        stored: u32,
+        /// CRC of the body as read.
+        computed: u32,
+    },
+    /// A body format version this build does not know.
+    #[error("unknown body format version {0}")]
+    UnknownVersion(u8),
+    /// The body is not a valid bincode body.
+    #[error("body does not decode: {0}")]
+    Undecodable(String),
+    /// The body decodes but bytes are left over.
+    #[error("body has {0} trailing bytes")]
+    TrailingBytes(usize),
+    /// The encoded body would exceed [`FRAME_BODY_BYTES_MAX`].
+    #[error("record body of {0} bytes is above the limit of {FRAME_BODY_BYTES_MAX} bytes")]
+    TooLarge(usize),
+}
+
+/// Appends one record frame to `buffer` and returns the record's hash.
+///
+/// # Errors
+/// [`CodecError::TooLarge`] when the body would exceed the frame bound; the
+/// buffer is then left as it was.
+pub fn encode_record_frame(buffer: &mut Vec<u8>, record: &RecordRef<'_>) -> Result<RecordHash, CodecError> {
+    let body = encode_body_into(buffer, &BodyRef::Record(*record))?;
+    Ok(record_hash(body))
+}
+
+/// Appends one seal frame to `buffer`.
+///
+/// # Errors
+/// Never in practice (a seal is small); kept for symmetry.
+pub fn encode_seal_frame(buffer: &mut Vec<u8>, seal: &Seal) -> Result<(), CodecError> {
+    encode_body_into(buffer, &BodyRef::Seal(*seal)).map(|_| ())
+}
+
+fn encode_body_into<'b>(buffer: &'b mut Vec<u8>, body: &BodyRef<'_>) -> Result<&'b [u8], CodecError> {
+    let frame_start = buffer.len();
+    buffer.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+    buffer.push(BODY_FORMAT_VERSION);
+    if let Err(error) = bincode::serde::encode_into_std_write(body, buffer, bincode_config()) {
+        buffer.truncate(frame_start);
+        return Err(CodecError::Undecodable(error.to_string()));
+    }
+    let body_start = frame_start + FRAME_HEADER_BYTES;
+    let body_len = buffer.len() - body_start;
+    if body_len > FRAME_BODY_BYTES_MAX {
+        buffer.truncate(frame_start);
+        return Err(CodecError::TooLarge(body_len));
+    }
+    let crc = crc32fast::hash(&buffer[body_start..]);
+    let len = u32::try_from(body_len).map_err(|_| CodecError::TooLarge(body_len))?;
+    buffer[frame_start..frame_start + 4].copy_from_slice(&len.to_le_bytes());
+    buffer[frame_start + 4..body_start].copy_from_slice(&crc.to_le_bytes());
+    Ok(&buffer[body_start..])
+}
+
+/// Reads a frame header and returns the body length it declares, bounds-checked.
+///
+/// # Errors
+/// [`CodecError::Truncated`], [`CodecError::ZeroLength`] or
+/// [`CodecError::LengthOutOfBounds`].
+pub fn frame_body_len(bytes: &[u8]) -> Result<usize, CodecError> {
+    let header = bytes.get(..FRAME_HEADER_BYTES).ok_or(CodecError::Truncated {
+        needed: FRAME_HEADER_BYTES,
+        available: bytes.len(),
+    })?;
+    let declared = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+    if declared == 0 {
+        return Err(CodecError::ZeroLength);
+    }
+    let declared = declared as usize;
+    if declared > FRAME_BODY_BYTES_MAX {
+        return Err(CodecError::LengthOutOfBounds { declared: declared as u64 });
+    }
+    Ok(declared)
+}
+
+/// Splits one CRC-checked frame off the front of `bytes`: returns the body and
+/// the whole frame's length. Allocates nothing.
+///
+/// # Errors
+/// Any [`CodecError`] about the frame (not about the body's content).
+pub fn split_frame(bytes: &[u8]) -> Result<(&[u8], usize), CodecError> {
+    let body_len = frame_body_len(bytes)?;
+    let frame_len = FRAME_HEADER_BYTES + body_len;
+    let body = bytes.get(FRAME_HEADER_BYTES..frame_len).ok_or(CodecError::Truncated {
+        needed: frame_len,
+        available: bytes.len(),
+    })?;
+    let stored = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(CodecError::ChecksumMismatch { stored, computed });
+    }
+    Ok((body, frame_len))
+}
+
+/// Decodes a frame body (version byte + bincode).
+///
+/// # Errors
+/// [`CodecError::UnknownVersion`], [`CodecError::Undecodable`] or
+/// [`CodecError::TrailingBytes`].
+pub fn decode_body(body: &[u8]) -> Result<Body, CodecError> {
+    let (&version, rest) = body.split_first().ok_or(CodecError::Undecodable("empty body".into()))?;
+    if version != BODY_FORMAT_VERSION {
+        return Err(CodecError::UnknownVersion(version));
+    }
+    let (decoded, used): (Body, usize) = bincode::serde::decode_from_slice(rest, bincode_config())
+        .map_err(|error| CodecError::Undecodable(error.to_string()))?;
+    if used != rest.len() {
+        return Err(CodecError::TrailingBytes(rest.len() - used));
+    }
+    Ok(decoded)
+}
+
+/// Encodes a body exactly as the writer would (version byte + bincode), for
+/// round-trip checks.
+///
+/// # Errors
+/// As [`encode_record_frame`].
+pub fn encode_body(body: &Body) -> Result<Vec<u8>, CodecError> {
+    let mut frame = Vec::new();
+    match body {
+        Body::Record(record) => {
+            encode_record_frame(&mut frame, &record.as_ref())?;
+        }
+        Body::Seal(seal) => encode_seal_frame(&mut frame, seal)?,
+    }
+    frame.drain(..FRAME_HEADER_BYTES);
+    Ok(frame)
+}
+
+impl Record {
+    /// A borrowed view with the same encoding.
+    #[must_use]
+    pub fn as_ref(&self) -> RecordRef<'_> {
+        RecordRef {
+            lsn: self.lsn,
+            recorded_at_unix_nanos: self.recorded_at_unix_nanos,
+            prev_hash: self.prev_hash,
+            kind: self.kind,
+            batch_last_lsn: self.batch_last_lsn,
+            durable_lsn: self.durable_lsn,
+            event_id: &self.event_id,
+            event: &self.event,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(lsn: u64) -> Record {
+        Record {
+            lsn: Lsn(lsn),
+            recorded_at_unix_nanos: 1_700_000_000_000_000_000,
+            prev_hash: RecordHash([7; 32]),
+            kind: RecordKind::Event,
+            batch_last_lsn: Lsn(lsn),
+            durable_lsn: Lsn(lsn.saturating_sub(1)),
+            event_id: format!("event-{lsn}"),
+            event: vec![1, 2, 3, 250, 251, 252, 253, 254, 255],
+        }
+    }
+
+    #[test]
+    fn record_frame_round_trips_and_hashes_the_stored_body() -> Result<(), CodecError> {
+        let record = sample(300);
+        let mut buffer = Vec::new();
+        let hash = encode_record_frame(&mut buffer, &record.as_ref())?;
+        let (body, frame_len) = split_frame(&buffer)?;
+        assert_eq!(frame_len, buffer.len());
+        assert_eq!(record_hash(body), hash);
+        assert_eq!(decode_body(body)?, Body::Record(record.clone()));
+        assert_eq!(encode_body(&Body::Record(record))?, body);
+        Ok(())
+    }
+
+    #[test]
+    fn flipped_bit_is_a_checksum_mismatch() -> Result<(), CodecError> {
+        let mut buffer = Vec::new();
+        encode_record_frame(&mut buffer, &sample(1).as_ref())?;
+        buffer[FRAME_HEADER_BYTES + 3] ^= 0x10;
+        assert!(matches!(split_frame(&buffer), Err(CodecError::ChecksumMismatch { .. })));
+        Ok(())
+    }
+
+    #[test]
+    fn oversized_length_is_refused_before_reading() {
+        let mut bytes = vec![0u8; 16];
+        bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(split_frame(&bytes), Err(CodecError::LengthOutOfBounds { .. })));
+        assert_eq!(split_frame(&[0u8; 8]), Err(CodecError::ZeroLength));
+    }
+
+    #[test]
+    fn genesis_depends_on_the_log_name() {
+        assert_ne!(genesis_hash("a"), genesis_hash("b"));
+        assert_eq!(genesis_hash("a"), genesis_hash("a"));
+    }
+}
