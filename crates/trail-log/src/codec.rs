@@ -169,7 +169,10 @@ pub enum CodecError {
 /// # Errors
 /// [`CodecError::TooLarge`] when the body would exceed the frame bound; the
 /// buffer is then left as it was.
-pub fn encode_record_frame(buffer: &mut Vec<u8>, record: &RecordRef<'_>) -> Result<RecordHash, CodecError> {
+pub fn encode_record_frame(
+    buffer: &mut Vec<u8>,
+    record: &RecordRef<'_>,
+) -> Result<RecordHash, CodecError> {
     let body = encode_body_into(buffer, &BodyRef::Record(*record))?;
     Ok(record_hash(body))
 }
@@ -182,7 +185,10 @@ pub fn encode_seal_frame(buffer: &mut Vec<u8>, seal: &Seal) -> Result<(), CodecE
     encode_body_into(buffer, &BodyRef::Seal(*seal)).map(|_| ())
 }
 
-fn encode_body_into<'b>(buffer: &'b mut Vec<u8>, body: &BodyRef<'_>) -> Result<&'b [u8], CodecError> {
+fn encode_body_into<'b>(
+    buffer: &'b mut Vec<u8>,
+    body: &BodyRef<'_>,
+) -> Result<&'b [u8], CodecError> {
     let frame_start = buffer.len();
     buffer.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
     buffer.push(BODY_FORMAT_VERSION);
@@ -209,17 +215,21 @@ fn encode_body_into<'b>(buffer: &'b mut Vec<u8>, body: &BodyRef<'_>) -> Result<&
 /// [`CodecError::Truncated`], [`CodecError::ZeroLength`] or
 /// [`CodecError::LengthOutOfBounds`].
 pub fn frame_body_len(bytes: &[u8]) -> Result<usize, CodecError> {
-    let header = bytes.get(..FRAME_HEADER_BYTES).ok_or(CodecError::Truncated {
-        needed: FRAME_HEADER_BYTES,
-        available: bytes.len(),
-    })?;
+    let header = bytes
+        .get(..FRAME_HEADER_BYTES)
+        .ok_or(CodecError::Truncated {
+            needed: FRAME_HEADER_BYTES,
+            available: bytes.len(),
+        })?;
     let declared = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
     if declared == 0 {
         return Err(CodecError::ZeroLength);
     }
     let declared = declared as usize;
     if declared > FRAME_BODY_BYTES_MAX {
-        return Err(CodecError::LengthOutOfBounds { declared: declared as u64 });
+        return Err(CodecError::LengthOutOfBounds {
+            declared: declared as u64,
+        });
     }
     Ok(declared)
 }
@@ -232,10 +242,12 @@ pub fn frame_body_len(bytes: &[u8]) -> Result<usize, CodecError> {
 pub fn split_frame(bytes: &[u8]) -> Result<(&[u8], usize), CodecError> {
     let body_len = frame_body_len(bytes)?;
     let frame_len = FRAME_HEADER_BYTES + body_len;
-    let body = bytes.get(FRAME_HEADER_BYTES..frame_len).ok_or(CodecError::Truncated {
-        needed: frame_len,
-        available: bytes.len(),
-    })?;
+    let body = bytes
+        .get(FRAME_HEADER_BYTES..frame_len)
+        .ok_or(CodecError::Truncated {
+            needed: frame_len,
+            available: bytes.len(),
+        })?;
     let stored = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]);
     let computed = crc32fast::hash(body);
     if stored != computed {
@@ -250,7 +262,9 @@ pub fn split_frame(bytes: &[u8]) -> Result<(&[u8], usize), CodecError> {
 /// [`CodecError::UnknownVersion`], [`CodecError::Undecodable`] or
 /// [`CodecError::TrailingBytes`].
 pub fn decode_body(body: &[u8]) -> Result<Body, CodecError> {
-    let (&version, rest) = body.split_first().ok_or(CodecError::Undecodable("empty body".into()))?;
+    let (&version, rest) = body
+        .split_first()
+        .ok_or(CodecError::Undecodable("empty body".into()))?;
     if version != BODY_FORMAT_VERSION {
         return Err(CodecError::UnknownVersion(version));
     }
@@ -331,7 +345,10 @@ mod tests {
         let mut buffer = Vec::new();
         encode_record_frame(&mut buffer, &sample(1).as_ref())?;
         buffer[FRAME_HEADER_BYTES + 3] ^= 0x10;
-        assert!(matches!(split_frame(&buffer), Err(CodecError::ChecksumMismatch { .. })));
+        assert!(matches!(
+            split_frame(&buffer),
+            Err(CodecError::ChecksumMismatch { .. })
+        ));
         Ok(())
     }
 
@@ -339,7 +356,10 @@ mod tests {
     fn oversized_length_is_refused_before_reading() {
         let mut bytes = vec![0u8; 16];
         bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(split_frame(&bytes), Err(CodecError::LengthOutOfBounds { .. })));
+        assert!(matches!(
+            split_frame(&bytes),
+            Err(CodecError::LengthOutOfBounds { .. })
+        ));
         assert_eq!(split_frame(&[0u8; 8]), Err(CodecError::ZeroLength));
     }
 

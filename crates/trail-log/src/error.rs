@@ -144,9 +144,9 @@ impl LogError {
     #[must_use]
     pub fn kind(&self) -> ErrorKind {
         match self {
-            LogError::InvalidLogName(_) | LogError::InvalidArgument(_) | LogError::InvalidOption { .. } => {
-                ErrorKind::InvalidArgument
-            }
+            LogError::InvalidLogName(_)
+            | LogError::InvalidArgument(_)
+            | LogError::InvalidOption { .. } => ErrorKind::InvalidArgument,
             LogError::TooLarge { .. } | LogError::QueueFull { .. } | LogError::DiskFull { .. } => {
                 ErrorKind::ResourceExhausted
             }
@@ -159,19 +159,42 @@ impl LogError {
     }
 
     /// Wraps an IO error; ENOSPC becomes [`LogError::DiskFull`].
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> LogError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: io::Error,
+    ) -> LogError {
         let path = path.into();
         if source.kind() == io::ErrorKind::StorageFull {
             return LogError::DiskFull { action, path };
         }
-        LogError::Io { action, path, source: Arc::new(source) }
+        LogError::Io {
+            action,
+            path,
+            source: Arc::new(source),
+        }
     }
 
-    pub(crate) fn corruption(file: impl Into<PathBuf>, offset: u64, lsn: Lsn, reason: impl Into<String>) -> LogError {
-        LogError::Corruption { file: file.into(), offset, lsn, reason: reason.into() }
+    pub(crate) fn corruption(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        lsn: Lsn,
+        reason: impl Into<String>,
+    ) -> LogError {
+        LogError::Corruption {
+            file: file.into(),
+            offset,
+            lsn,
+            reason: reason.into(),
+        }
     }
 
-    pub(crate) fn codec(file: impl Into<PathBuf>, offset: u64, lsn: Lsn, error: &CodecError) -> LogError {
+    pub(crate) fn codec(
+        file: impl Into<PathBuf>,
+        offset: u64,
+        lsn: Lsn,
+        error: &CodecError,
+    ) -> LogError {
         LogError::corruption(file, offset, lsn, error.to_string())
     }
 }

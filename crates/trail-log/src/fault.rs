@@ -30,7 +30,9 @@ impl FaultPlan {
     fn state(&self) -> MutexGuard<'_, FaultState> {
         // A test that panicked while holding the lock leaves a plan that is
         // still meaningful; keep using it.
-        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The write after the next `writes` succeed fails with EIO, once, after
@@ -182,12 +184,18 @@ impl<F: FileSystem> FileSystem for FaultyFileSystem<F> {
     }
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
-        Ok(Box::new(FaultyFile { inner: self.inner.open_write(path)?, plan: self.plan.clone() }))
+        Ok(Box::new(FaultyFile {
+            inner: self.inner.open_write(path)?,
+            plan: self.plan.clone(),
+        }))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
         self.plan.before_allocation()?;
-        Ok(Box::new(FaultyFile { inner: self.inner.create(path)?, plan: self.plan.clone() }))
+        Ok(Box::new(FaultyFile {
+            inner: self.inner.create(path)?,
+            plan: self.plan.clone(),
+        }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {

@@ -25,6 +25,14 @@ pub trait ReadFile: Send + Sync {
     /// Any IO error.
     fn len(&self) -> io::Result<u64>;
 
+    /// Whether the file holds no bytes.
+    ///
+    /// # Errors
+    /// Any IO error.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
     /// Fills `buffer` from `offset` or fails with `UnexpectedEof`.
     ///
     /// # Errors
@@ -32,7 +40,12 @@ pub trait ReadFile: Send + Sync {
     fn read_exact_at(&self, mut buffer: &mut [u8], mut offset: u64) -> io::Result<()> {
         while !buffer.is_empty() {
             match self.read_at(buffer, offset) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the file")),
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "read past the end of the file",
+                    ))
+                }
                 Ok(read) => {
                     buffer = &mut buffer[read..];
                     offset += read as u64;
@@ -184,11 +197,18 @@ impl FileSystem for OsFileSystem {
     }
 
     fn open_write(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
-        Ok(Box::new(OsFile(OpenOptions::new().read(true).write(true).open(path)?)))
+        Ok(Box::new(OsFile(
+            OpenOptions::new().read(true).write(true).open(path)?,
+        )))
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WriteFile>> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
         Ok(Box::new(OsFile(file)))
     }
 

@@ -35,7 +35,10 @@ pub(crate) struct EventIdIndex {
 
 impl std::fmt::Debug for EventIdIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventIdIndex").field("active", &self.active.len()).field("sealed", &self.sealed.len()).finish()
+        f.debug_struct("EventIdIndex")
+            .field("active", &self.active.len())
+            .field("sealed", &self.sealed.len())
+            .finish()
     }
 }
 
@@ -100,10 +103,16 @@ impl EventIdIndex {
 
 /// Reads and checks a sidecar index.
 pub(crate) fn read_index(fs: &dyn FileSystem, path: &std::path::Path) -> Result<SegmentIndex> {
-    let file = fs.open_read(path).map_err(|error| LogError::io("opening", path, error))?;
-    let len = file.len().map_err(|error| LogError::io("reading the length of", path, error))?;
-    let len = usize::try_from(len).map_err(|_| LogError::corruption(path, 0, Lsn::ZERO, "index file too large"))?;
+    let file = fs
+        .open_read(path)
+        .map_err(|error| LogError::io("opening", path, error))?;
+    let len = file
+        .len()
+        .map_err(|error| LogError::io("reading the length of", path, error))?;
+    let len = usize::try_from(len)
+        .map_err(|_| LogError::corruption(path, 0, Lsn::ZERO, "index file too large"))?;
     let mut bytes = vec![0u8; len];
-    file.read_exact_at(&mut bytes, 0).map_err(|error| LogError::io("reading", path, error))?;
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|error| LogError::io("reading", path, error))?;
     SegmentIndex::decode(&bytes).map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))
 }

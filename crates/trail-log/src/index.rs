@@ -46,7 +46,8 @@ impl SegmentIndex {
     /// that precedes it.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(INDEX_HEADER_BYTES + 16 * (self.sparse.len() + self.ids.len()) + 4);
+        let mut bytes =
+            Vec::with_capacity(INDEX_HEADER_BYTES + 16 * (self.sparse.len() + self.ids.len()) + 4);
         bytes.extend_from_slice(&INDEX_MAGIC);
         bytes.extend_from_slice(&INDEX_FORMAT_VERSION.to_le_bytes());
         bytes.extend_from_slice(&0u32.to_le_bytes());
@@ -99,10 +100,15 @@ impl SegmentIndex {
         }
         let sparse_count = usize::try_from(word(48)).map_err(|_| "sparse count overflows")?;
         let entries = (content.len() - INDEX_HEADER_BYTES) / 16;
-        if (content.len() - INDEX_HEADER_BYTES) % 16 != 0 || sparse_count > entries {
+        if !(content.len() - INDEX_HEADER_BYTES).is_multiple_of(16) || sparse_count > entries {
             return Err("index entry table has the wrong length".into());
         }
-        let entry = |index: usize| (word(INDEX_HEADER_BYTES + 16 * index), word(INDEX_HEADER_BYTES + 16 * index + 8));
+        let entry = |index: usize| {
+            (
+                word(INDEX_HEADER_BYTES + 16 * index),
+                word(INDEX_HEADER_BYTES + 16 * index + 8),
+            )
+        };
         let sparse = (0..sparse_count).map(|index| {
             let (lsn, offset) = entry(index);
             (Lsn(lsn), offset)
@@ -125,7 +131,11 @@ impl SegmentIndex {
     #[must_use]
     pub fn lsns_with_key(&self, key: u64) -> Vec<Lsn> {
         let start = self.ids.partition_point(|(candidate, _)| *candidate < key);
-        self.ids[start..].iter().take_while(|(candidate, _)| *candidate == key).map(|(_, lsn)| *lsn).collect()
+        self.ids[start..]
+            .iter()
+            .take_while(|(candidate, _)| *candidate == key)
+            .map(|(_, lsn)| *lsn)
+            .collect()
     }
 }
 

@@ -33,7 +33,11 @@ impl EventInput {
     /// An event record.
     #[must_use]
     pub fn new(event_id: String, encoded_event: Vec<u8>) -> EventInput {
-        EventInput { event_id, encoded_event, kind: RecordKind::Event }
+        EventInput {
+            event_id,
+            encoded_event,
+            kind: RecordKind::Event,
+        }
     }
 
     /// Encodes a protobuf event.
@@ -62,8 +66,10 @@ impl StoredRecord {
     /// # Errors
     /// [`LogError::EventDecode`] when the bytes are not a `trail.v1.Event`.
     pub fn decode_event(&self) -> Result<proto::Event> {
-        proto::Event::decode(self.record.event.as_slice())
-            .map_err(|error| LogError::EventDecode { lsn: self.record.lsn, reason: error.to_string() })
+        proto::Event::decode(self.record.event.as_slice()).map_err(|error| LogError::EventDecode {
+            lsn: self.record.lsn,
+            reason: error.to_string(),
+        })
     }
 }
 
@@ -90,7 +96,9 @@ pub(crate) struct Catalog {
 
 impl Catalog {
     pub fn segment_for(&self, lsn: Lsn) -> Option<&SegmentEntry> {
-        let position = self.segments.partition_point(|entry| entry.first_lsn <= lsn);
+        let position = self
+            .segments
+            .partition_point(|entry| entry.first_lsn <= lsn);
         let entry = self.segments.get(position.checked_sub(1)?)?;
         (lsn <= entry.last_lsn).then_some(entry)
     }
@@ -120,8 +128,14 @@ impl Shared {
 
 /// Reads the record at `lsn` from a segment, scanning from the nearest
 /// sparse entry.
-pub(crate) fn read_single(fs: &dyn FileSystem, entry: &SegmentEntry, lsn: Lsn) -> Result<StoredRecord> {
-    let file = fs.open_read(&entry.path).map_err(|error| LogError::io("opening", &entry.path, error))?;
+pub(crate) fn read_single(
+    fs: &dyn FileSystem,
+    entry: &SegmentEntry,
+    lsn: Lsn,
+) -> Result<StoredRecord> {
+    let file = fs
+        .open_read(&entry.path)
+        .map_err(|error| LogError::io("opening", &entry.path, error))?;
     let start = seek_offset(&entry.sparse, lsn, SEGMENT_HEADER_BYTES as u64);
     let mut cursor = FrameCursor::new(start, entry.limit);
     loop {
@@ -129,24 +143,46 @@ pub(crate) fn read_single(fs: &dyn FileSystem, entry: &SegmentEntry, lsn: Lsn) -
             Some(stored) if stored.record.lsn == lsn => return Ok(stored),
             Some(_) => {}
             None => {
-                return Err(LogError::corruption(&entry.path, cursor.offset(), lsn, "segment ends before this lsn"));
+                return Err(LogError::corruption(
+                    &entry.path,
+                    cursor.offset(),
+                    lsn,
+                    "segment ends before this lsn",
+                ));
             }
         }
     }
 }
 
 /// The next record from a cursor; `None` at the cursor's limit.
-fn next_record(file: &dyn ReadFile, cursor: &mut FrameCursor, entry: &SegmentEntry, want: Lsn) -> Result<Option<StoredRecord>> {
-    let step = cursor.next_frame(file).map_err(|error| LogError::io("reading", &entry.path, error))?;
+fn next_record(
+    file: &dyn ReadFile,
+    cursor: &mut FrameCursor,
+    entry: &SegmentEntry,
+    want: Lsn,
+) -> Result<Option<StoredRecord>> {
+    let step = cursor
+        .next_frame(file)
+        .map_err(|error| LogError::io("reading", &entry.path, error))?;
     match step {
         FrameStep::End => Ok(None),
-        FrameStep::Invalid { offset, error } => Err(LogError::codec(&entry.path, offset, want, &error)),
+        FrameStep::Invalid { offset, error } => {
+            Err(LogError::codec(&entry.path, offset, want, &error))
+        }
         FrameStep::Frame { offset, body, .. } => match codec::decode_body(body) {
             Ok(Body::Record(record)) => {
                 if record.lsn > want {
-                    return Err(LogError::corruption(&entry.path, offset, want, format!("found lsn {} where lsn {want} belongs", record.lsn)));
+                    return Err(LogError::corruption(
+                        &entry.path,
+                        offset,
+                        want,
+                        format!("found lsn {} where lsn {want} belongs", record.lsn),
+                    ));
                 }
-                Ok(Some(StoredRecord { hash: codec::record_hash(body), record }))
+                Ok(Some(StoredRecord {
+                    hash: codec::record_hash(body),
+                    record,
+                }))
             }
             Ok(Body::Seal(_)) => Ok(None),
             Err(error) => Err(LogError::codec(&entry.path, offset, want, &error)),
@@ -170,7 +206,11 @@ impl RecordIter {
         let Some(entry) = self.shared.catalog().segment_for(self.next).cloned() else {
             return Ok(None);
         };
-        let file = self.shared.fs.open_read(&entry.path).map_err(|error| LogError::io("opening", &entry.path, error))?;
+        let file = self
+            .shared
+            .fs
+            .open_read(&entry.path)
+            .map_err(|error| LogError::io("opening", &entry.path, error))?;
         let start = seek_offset(&entry.sparse, self.next, SEGMENT_HEADER_BYTES as u64);
         let cursor = FrameCursor::new(start, entry.limit);
         self.current = Some((entry, file, cursor));
@@ -182,20 +222,35 @@ impl RecordIter {
             if self.next > self.to {
                 return Ok(None);
             }
-            let needs_segment = self.current.as_ref().is_none_or(|(entry, _, _)| self.next > entry.last_lsn);
+            let needs_segment = self
+                .current
+                .as_ref()
+                .is_none_or(|(entry, _, _)| self.next > entry.last_lsn);
             if needs_segment && self.open_segment()?.is_none() {
                 return Ok(None);
             }
-            let Some((entry, file, cursor)) = self.current.as_mut() else { return Ok(None) };
+            let Some((entry, file, cursor)) = self.current.as_mut() else {
+                return Ok(None);
+            };
             let Some(stored) = next_record(file.as_ref(), cursor, entry, self.next)? else {
-                return Err(LogError::corruption(&entry.path, cursor.offset(), self.next, "segment ends before this lsn"));
+                return Err(LogError::corruption(
+                    &entry.path,
+                    cursor.offset(),
+                    self.next,
+                    "segment ends before this lsn",
+                ));
             };
             if stored.record.lsn < self.next {
                 continue;
             }
             if let Some(prev_hash) = self.prev_hash {
                 if stored.record.prev_hash != prev_hash {
-                    return Err(LogError::corruption(&entry.path, cursor.offset(), self.next, "hash chain broken: record does not link to the record before it"));
+                    return Err(LogError::corruption(
+                        &entry.path,
+                        cursor.offset(),
+                        self.next,
+                        "hash chain broken: record does not link to the record before it",
+                    ));
                 }
             }
             self.prev_hash = Some(stored.hash);
@@ -264,35 +319,62 @@ pub(crate) fn verify_segments(
     progress: &mut dyn FnMut(Lsn),
 ) -> Result<VerifyReport> {
     let from = from.max(Lsn::FIRST);
-    let mut report = VerifyReport { verified: 0, first: from, last: Lsn(from.0 - 1), head_hash: prev_hash, failure: None };
+    let mut report = VerifyReport {
+        verified: 0,
+        first: from,
+        last: Lsn(from.0 - 1),
+        head_hash: prev_hash,
+        failure: None,
+    };
     for (path, first_lsn, limit) in segments {
         if *first_lsn > to {
             break;
         }
-        let file = fs.open_read(path).map_err(|error| LogError::io("opening", path, error))?;
-        let expected = SegmentHeader { log_id, first_lsn: *first_lsn, prev_hash };
+        let file = fs
+            .open_read(path)
+            .map_err(|error| LogError::io("opening", path, error))?;
+        let expected = SegmentHeader {
+            log_id,
+            first_lsn: *first_lsn,
+            prev_hash,
+        };
         let mut visit = |scanned: &crate::segment::ScannedRecord<'_>| {
             let lsn = scanned.record.lsn;
             if lsn >= from && lsn <= to {
                 report.verified += 1;
                 report.last = lsn;
                 report.head_hash = scanned.hash;
-                if report.verified % 4096 == 0 {
+                if report.verified.is_multiple_of(4096) {
                     progress(lsn);
                 }
             }
         };
         let scan = match scan_segment(file.as_ref(), path, &expected, *limit, &mut visit) {
             Ok(scan) => scan,
-            Err(LogError::Corruption { file, offset, lsn, reason }) => {
-                report.failure = Some(VerifyFailure { lsn, file, offset, reason });
+            Err(LogError::Corruption {
+                file,
+                offset,
+                lsn,
+                reason,
+            }) => {
+                report.failure = Some(VerifyFailure {
+                    lsn,
+                    file,
+                    offset,
+                    reason,
+                });
                 return Ok(report);
             }
             Err(error) => return Err(error),
         };
         if let Some(damage) = scan.damage {
             if damage.lsn <= to {
-                report.failure = Some(VerifyFailure { lsn: damage.lsn, file: path.clone(), offset: damage.offset, reason: damage.reason });
+                report.failure = Some(VerifyFailure {
+                    lsn: damage.lsn,
+                    file: path.clone(),
+                    offset: damage.offset,
+                    reason: damage.reason,
+                });
                 return Ok(report);
             }
         }
@@ -350,7 +432,9 @@ impl Log {
     fn check_request(&self, events: &[EventInput]) -> Result<()> {
         let options = &self.options;
         if events.is_empty() {
-            return Err(LogError::InvalidArgument("an append needs at least one event".into()));
+            return Err(LogError::InvalidArgument(
+                "an append needs at least one event".into(),
+            ));
         }
         if events.len() > options.batch_events_max {
             return Err(LogError::TooLarge {
@@ -363,7 +447,9 @@ impl Log {
         let mut total = 0usize;
         for (index, event) in events.iter().enumerate() {
             if event.event_id.is_empty() {
-                return Err(LogError::InvalidArgument(format!("events[{index}].event_id is empty")));
+                return Err(LogError::InvalidArgument(format!(
+                    "events[{index}].event_id is empty"
+                )));
             }
             if event.event_id.len() > options.event_id_bytes_max {
                 return Err(LogError::TooLarge {
@@ -404,7 +490,10 @@ impl Log {
 
     fn closed_or_failed(&self) -> LogError {
         match self.failure() {
-            Some(reason) => LogError::FailStopped { log: self.shared.name.to_string(), reason },
+            Some(reason) => LogError::FailStopped {
+                log: self.shared.name.to_string(),
+                reason,
+            },
             None => LogError::Closed(self.shared.name.to_string()),
         }
     }
@@ -421,7 +510,11 @@ impl Log {
         self.check_request(&events)?;
         let (reply, receipts) = oneshot::channel();
         self.sender()?
-            .send_async(Command::Append { events, atomic, reply })
+            .send_async(Command::Append {
+                events,
+                atomic,
+                reply,
+            })
             .await
             .map_err(|_| self.closed_or_failed())?;
         receipts.await.map_err(|_| self.closed_or_failed())?
@@ -435,12 +528,19 @@ impl Log {
     pub async fn try_append(&self, events: Vec<EventInput>, atomic: bool) -> Result<Vec<Receipt>> {
         self.check_request(&events)?;
         let (reply, receipts) = oneshot::channel();
-        self.sender()?.try_send(Command::Append { events, atomic, reply }).map_err(|error| match error {
-            flume::TrySendError::Full(_) => {
-                LogError::QueueFull { log: self.shared.name.to_string(), depth: self.options.queue_depth }
-            }
-            flume::TrySendError::Disconnected(_) => self.closed_or_failed(),
-        })?;
+        self.sender()?
+            .try_send(Command::Append {
+                events,
+                atomic,
+                reply,
+            })
+            .map_err(|error| match error {
+                flume::TrySendError::Full(_) => LogError::QueueFull {
+                    log: self.shared.name.to_string(),
+                    depth: self.options.queue_depth,
+                },
+                flume::TrySendError::Disconnected(_) => self.closed_or_failed(),
+            })?;
         receipts.await.map_err(|_| self.closed_or_failed())?
     }
 
@@ -451,8 +551,16 @@ impl Log {
     pub fn append_blocking(&self, events: Vec<EventInput>, atomic: bool) -> Result<Vec<Receipt>> {
         self.check_request(&events)?;
         let (reply, receipts) = oneshot::channel();
-        self.sender()?.send(Command::Append { events, atomic, reply }).map_err(|_| self.closed_or_failed())?;
-        receipts.blocking_recv().map_err(|_| self.closed_or_failed())?
+        self.sender()?
+            .send(Command::Append {
+                events,
+                atomic,
+                reply,
+            })
+            .map_err(|_| self.closed_or_failed())?;
+        receipts
+            .blocking_recv()
+            .map_err(|_| self.closed_or_failed())?
     }
 
     /// Durable records from `from` to `to_inclusive` (clipped to the head).
@@ -475,15 +583,28 @@ impl Log {
     ///
     /// # Errors
     /// IO errors; damage is reported in [`VerifyReport::failure`].
-    pub fn verify(&self, from: Lsn, to_inclusive: Lsn, progress: &mut dyn FnMut(Lsn)) -> Result<VerifyReport> {
+    pub fn verify(
+        &self,
+        from: Lsn,
+        to_inclusive: Lsn,
+        progress: &mut dyn FnMut(Lsn),
+    ) -> Result<VerifyReport> {
         let to = to_inclusive.min(self.head().lsn);
         let (segments, prev_hash) = {
             let catalog = self.shared.catalog();
-            let start = catalog.segments.partition_point(|entry| entry.last_lsn < from.max(Lsn::FIRST));
+            let start = catalog
+                .segments
+                .partition_point(|entry| entry.last_lsn < from.max(Lsn::FIRST));
             let selected: Vec<_> = catalog.segments[start..]
                 .iter()
                 .filter(|entry| entry.first_lsn <= to)
-                .map(|entry| (entry.path.clone(), entry.first_lsn, (!entry.sealed).then_some(entry.limit)))
+                .map(|entry| {
+                    (
+                        entry.path.clone(),
+                        entry.first_lsn,
+                        (!entry.sealed).then_some(entry.limit),
+                    )
+                })
                 .collect();
             (selected, start)
         };
@@ -493,16 +614,35 @@ impl Log {
             // The chain into the first selected segment is taken from its
             // header; verifying from LSN 1 checks every link.
             let Some((path, _, _)) = segments.first() else {
-                return Ok(VerifyReport { verified: 0, first: from, last: Lsn(from.0.saturating_sub(1)), head_hash: self.head().hash, failure: None });
+                return Ok(VerifyReport {
+                    verified: 0,
+                    first: from,
+                    last: Lsn(from.0.saturating_sub(1)),
+                    head_hash: self.head().hash,
+                    failure: None,
+                });
             };
-            let file = self.shared.fs.open_read(path).map_err(|error| LogError::io("opening", path, error))?;
+            let file = self
+                .shared
+                .fs
+                .open_read(path)
+                .map_err(|error| LogError::io("opening", path, error))?;
             let mut header = [0u8; SEGMENT_HEADER_BYTES];
-            file.read_exact_at(&mut header, 0).map_err(|error| LogError::io("reading the header of", path, error))?;
+            file.read_exact_at(&mut header, 0)
+                .map_err(|error| LogError::io("reading the header of", path, error))?;
             SegmentHeader::decode(&header)
                 .map_err(|reason| LogError::corruption(path, 0, from, reason))?
                 .prev_hash
         };
-        verify_segments(self.shared.fs.as_ref(), self.shared.genesis, &segments, prev_hash, from, to, progress)
+        verify_segments(
+            self.shared.fs.as_ref(),
+            self.shared.genesis,
+            &segments,
+            prev_hash,
+            from,
+            to,
+            progress,
+        )
     }
 
     /// Stops taking appends, lets the writer finish what is queued, makes it
@@ -512,7 +652,11 @@ impl Log {
     /// # Errors
     /// [`LogError::FailStopped`] when the final sync failed.
     pub fn close(&self) -> Result<()> {
-        let sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let sender = self
+            .sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let mut outcome = Ok(());
         if let Some(sender) = sender {
             let (reply, done) = std::sync::mpsc::sync_channel(1);
@@ -520,9 +664,17 @@ impl Log {
                 outcome = done.recv().unwrap_or(Ok(()));
             }
         }
-        if let Some(writer) = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(writer) = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             if writer.join().is_err() {
-                return Err(LogError::FailStopped { log: self.shared.name.to_string(), reason: "writer thread panicked".into() });
+                return Err(LogError::FailStopped {
+                    log: self.shared.name.to_string(),
+                    reason: "writer thread panicked".into(),
+                });
             }
         }
         outcome

@@ -44,8 +44,13 @@ pub struct LogSummary {
 /// IO errors and corruption (naming file, offset and LSN).
 pub fn inspect(root: &Path) -> Result<Vec<LogSummary>> {
     let fs: Arc<dyn FileSystem> = Arc::new(OsFileSystem);
-    let names = fs.list_dir(root).map_err(|error| LogError::io("listing", root, error))?;
-    let mut logs: Vec<LogName> = names.iter().filter_map(|name| LogName::new(name).ok().filter(|log| log.as_str() == name)).collect();
+    let names = fs
+        .list_dir(root)
+        .map_err(|error| LogError::io("listing", root, error))?;
+    let mut logs: Vec<LogName> = names
+        .iter()
+        .filter_map(|name| LogName::new(name).ok().filter(|log| log.as_str() == name))
+        .collect();
     logs.sort();
     let mut summaries = Vec::new();
     for name in logs {
@@ -53,10 +58,25 @@ pub fn inspect(root: &Path) -> Result<Vec<LogSummary>> {
         if !fs.exists(&wal_dir).unwrap_or(false) {
             continue;
         }
-        let recovery = recover(fs.as_ref(), &wal_dir, genesis_hash(name.as_str()), false, Repair::ReadOnly, &mut |_| {})?;
+        let recovery = recover(
+            fs.as_ref(),
+            &wal_dir,
+            genesis_hash(name.as_str()),
+            false,
+            Repair::ReadOnly,
+            &mut |_| {},
+        )?;
         let mut segments = Vec::new();
-        for (entry, (_, path)) in recovery.catalog.segments.iter().zip(list_segments(fs.as_ref(), &wal_dir)?) {
-            let bytes = fs.open_read(&path).and_then(|file| file.len()).map_err(|error| LogError::io("reading the length of", &path, error))?;
+        for (entry, (_, path)) in recovery
+            .catalog
+            .segments
+            .iter()
+            .zip(list_segments(fs.as_ref(), &wal_dir)?)
+        {
+            let bytes = fs
+                .open_read(&path)
+                .and_then(|file| file.len())
+                .map_err(|error| LogError::io("reading the length of", &path, error))?;
             segments.push(SegmentSummary {
                 file: path,
                 first_lsn: entry.first_lsn,
@@ -65,7 +85,11 @@ pub fn inspect(root: &Path) -> Result<Vec<LogSummary>> {
                 sealed: entry.sealed,
             });
         }
-        summaries.push(LogSummary { name, segments, torn_tail: recovery.torn_tail });
+        summaries.push(LogSummary {
+            name,
+            segments,
+            torn_tail: recovery.torn_tail,
+        });
     }
     Ok(summaries)
 }
@@ -79,20 +103,46 @@ pub fn inspect(root: &Path) -> Result<Vec<LogSummary>> {
 pub fn verify(root: &Path, name: &LogName, progress: &mut dyn FnMut(Lsn)) -> Result<VerifyReport> {
     let fs = OsFileSystem;
     let wal_dir = root.join(name.as_str()).join(WAL_DIR_NAME);
-    if !fs.exists(&wal_dir).map_err(|error| LogError::io("looking for", &wal_dir, error))? {
+    if !fs
+        .exists(&wal_dir)
+        .map_err(|error| LogError::io("looking for", &wal_dir, error))?
+    {
         return Err(LogError::LogNotFound(name.to_string()));
     }
-    match recover(&fs, &wal_dir, genesis_hash(name.as_str()), true, Repair::ReadOnly, progress) {
+    match recover(
+        &fs,
+        &wal_dir,
+        genesis_hash(name.as_str()),
+        true,
+        Repair::ReadOnly,
+        progress,
+    ) {
         Ok(recovery) => {
             let tip = recovery.recovered.tip;
-            Ok(VerifyReport { verified: recovery.record_count, first: Lsn::FIRST, last: tip.lsn, head_hash: tip.hash, failure: None })
+            Ok(VerifyReport {
+                verified: recovery.record_count,
+                first: Lsn::FIRST,
+                last: tip.lsn,
+                head_hash: tip.hash,
+                failure: None,
+            })
         }
-        Err(LogError::Corruption { file, offset, lsn, reason }) => Ok(VerifyReport {
+        Err(LogError::Corruption {
+            file,
+            offset,
+            lsn,
+            reason,
+        }) => Ok(VerifyReport {
             verified: lsn.0.saturating_sub(1),
             first: Lsn::FIRST,
             last: Lsn(lsn.0.saturating_sub(1)),
             head_hash: crate::types::RecordHash::default(),
-            failure: Some(crate::log::VerifyFailure { lsn, file, offset, reason }),
+            failure: Some(crate::log::VerifyFailure {
+                lsn,
+                file,
+                offset,
+                reason,
+            }),
         }),
         Err(error) => Err(error),
     }

@@ -27,7 +27,9 @@ impl Clock for SystemClock {
     fn now_unix_nanos(&self) -> i64 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| i64::try_from(since.as_nanos()).unwrap_or(i64::MAX))
+            .map_or(0, |since| {
+                i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+            })
     }
 }
 
@@ -83,9 +85,13 @@ impl LogOptions {
     /// # Errors
     /// [`LogError::InvalidOption`] naming the option and the bound.
     pub fn validate(&self) -> Result<()> {
-        let invalid = |option: &'static str, reason: String| Err(LogError::InvalidOption { option, reason });
+        let invalid =
+            |option: &'static str, reason: String| Err(LogError::InvalidOption { option, reason });
         if !(64 * 1024..=(4u64 << 30)).contains(&self.segment_bytes) {
-            return invalid("segment_bytes", format!("{} is outside 64 KiB..=4 GiB", self.segment_bytes));
+            return invalid(
+                "segment_bytes",
+                format!("{} is outside 64 KiB..=4 GiB", self.segment_bytes),
+            );
         }
         let usable = (self.segment_bytes - SEGMENT_HEADER_BYTES as u64 - SEAL_RESERVE_BYTES) / 2;
         if self.group_bytes_max as u64 > usable {
@@ -108,17 +114,29 @@ impl LogOptions {
             return invalid("event_id_bytes_max", "must be at least 1".into());
         }
         if !(1..=1_000_000).contains(&self.queue_depth) {
-            return invalid("queue_depth", format!("{} is outside 1..=1000000", self.queue_depth));
+            return invalid(
+                "queue_depth",
+                format!("{} is outside 1..=1000000", self.queue_depth),
+            );
         }
         if !(1..=1_000_000).contains(&self.batch_events_max) {
-            return invalid("batch_events_max", format!("{} is outside 1..=1000000", self.batch_events_max));
+            return invalid(
+                "batch_events_max",
+                format!("{} is outside 1..=1000000", self.batch_events_max),
+            );
         }
         if let Durability::Interval(interval) = self.durability {
             if interval.is_zero() || interval > Duration::from_secs(60) {
-                return invalid("durability", format!("interval {interval:?} is outside (0, 60s]"));
+                return invalid(
+                    "durability",
+                    format!("interval {interval:?} is outside (0, 60s]"),
+                );
             }
         }
-        if self.segment_age_max.is_some_and(|age| age < Duration::from_millis(10)) {
+        if self
+            .segment_age_max
+            .is_some_and(|age| age < Duration::from_millis(10))
+        {
             return invalid("segment_age_max", "must be at least 10ms".into());
         }
         Ok(())

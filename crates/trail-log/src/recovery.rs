@@ -12,8 +12,8 @@ use crate::ids::{read_index, EventIdIndex, SealedIds};
 use crate::index::{event_id_key, SegmentIndex, SPARSE_STRIDE_BYTES};
 use crate::log::{Catalog, SegmentEntry};
 use crate::segment::{
-    self, decode_footer, max_durable_watermark_after, scan_segment, ScannedRecord, SegmentHeader, SegmentScan,
-    FOOTER_BYTES, SEGMENT_HEADER_BYTES,
+    self, decode_footer, max_durable_watermark_after, scan_segment, ScannedRecord, SegmentHeader,
+    SegmentScan, FOOTER_BYTES, SEGMENT_HEADER_BYTES,
 };
 use crate::types::{Lsn, RecordHash};
 use crate::writer::{ActiveSegment, Recovered, Tip};
@@ -49,20 +49,27 @@ pub(crate) struct Recovery {
 
 /// Files of a log's `wal` directory: segments by first LSN, oldest first.
 pub(crate) fn list_segments(fs: &dyn FileSystem, wal_dir: &Path) -> Result<Vec<(Lsn, PathBuf)>> {
-    let names = fs.list_dir(wal_dir).map_err(|error| LogError::io("listing", wal_dir, error))?;
+    let names = fs
+        .list_dir(wal_dir)
+        .map_err(|error| LogError::io("listing", wal_dir, error))?;
     let mut segments: Vec<(Lsn, PathBuf)> = names
         .iter()
-        .filter_map(|name| segment::parse_segment_file_name(name).map(|lsn| (lsn, wal_dir.join(name))))
+        .filter_map(|name| {
+            segment::parse_segment_file_name(name).map(|lsn| (lsn, wal_dir.join(name)))
+        })
         .collect();
     segments.sort();
     Ok(segments)
 }
 
 fn remove_temporaries(fs: &dyn FileSystem, wal_dir: &Path) -> Result<()> {
-    let names = fs.list_dir(wal_dir).map_err(|error| LogError::io("listing", wal_dir, error))?;
+    let names = fs
+        .list_dir(wal_dir)
+        .map_err(|error| LogError::io("listing", wal_dir, error))?;
     for name in names.iter().filter(|name| name.ends_with(".tmp")) {
         let path = wal_dir.join(name);
-        fs.remove_file(&path).map_err(|error| LogError::io("removing", &path, error))?;
+        fs.remove_file(&path)
+            .map_err(|error| LogError::io("removing", &path, error))?;
     }
     Ok(())
 }
@@ -85,14 +92,22 @@ fn scan_collecting(
     let mut collected = Collected::default();
     let mut visit = |scanned: &ScannedRecord<'_>| {
         let offset = scanned.offset;
-        if collected.sparse.last().is_none_or(|(_, last)| offset >= last + SPARSE_STRIDE_BYTES) {
+        if collected
+            .sparse
+            .last()
+            .is_none_or(|(_, last)| offset >= last + SPARSE_STRIDE_BYTES)
+        {
             collected.sparse.push((scanned.record.lsn, offset));
         }
-        collected.keys.push((event_id_key(&scanned.record.event_id), scanned.record.lsn));
+        collected
+            .keys
+            .push((event_id_key(&scanned.record.event_id), scanned.record.lsn));
         if keep_ids {
-            collected.ids.push((scanned.record.event_id.clone(), scanned.record.lsn));
+            collected
+                .ids
+                .push((scanned.record.event_id.clone(), scanned.record.lsn));
         }
-        if scanned.record.lsn.0 % 4096 == 0 {
+        if scanned.record.lsn.0.is_multiple_of(4096) {
             progress(scanned.record.lsn);
         }
     };
@@ -101,36 +116,64 @@ fn scan_collecting(
 }
 
 /// Checks that a sealed segment ends exactly with its seal and footer.
-fn check_sealed_end(file: &dyn ReadFile, scan: &SegmentScan) -> std::result::Result<(), (u64, String)> {
+fn check_sealed_end(
+    file: &dyn ReadFile,
+    scan: &SegmentScan,
+) -> std::result::Result<(), (u64, String)> {
     let Some((_, seal_offset)) = scan.seal else {
         return Err((scan.end_offset, "sealed segment has no valid seal".into()));
     };
     let mut seal_frame = vec![0u8; (scan.file_len.saturating_sub(seal_offset)) as usize];
-    file.read_exact_at(&mut seal_frame, seal_offset).map_err(|error| (seal_offset, error.to_string()))?;
-    let frame_len = codec::split_frame(&seal_frame).map_err(|error| (seal_offset, error.to_string()))?.1;
+    file.read_exact_at(&mut seal_frame, seal_offset)
+        .map_err(|error| (seal_offset, error.to_string()))?;
+    let frame_len = codec::split_frame(&seal_frame)
+        .map_err(|error| (seal_offset, error.to_string()))?
+        .1;
     let footer = &seal_frame[frame_len..];
     if footer.len() != FOOTER_BYTES || decode_footer(footer) != Some(seal_offset) {
-        return Err((seal_offset + frame_len as u64, "sealed segment does not end with its footer".into()));
+        return Err((
+            seal_offset + frame_len as u64,
+            "sealed segment does not end with its footer".into(),
+        ));
     }
     Ok(())
 }
 
 /// Builds a sealed segment's sidecar index by scanning it.
-pub(crate) fn index_sealed_segment(fs: &dyn FileSystem, path: &Path, log_id: RecordHash) -> Result<SegmentIndex> {
-    let file = fs.open_read(path).map_err(|error| LogError::io("opening", path, error))?;
+pub(crate) fn index_sealed_segment(
+    fs: &dyn FileSystem,
+    path: &Path,
+    log_id: RecordHash,
+) -> Result<SegmentIndex> {
+    let file = fs
+        .open_read(path)
+        .map_err(|error| LogError::io("opening", path, error))?;
     let mut header_bytes = [0u8; SEGMENT_HEADER_BYTES];
-    file.read_exact_at(&mut header_bytes, 0).map_err(|error| LogError::io("reading the header of", path, error))?;
-    let header = SegmentHeader::decode(&header_bytes).map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))?;
+    file.read_exact_at(&mut header_bytes, 0)
+        .map_err(|error| LogError::io("reading the header of", path, error))?;
+    let header = SegmentHeader::decode(&header_bytes)
+        .map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))?;
     let expected = SegmentHeader { log_id, ..header };
     let (scan, collected) = scan_collecting(file.as_ref(), path, &expected, false, &mut |_| {})?;
     sealed_index(file.as_ref(), &scan, collected)
 }
 
-fn sealed_index(file: &dyn ReadFile, scan: &SegmentScan, mut collected: Collected) -> Result<SegmentIndex> {
+fn sealed_index(
+    file: &dyn ReadFile,
+    scan: &SegmentScan,
+    mut collected: Collected,
+) -> Result<SegmentIndex> {
     if let Some(damage) = &scan.damage {
-        return Err(LogError::corruption(&scan.path, damage.offset, damage.lsn, damage.reason.clone()));
+        return Err(LogError::corruption(
+            &scan.path,
+            damage.offset,
+            damage.lsn,
+            damage.reason.clone(),
+        ));
     }
-    check_sealed_end(file, scan).map_err(|(offset, reason)| LogError::corruption(&scan.path, offset, scan.last_lsn.next(), reason))?;
+    check_sealed_end(file, scan).map_err(|(offset, reason)| {
+        LogError::corruption(&scan.path, offset, scan.last_lsn.next(), reason)
+    })?;
     let seal_offset = scan.seal.map_or(0, |(_, offset)| offset);
     collected.keys.sort_unstable();
     Ok(SegmentIndex {
@@ -158,7 +201,11 @@ pub(crate) fn recover(
     let segments = list_segments(fs, wal_dir)?;
     let mut catalog = Catalog::default();
     let mut ids = EventIdIndex::new();
-    let mut tip = Tip { lsn: Lsn::ZERO, hash: genesis, recorded_at_unix_nanos: i64::MIN };
+    let mut tip = Tip {
+        lsn: Lsn::ZERO,
+        hash: genesis,
+        recorded_at_unix_nanos: i64::MIN,
+    };
     let mut active = None;
     let mut torn_tail = None;
     let mut record_count = 0u64;
@@ -173,9 +220,15 @@ pub(crate) fn recover(
                 format!("segment starts at lsn {first_lsn} but the log continues at {expected_first}: a segment is missing"),
             ));
         }
-        let expected = SegmentHeader { log_id: genesis, first_lsn: *first_lsn, prev_hash: tip.hash };
+        let expected = SegmentHeader {
+            log_id: genesis,
+            first_lsn: *first_lsn,
+            prev_hash: tip.hash,
+        };
         let is_last = position + 1 == segments.len();
-        let file = fs.open_read(path).map_err(|error| LogError::io("opening", path, error))?;
+        let file = fs
+            .open_read(path)
+            .map_err(|error| LogError::io("opening", path, error))?;
         let index_path = wal_dir.join(segment::index_file_name(*first_lsn));
 
         if !is_last && !verify_all {
@@ -193,14 +246,23 @@ pub(crate) fn recover(
                 tip = Tip {
                     lsn: index.last_lsn,
                     hash: seal.last_hash,
-                    recorded_at_unix_nanos: tip.recorded_at_unix_nanos.max(seal.sealed_at_unix_nanos),
+                    recorded_at_unix_nanos: tip
+                        .recorded_at_unix_nanos
+                        .max(seal.sealed_at_unix_nanos),
                 };
-                ids.add_sealed(SealedIds { first_lsn: *first_lsn, index_path }, index.ids.iter().map(|(key, _)| *key));
+                ids.add_sealed(
+                    SealedIds {
+                        first_lsn: *first_lsn,
+                        index_path,
+                    },
+                    index.ids.iter().map(|(key, _)| *key),
+                );
                 continue;
             }
         }
 
-        let (mut scan, collected) = scan_collecting(file.as_ref(), path, &expected, is_last, progress)?;
+        let (mut scan, collected) =
+            scan_collecting(file.as_ref(), path, &expected, is_last, progress)?;
         if scan.seal.is_some() {
             if is_last && repair == Repair::CutTornTail {
                 finish_seal(fs, file.as_ref(), &scan)?;
@@ -228,11 +290,21 @@ pub(crate) fn recover(
                 limit: index.seal_offset,
                 sparse: index.sparse.clone(),
             });
-            ids.add_sealed(SealedIds { first_lsn: *first_lsn, index_path }, index.ids.iter().map(|(key, _)| *key));
+            ids.add_sealed(
+                SealedIds {
+                    first_lsn: *first_lsn,
+                    index_path,
+                },
+                index.ids.iter().map(|(key, _)| *key),
+            );
         } else if !is_last {
             let (offset, lsn, reason) = match &scan.damage {
                 Some(damage) => (damage.offset, damage.lsn, damage.reason.clone()),
-                None => (scan.end_offset, scan.last_lsn.next(), "segment is not sealed but a later segment exists".into()),
+                None => (
+                    scan.end_offset,
+                    scan.last_lsn.next(),
+                    "segment is not sealed but a later segment exists".into(),
+                ),
             };
             return Err(LogError::corruption(path, offset, lsn, reason));
         } else {
@@ -248,11 +320,19 @@ pub(crate) fn recover(
             }
             torn_tail = tail;
             let kept = scan.last_lsn;
-            let sparse: Vec<(Lsn, u64)> = collected.sparse.into_iter().filter(|(lsn, _)| *lsn <= kept).collect();
+            let sparse: Vec<(Lsn, u64)> = collected
+                .sparse
+                .into_iter()
+                .filter(|(lsn, _)| *lsn <= kept)
+                .collect();
             for (event_id, lsn) in collected.ids.into_iter().filter(|(_, lsn)| *lsn <= kept) {
                 ids.insert_active(event_id, lsn);
             }
-            let keys: Vec<(u64, Lsn)> = collected.keys.into_iter().filter(|(_, lsn)| *lsn <= kept).collect();
+            let keys: Vec<(u64, Lsn)> = collected
+                .keys
+                .into_iter()
+                .filter(|(_, lsn)| *lsn <= kept)
+                .collect();
             catalog.segments.push(SegmentEntry {
                 first_lsn: *first_lsn,
                 last_lsn: kept,
@@ -262,7 +342,9 @@ pub(crate) fn recover(
                 sparse: sparse.clone(),
             });
             if repair == Repair::CutTornTail {
-                let writable = fs.open_write(path).map_err(|error| LogError::io("opening for writing", path, error))?;
+                let writable = fs
+                    .open_write(path)
+                    .map_err(|error| LogError::io("opening for writing", path, error))?;
                 active = Some(ActiveSegment {
                     first_lsn: *first_lsn,
                     path: path.clone(),
@@ -279,10 +361,17 @@ pub(crate) fn recover(
         tip = Tip {
             lsn: scan.last_lsn,
             hash: scan.last_hash,
-            recorded_at_unix_nanos: scan.last_recorded_at_unix_nanos.max(tip.recorded_at_unix_nanos),
+            recorded_at_unix_nanos: scan
+                .last_recorded_at_unix_nanos
+                .max(tip.recorded_at_unix_nanos),
         };
     }
-    Ok(Recovery { catalog, recovered: Recovered { active, tip, ids }, torn_tail, record_count })
+    Ok(Recovery {
+        catalog,
+        recovered: Recovered { active, tip, ids },
+        torn_tail,
+        record_count,
+    })
 }
 
 /// For a sealed segment with a valid sidecar: checks header, seal and
@@ -295,33 +384,64 @@ fn quick_sealed(
     index_path: &Path,
     expected: &SegmentHeader,
 ) -> Result<Option<SegmentIndex>> {
-    let Ok(index) = read_index(fs, index_path) else { return Ok(None) };
-    let file_len = file.len().map_err(|error| LogError::io("reading the length of", path, error))?;
+    let Ok(index) = read_index(fs, index_path) else {
+        return Ok(None);
+    };
+    let file_len = file
+        .len()
+        .map_err(|error| LogError::io("reading the length of", path, error))?;
     if index.first_lsn != expected.first_lsn || index.segment_bytes != file_len {
         return Ok(None);
     }
     let mut header_bytes = [0u8; SEGMENT_HEADER_BYTES];
-    file.read_exact_at(&mut header_bytes, 0).map_err(|error| LogError::io("reading the header of", path, error))?;
-    let header = SegmentHeader::decode(&header_bytes).map_err(|reason| LogError::corruption(path, 0, expected.first_lsn, reason))?;
+    file.read_exact_at(&mut header_bytes, 0)
+        .map_err(|error| LogError::io("reading the header of", path, error))?;
+    let header = SegmentHeader::decode(&header_bytes)
+        .map_err(|reason| LogError::corruption(path, 0, expected.first_lsn, reason))?;
     if header != *expected {
-        return Err(LogError::corruption(path, 0, expected.first_lsn, "header does not continue the previous segment"));
+        return Err(LogError::corruption(
+            path,
+            0,
+            expected.first_lsn,
+            "header does not continue the previous segment",
+        ));
     }
     let mut footer = [0u8; FOOTER_BYTES];
-    file.read_exact_at(&mut footer, file_len - FOOTER_BYTES as u64).map_err(|error| LogError::io("reading the footer of", path, error))?;
+    file.read_exact_at(&mut footer, file_len - FOOTER_BYTES as u64)
+        .map_err(|error| LogError::io("reading the footer of", path, error))?;
     if decode_footer(&footer) != Some(index.seal_offset) {
-        return Err(LogError::corruption(path, file_len - FOOTER_BYTES as u64, index.last_lsn.next(), "footer does not name the seal"));
+        return Err(LogError::corruption(
+            path,
+            file_len - FOOTER_BYTES as u64,
+            index.last_lsn.next(),
+            "footer does not name the seal",
+        ));
     }
     Ok(Some(index))
 }
 
-fn read_seal(file: &dyn ReadFile, path: &Path, seal_offset: u64, last_lsn: Lsn) -> Result<codec::Seal> {
-    let file_len = file.len().map_err(|error| LogError::io("reading the length of", path, error))?;
+fn read_seal(
+    file: &dyn ReadFile,
+    path: &Path,
+    seal_offset: u64,
+    last_lsn: Lsn,
+) -> Result<codec::Seal> {
+    let file_len = file
+        .len()
+        .map_err(|error| LogError::io("reading the length of", path, error))?;
     let mut bytes = vec![0u8; file_len.saturating_sub(seal_offset) as usize];
-    file.read_exact_at(&mut bytes, seal_offset).map_err(|error| LogError::io("reading the seal of", path, error))?;
-    let (body, _) = codec::split_frame(&bytes).map_err(|error| LogError::codec(path, seal_offset, last_lsn, &error))?;
+    file.read_exact_at(&mut bytes, seal_offset)
+        .map_err(|error| LogError::io("reading the seal of", path, error))?;
+    let (body, _) = codec::split_frame(&bytes)
+        .map_err(|error| LogError::codec(path, seal_offset, last_lsn, &error))?;
     match codec::decode_body(body) {
         Ok(Body::Seal(seal)) if seal.last_lsn == last_lsn => Ok(seal),
-        Ok(_) => Err(LogError::corruption(path, seal_offset, last_lsn, "seal does not match the segment index")),
+        Ok(_) => Err(LogError::corruption(
+            path,
+            seal_offset,
+            last_lsn,
+            "seal does not match the segment index",
+        )),
         Err(error) => Err(LogError::codec(path, seal_offset, last_lsn, &error)),
     }
 }
@@ -343,12 +463,23 @@ fn finish_seal(fs: &dyn FileSystem, file: &dyn ReadFile, scan: &SegmentScan) -> 
     if check_sealed_end(file, scan).is_ok() {
         return Ok(());
     }
-    let Some((_, seal_offset)) = scan.seal else { return Ok(()) };
+    let Some((_, seal_offset)) = scan.seal else {
+        return Ok(());
+    };
     let mut frame_header = [0u8; codec::FRAME_HEADER_BYTES];
-    file.read_exact_at(&mut frame_header, seal_offset).map_err(|error| LogError::io("reading the seal of", &scan.path, error))?;
-    let frame_len = codec::FRAME_HEADER_BYTES as u64 + u64::from(u32::from_le_bytes([frame_header[0], frame_header[1], frame_header[2], frame_header[3]]));
+    file.read_exact_at(&mut frame_header, seal_offset)
+        .map_err(|error| LogError::io("reading the seal of", &scan.path, error))?;
+    let frame_len = codec::FRAME_HEADER_BYTES as u64
+        + u64::from(u32::from_le_bytes([
+            frame_header[0],
+            frame_header[1],
+            frame_header[2],
+            frame_header[3],
+        ]));
     let footer_offset = seal_offset + frame_len;
-    let mut writable = fs.open_write(&scan.path).map_err(|error| LogError::io("opening for writing", &scan.path, error))?;
+    let mut writable = fs
+        .open_write(&scan.path)
+        .map_err(|error| LogError::io("opening for writing", &scan.path, error))?;
     writable
         .write_all_at(&segment::encode_footer(seal_offset), footer_offset)
         .and_then(|()| writable.set_len(footer_offset + FOOTER_BYTES as u64))
@@ -363,13 +494,18 @@ fn finish_seal(fs: &dyn FileSystem, file: &dyn ReadFile, scan: &SegmentScan) -> 
 /// (corruption). Also drops an incomplete trailing atomic batch.
 fn analyze_tail(file: &dyn ReadFile, scan: &mut SegmentScan) -> Result<Option<TornTail>> {
     let start = scan.end_offset;
-    let length = usize::try_from(scan.file_len - start).map_err(|_| LogError::corruption(&scan.path, start, scan.last_lsn.next(), "segment too large"))?;
+    let length = usize::try_from(scan.file_len - start).map_err(|_| {
+        LogError::corruption(&scan.path, start, scan.last_lsn.next(), "segment too large")
+    })?;
     let mut tail = vec![0u8; length];
-    file.read_exact_at(&mut tail, start).map_err(|error| LogError::io("reading", &scan.path, error))?;
+    file.read_exact_at(&mut tail, start)
+        .map_err(|error| LogError::io("reading", &scan.path, error))?;
     let last_nonzero = tail.iter().rposition(|byte| *byte != 0);
     let expected = scan.last_lsn.next();
     if let Some(last_nonzero) = last_nonzero {
-        if let Some((position, durable)) = max_durable_watermark_after(&tail[..=last_nonzero], expected) {
+        if let Some((position, durable)) =
+            max_durable_watermark_after(&tail[..=last_nonzero], expected)
+        {
             if durable >= expected {
                 let reason = scan.damage.as_ref().map_or_else(
                     || "unreadable bytes".to_string(),
@@ -381,7 +517,7 @@ fn analyze_tail(file: &dyn ReadFile, scan: &mut SegmentScan) -> Result<Option<To
                     expected,
                     format!(
                         "{reason}; a valid record at offset {} was written after lsn {durable} was durable, so this is damage to acknowledged data, not a torn write",
-                        start + position as u64
+                        start + position
                     ),
                 ));
             }
@@ -404,21 +540,34 @@ fn analyze_tail(file: &dyn ReadFile, scan: &mut SegmentScan) -> Result<Option<To
 }
 
 fn zero_range(fs: &dyn FileSystem, path: &Path, from: u64, to: u64) -> Result<()> {
-    let mut file = fs.open_write(path).map_err(|error| LogError::io("opening for writing", path, error))?;
+    let mut file = fs
+        .open_write(path)
+        .map_err(|error| LogError::io("opening for writing", path, error))?;
     let zeros = vec![0u8; 1 << 20];
     let mut offset = from;
     while offset < to {
         let length = (to - offset).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..length], offset).map_err(|error| LogError::io("cutting the torn tail of", path, error))?;
+        file.write_all_at(&zeros[..length], offset)
+            .map_err(|error| LogError::io("cutting the torn tail of", path, error))?;
         offset += length as u64;
     }
-    file.sync_data().map_err(|error| LogError::io("syncing", path, error))
+    file.sync_data()
+        .map_err(|error| LogError::io("syncing", path, error))
 }
 
-pub(crate) fn write_index_file(fs: &dyn FileSystem, path: &Path, index: &SegmentIndex) -> Result<()> {
+pub(crate) fn write_index_file(
+    fs: &dyn FileSystem,
+    path: &Path,
+    index: &SegmentIndex,
+) -> Result<()> {
     let temporary = path.with_extension("idx.tmp");
-    let mut file = fs.create(&temporary).map_err(|error| LogError::io("creating", &temporary, error))?;
-    file.write_all_at(&index.encode(), 0).map_err(|error| LogError::io("writing", &temporary, error))?;
-    file.sync_all().map_err(|error| LogError::io("syncing", &temporary, error))?;
-    fs.rename(&temporary, path).map_err(|error| LogError::io("renaming into place", path, error))
+    let mut file = fs
+        .create(&temporary)
+        .map_err(|error| LogError::io("creating", &temporary, error))?;
+    file.write_all_at(&index.encode(), 0)
+        .map_err(|error| LogError::io("writing", &temporary, error))?;
+    file.sync_all()
+        .map_err(|error| LogError::io("syncing", &temporary, error))?;
+    fs.rename(&temporary, path)
+        .map_err(|error| LogError::io("renaming into place", path, error))
 }

@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::codec::{self, Body, CodecError, Record, Seal, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES};
+use crate::codec::{
+    self, Body, CodecError, Record, Seal, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES,
+};
 use crate::error::{LogError, Result};
 use crate::fs::ReadFile;
 use crate::types::{Lsn, RecordHash};
@@ -58,7 +60,10 @@ impl SegmentHeader {
     /// A description of the first check that failed.
     pub fn decode(bytes: &[u8]) -> std::result::Result<SegmentHeader, String> {
         if bytes.len() < SEGMENT_HEADER_BYTES {
-            return Err(format!("header is {} bytes; it needs {SEGMENT_HEADER_BYTES}", bytes.len()));
+            return Err(format!(
+                "header is {} bytes; it needs {SEGMENT_HEADER_BYTES}",
+                bytes.len()
+            ));
         }
         if bytes[0..8] != SEGMENT_MAGIC {
             return Err("bad magic: not a trail segment".into());
@@ -74,7 +79,9 @@ impl SegmentHeader {
         }
         let header_len = u32::from_le_bytes(slice4(&bytes[12..16])) as usize;
         if header_len != SEGMENT_HEADER_BYTES {
-            return Err(format!("header length {header_len} is not {SEGMENT_HEADER_BYTES}"));
+            return Err(format!(
+                "header length {header_len} is not {SEGMENT_HEADER_BYTES}"
+            ));
         }
         Ok(SegmentHeader {
             log_id: RecordHash(slice32(&bytes[16..48])),
@@ -186,7 +193,13 @@ impl FrameCursor {
     /// A cursor from `offset` up to `limit`.
     #[must_use]
     pub fn new(offset: u64, limit: u64) -> FrameCursor {
-        FrameCursor { buffer_offset: offset, buffer: Vec::new(), position: 0, filled: 0, limit }
+        FrameCursor {
+            buffer_offset: offset,
+            buffer: Vec::new(),
+            position: 0,
+            filled: 0,
+            limit,
+        }
     }
 
     /// Moves the limit (a reader following a growing segment).
@@ -218,7 +231,10 @@ impl FrameCursor {
             self.buffer.resize(target, 0);
         }
         while self.filled < target {
-            let read = file.read_at(&mut self.buffer[self.filled..target], self.buffer_offset + self.filled as u64)?;
+            let read = file.read_at(
+                &mut self.buffer[self.filled..target],
+                self.buffer_offset + self.filled as u64,
+            )?;
             if read == 0 {
                 break;
             }
@@ -237,16 +253,21 @@ impl FrameCursor {
             return Ok(FrameStep::End);
         }
         let available = self.fill(file, FRAME_HEADER_BYTES)?;
-        let body_len = match codec::frame_body_len(&self.buffer[self.position..self.position + available]) {
-            Ok(body_len) => body_len,
-            Err(error) => return Ok(FrameStep::Invalid { offset, error }),
-        };
+        let body_len =
+            match codec::frame_body_len(&self.buffer[self.position..self.position + available]) {
+                Ok(body_len) => body_len,
+                Err(error) => return Ok(FrameStep::Invalid { offset, error }),
+            };
         let available = self.fill(file, FRAME_HEADER_BYTES + body_len)?;
         match codec::split_frame(&self.buffer[self.position..self.position + available]) {
             Ok((_, frame_len)) => {
                 let body_start = self.position + FRAME_HEADER_BYTES;
                 self.position += frame_len;
-                Ok(FrameStep::Frame { offset, body: &self.buffer[body_start..body_start + body_len], frame_len })
+                Ok(FrameStep::Frame {
+                    offset,
+                    body: &self.buffer[body_start..body_start + body_len],
+                    frame_len,
+                })
             }
             Err(error) => Ok(FrameStep::Invalid { offset, error }),
         }
@@ -363,21 +384,48 @@ pub fn scan_segment(
     limit: Option<u64>,
     visit: &mut dyn FnMut(&ScannedRecord<'_>),
 ) -> Result<SegmentScan> {
-    let file_len = file.len().map_err(|error| LogError::io("reading the length of", path, error))?;
+    let file_len = file
+        .len()
+        .map_err(|error| LogError::io("reading the length of", path, error))?;
     let mut header_bytes = [0u8; SEGMENT_HEADER_BYTES];
     if file_len < SEGMENT_HEADER_BYTES as u64 {
-        return Err(LogError::corruption(path, 0, expected.first_lsn, format!("segment is {file_len} bytes, shorter than its header")));
+        return Err(LogError::corruption(
+            path,
+            0,
+            expected.first_lsn,
+            format!("segment is {file_len} bytes, shorter than its header"),
+        ));
     }
-    file.read_exact_at(&mut header_bytes, 0).map_err(|error| LogError::io("reading the header of", path, error))?;
-    let header = SegmentHeader::decode(&header_bytes).map_err(|reason| LogError::corruption(path, 0, expected.first_lsn, reason))?;
+    file.read_exact_at(&mut header_bytes, 0)
+        .map_err(|error| LogError::io("reading the header of", path, error))?;
+    let header = SegmentHeader::decode(&header_bytes)
+        .map_err(|reason| LogError::corruption(path, 0, expected.first_lsn, reason))?;
     if header.log_id != expected.log_id {
-        return Err(LogError::corruption(path, 16, expected.first_lsn, "segment belongs to another log (log id mismatch)"));
+        return Err(LogError::corruption(
+            path,
+            16,
+            expected.first_lsn,
+            "segment belongs to another log (log id mismatch)",
+        ));
     }
     if header.first_lsn != expected.first_lsn {
-        return Err(LogError::corruption(path, 48, expected.first_lsn, format!("header says first lsn {}, file name and log say {}", header.first_lsn, expected.first_lsn)));
+        return Err(LogError::corruption(
+            path,
+            48,
+            expected.first_lsn,
+            format!(
+                "header says first lsn {}, file name and log say {}",
+                header.first_lsn, expected.first_lsn
+            ),
+        ));
     }
     if header.prev_hash != expected.prev_hash {
-        return Err(LogError::corruption(path, 56, expected.first_lsn, "header's previous hash does not match the previous segment's last record"));
+        return Err(LogError::corruption(
+            path,
+            56,
+            expected.first_lsn,
+            "header's previous hash does not match the previous segment's last record",
+        ));
     }
 
     let mut scan = SegmentScan {
@@ -393,20 +441,42 @@ pub fn scan_segment(
         damage: None,
         open_batch: None,
     };
-    let mut cursor = FrameCursor::new(SEGMENT_HEADER_BYTES as u64, limit.unwrap_or(file_len).min(file_len));
+    let mut cursor = FrameCursor::new(
+        SEGMENT_HEADER_BYTES as u64,
+        limit.unwrap_or(file_len).min(file_len),
+    );
     loop {
         let expected_lsn = scan.last_lsn.next();
-        let step = cursor.next_frame(file).map_err(|error| LogError::io("reading", path, error))?;
+        let step = cursor
+            .next_frame(file)
+            .map_err(|error| LogError::io("reading", path, error))?;
         let (offset, body, frame_len) = match step {
             FrameStep::End => break,
-            FrameStep::Invalid { error: CodecError::ZeroLength, .. } => break,
+            FrameStep::Invalid {
+                error: CodecError::ZeroLength,
+                ..
+            } => break,
             FrameStep::Invalid { offset, error } => {
-                scan.damage = Some(Damage { offset, lsn: expected_lsn, reason: error.to_string() });
+                scan.damage = Some(Damage {
+                    offset,
+                    lsn: expected_lsn,
+                    reason: error.to_string(),
+                });
                 break;
             }
-            FrameStep::Frame { offset, body, frame_len } => (offset, body, frame_len),
+            FrameStep::Frame {
+                offset,
+                body,
+                frame_len,
+            } => (offset, body, frame_len),
         };
-        let damage = |reason: String| Some(Damage { offset, lsn: expected_lsn, reason });
+        let damage = |reason: String| {
+            Some(Damage {
+                offset,
+                lsn: expected_lsn,
+                reason,
+            })
+        };
         let decoded = match codec::decode_body(body) {
             Ok(decoded) => decoded,
             Err(error) => {
@@ -429,7 +499,12 @@ pub fn scan_segment(
                     break;
                 }
                 let hash = codec::record_hash(body);
-                visit(&ScannedRecord { offset, frame_len, record: &record, hash });
+                visit(&ScannedRecord {
+                    offset,
+                    frame_len,
+                    record: &record,
+                    hash,
+                });
                 if record.batch_last_lsn == record.lsn {
                     scan.open_batch = None;
                 } else if scan.open_batch.is_none() {
@@ -455,7 +530,10 @@ pub fn scan_segment(
 fn check_record(record: &Record, scan: &SegmentScan) -> std::result::Result<(), String> {
     let expected_lsn = scan.last_lsn.next();
     if record.lsn != expected_lsn {
-        return Err(format!("record has lsn {}, expected {expected_lsn}", record.lsn));
+        return Err(format!(
+            "record has lsn {}, expected {expected_lsn}",
+            record.lsn
+        ));
     }
     if record.prev_hash != scan.last_hash {
         return Err("hash chain broken: record does not link to the record before it".into());
@@ -464,7 +542,10 @@ fn check_record(record: &Record, scan: &SegmentScan) -> std::result::Result<(), 
         return Err("recorded_at goes backwards".into());
     }
     if record.batch_last_lsn < record.lsn {
-        return Err(format!("batch marker {} is before the record's own lsn", record.batch_last_lsn));
+        return Err(format!(
+            "batch marker {} is before the record's own lsn",
+            record.batch_last_lsn
+        ));
     }
     if let Some(batch) = scan.open_batch {
         if record.batch_last_lsn != batch.last_lsn {
@@ -475,7 +556,10 @@ fn check_record(record: &Record, scan: &SegmentScan) -> std::result::Result<(), 
         }
     }
     if record.durable_lsn >= record.lsn {
-        return Err(format!("durable watermark {} is not below the record's own lsn", record.durable_lsn));
+        return Err(format!(
+            "durable watermark {} is not below the record's own lsn",
+            record.durable_lsn
+        ));
     }
     Ok(())
 }
@@ -484,10 +568,18 @@ fn check_seal(seal: &Seal, scan: &SegmentScan) -> std::result::Result<(), String
     if scan.record_count == 0 {
         return Err("seal in a segment with no records".into());
     }
-    if seal.first_lsn != scan.header.first_lsn || seal.last_lsn != scan.last_lsn || seal.record_count != scan.record_count {
+    if seal.first_lsn != scan.header.first_lsn
+        || seal.last_lsn != scan.last_lsn
+        || seal.record_count != scan.record_count
+    {
         return Err(format!(
             "seal says lsns {}..={} ({} records), segment holds {}..={} ({} records)",
-            seal.first_lsn, seal.last_lsn, seal.record_count, scan.header.first_lsn, scan.last_lsn, scan.record_count
+            seal.first_lsn,
+            seal.last_lsn,
+            seal.record_count,
+            scan.header.first_lsn,
+            scan.last_lsn,
+            scan.record_count
         ));
     }
     if seal.last_hash != scan.last_hash {
@@ -522,7 +614,9 @@ pub fn max_durable_watermark_after(bytes: &[u8], from_lsn: Lsn) -> Option<(u64, 
         }
         if let Ok((body, _)) = codec::split_frame(candidate) {
             if let Ok(Body::Record(record)) = codec::decode_body(body) {
-                if record.lsn >= from_lsn && best.is_none_or(|(_, durable)| record.durable_lsn > durable) {
+                if record.lsn >= from_lsn
+                    && best.is_none_or(|(_, durable)| record.durable_lsn > durable)
+                {
                     best = Some((position as u64, record.durable_lsn));
                 }
             }

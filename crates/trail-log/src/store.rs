@@ -42,10 +42,20 @@ impl Store {
     ///
     /// # Errors
     /// As [`Store::open`].
-    pub fn open_with_fs(fs: Arc<dyn FileSystem>, root: &Path, options: LogOptions) -> Result<Store> {
+    pub fn open_with_fs(
+        fs: Arc<dyn FileSystem>,
+        root: &Path,
+        options: LogOptions,
+    ) -> Result<Store> {
         options.validate()?;
-        fs.create_dir_all(root).map_err(|error| LogError::io("creating", root, error))?;
-        Ok(Store { fs, root: root.to_path_buf(), options, logs: Mutex::new(HashMap::new()) })
+        fs.create_dir_all(root)
+            .map_err(|error| LogError::io("creating", root, error))?;
+        Ok(Store {
+            fs,
+            root: root.to_path_buf(),
+            options,
+            logs: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The store's root directory.
@@ -72,7 +82,8 @@ impl Store {
     /// # Errors
     /// As [`Store::get`].
     pub fn get_or_create(&self, name: &LogName) -> Result<Arc<Log>> {
-        self.get_inner(name, true)?.ok_or_else(|| LogError::LogNotFound(name.to_string()))
+        self.get_inner(name, true)?
+            .ok_or_else(|| LogError::LogNotFound(name.to_string()))
     }
 
     fn get_inner(&self, name: &LogName, create: bool) -> Result<Option<Arc<Log>>> {
@@ -81,18 +92,30 @@ impl Store {
             return Ok(Some(Arc::clone(log)));
         }
         let wal_dir = self.wal_dir(name);
-        let exists = self.fs.exists(&wal_dir).map_err(|error| LogError::io("looking for", &wal_dir, error))?;
+        let exists = self
+            .fs
+            .exists(&wal_dir)
+            .map_err(|error| LogError::io("looking for", &wal_dir, error))?;
         if !exists {
             if !create {
                 return Ok(None);
             }
-            self.fs.create_dir_all(&wal_dir).map_err(|error| LogError::io("creating", &wal_dir, error))?;
+            self.fs
+                .create_dir_all(&wal_dir)
+                .map_err(|error| LogError::io("creating", &wal_dir, error))?;
             let log_dir = self.root.join(name.as_str());
             for directory in [&log_dir, &self.root] {
-                self.fs.sync_dir(directory).map_err(|error| LogError::io("syncing", directory, error))?;
+                self.fs
+                    .sync_dir(directory)
+                    .map_err(|error| LogError::io("syncing", directory, error))?;
             }
         }
-        let log = Arc::new(open_log(Arc::clone(&self.fs), wal_dir, name.clone(), self.options.clone())?);
+        let log = Arc::new(open_log(
+            Arc::clone(&self.fs),
+            wal_dir,
+            name.clone(),
+            self.options.clone(),
+        )?);
         logs.insert(name.clone(), Arc::clone(&log));
         Ok(Some(log))
     }
@@ -102,7 +125,10 @@ impl Store {
     /// # Errors
     /// IO errors listing the root.
     pub fn list(&self) -> Result<Vec<LogName>> {
-        let names = self.fs.list_dir(&self.root).map_err(|error| LogError::io("listing", &self.root, error))?;
+        let names = self
+            .fs
+            .list_dir(&self.root)
+            .map_err(|error| LogError::io("listing", &self.root, error))?;
         let mut logs: Vec<LogName> = names
             .iter()
             .filter_map(|name| LogName::new(name).ok().filter(|log| log.as_str() == name))
@@ -117,7 +143,13 @@ impl Store {
     /// # Errors
     /// The first log whose close failed.
     pub fn close(&self) -> Result<()> {
-        let logs: Vec<Arc<Log>> = self.logs.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, log)| log).collect();
+        let logs: Vec<Arc<Log>> = self
+            .logs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, log)| log)
+            .collect();
         let mut outcome = Ok(());
         for log in logs {
             if let Err(error) = log.close() {
@@ -128,17 +160,50 @@ impl Store {
     }
 }
 
-fn open_log(fs: Arc<dyn FileSystem>, wal_dir: PathBuf, name: LogName, options: LogOptions) -> Result<Log> {
+fn open_log(
+    fs: Arc<dyn FileSystem>,
+    wal_dir: PathBuf,
+    name: LogName,
+    options: LogOptions,
+) -> Result<Log> {
     let genesis = genesis_hash(name.as_str());
-    let recovery = recover(fs.as_ref(), &wal_dir, genesis, options.verify_on_open, Repair::CutTornTail, &mut |_| {})?;
+    let recovery = recover(
+        fs.as_ref(),
+        &wal_dir,
+        genesis,
+        options.verify_on_open,
+        Repair::CutTornTail,
+        &mut |_| {},
+    )?;
     let tip = recovery.recovered.tip;
-    let (head, _) = watch::channel(Head { lsn: tip.lsn, hash: tip.hash });
-    let shared = Arc::new(Shared { name: name.clone(), wal_dir, fs, genesis, catalog: RwLock::new(recovery.catalog), head });
+    let (head, _) = watch::channel(Head {
+        lsn: tip.lsn,
+        hash: tip.hash,
+    });
+    let shared = Arc::new(Shared {
+        name: name.clone(),
+        wal_dir,
+        fs,
+        genesis,
+        catalog: RwLock::new(recovery.catalog),
+        head,
+    });
     let (sender, receiver) = flume::bounded(options.queue_depth);
     let writer = Writer::new(Arc::clone(&shared), options.clone(), recovery.recovered);
     let thread = std::thread::Builder::new()
         .name(format!("trail-writer-{name}"))
         .spawn(move || writer.run(&receiver))
-        .map_err(|error| LogError::io("starting the writer thread of", shared.wal_dir.clone(), error))?;
-    Ok(Log { shared, options, sender: Mutex::new(Some(sender)), writer: Mutex::new(Some(thread)) })
+        .map_err(|error| {
+            LogError::io(
+                "starting the writer thread of",
+                shared.wal_dir.clone(),
+                error,
+            )
+        })?;
+    Ok(Log {
+        shared,
+        options,
+        sender: Mutex::new(Some(sender)),
+        writer: Mutex::new(Some(thread)),
+    })
 }

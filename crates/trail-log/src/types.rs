@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 /// A log sequence number: dense, starting at 1 per log, assigned only by the
 /// log's single writer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Lsn(pub u64);
 
 impl Lsn {
@@ -85,7 +87,10 @@ impl LogName {
         if name.len() > LOG_NAME_BYTES_MAX {
             return Err(InvalidLogName {
                 name: name.chars().take(80).collect(),
-                reason: format!("is {} bytes long; the limit is {LOG_NAME_BYTES_MAX}", name.len()),
+                reason: format!(
+                    "is {} bytes long; the limit is {LOG_NAME_BYTES_MAX}",
+                    name.len()
+                ),
             });
         }
         for (position, character) in name.chars().enumerate() {

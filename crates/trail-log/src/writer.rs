@@ -23,9 +23,18 @@ use crate::types::{Durability, Head, Lsn, Receipt, RecordHash};
 
 /// What the writer's queue carries.
 pub(crate) enum Command {
-    Append { events: Vec<EventInput>, atomic: bool, reply: oneshot::Sender<Result<Vec<Receipt>>> },
-    Close { reply: std::sync::mpsc::SyncSender<Result<()>> },
+    Append {
+        events: Vec<EventInput>,
+        atomic: bool,
+        reply: oneshot::Sender<Result<Vec<Receipt>>>,
+    },
+    Close {
+        reply: std::sync::mpsc::SyncSender<Result<()>>,
+    },
 }
+
+/// An append's reply channel and the answer it gets once the group commits.
+type PendingReply = (oneshot::Sender<Result<Vec<Receipt>>>, Result<Vec<Receipt>>);
 
 /// Most append requests folded into one group.
 const GROUP_COMMANDS_MAX: usize = 1024;
@@ -47,7 +56,9 @@ pub(crate) struct ActiveSegment {
 
 impl ActiveSegment {
     fn room(&self) -> u64 {
-        self.capacity.saturating_sub(SEAL_RESERVE_BYTES).saturating_sub(self.write_offset)
+        self.capacity
+            .saturating_sub(SEAL_RESERVE_BYTES)
+            .saturating_sub(self.write_offset)
     }
 }
 
@@ -139,7 +150,10 @@ impl Writer {
                 match receiver.try_recv() {
                     Ok(command) => {
                         if let Command::Append { events, .. } = &command {
-                            bytes += events.iter().map(EventInput::frame_bytes_max).sum::<usize>();
+                            bytes += events
+                                .iter()
+                                .map(EventInput::frame_bytes_max)
+                                .sum::<usize>();
                         }
                         group.push(command);
                     }
@@ -189,19 +203,32 @@ impl Writer {
     }
 
     /// Processes one group; returns the reply channel of a close request.
-    fn run_group(&mut self, group: Vec<Command>) -> Option<std::sync::mpsc::SyncSender<Result<()>>> {
-        let mut replies: Vec<(oneshot::Sender<Result<Vec<Receipt>>>, Result<Vec<Receipt>>)> = Vec::new();
+    fn run_group(
+        &mut self,
+        group: Vec<Command>,
+    ) -> Option<std::sync::mpsc::SyncSender<Result<()>>> {
+        let mut replies: Vec<PendingReply> = Vec::new();
         let mut close = None;
         for command in group {
             match command {
                 Command::Close { reply } => close = Some(reply),
-                Command::Append { events, atomic, reply } => {
+                Command::Append {
+                    events,
+                    atomic,
+                    reply,
+                } => {
                     if let Some(error) = self.failure_error() {
                         let _ = reply.send(Err(error));
                         continue;
                     }
-                    let needed: u64 = events.iter().map(|event| event.frame_bytes_max() as u64).sum();
-                    let fits = self.active.as_ref().is_some_and(|active| active.room() >= self.buffer.len() as u64 + needed);
+                    let needed: u64 = events
+                        .iter()
+                        .map(|event| event.frame_bytes_max() as u64)
+                        .sum();
+                    let fits = self
+                        .active
+                        .as_ref()
+                        .is_some_and(|active| active.room() >= self.buffer.len() as u64 + needed);
                     if !fits {
                         self.commit(&mut replies);
                         if let Err(error) = self.failure_error().map_or_else(|| self.roll(), Err) {
@@ -219,14 +246,20 @@ impl Writer {
     }
 
     fn failure_error(&self) -> Option<LogError> {
-        self.failed.as_ref().map(|reason| LogError::FailStopped { log: self.shared.name.to_string(), reason: reason.clone() })
+        self.failed.as_ref().map(|reason| LogError::FailStopped {
+            log: self.shared.name.to_string(),
+            reason: reason.clone(),
+        })
     }
 
     fn fail_stop(&mut self, reason: String) -> LogError {
         tracing::error!(log = %self.shared.name, %reason, "log fail-stopped: no more writes until it is reopened");
         self.shared.catalog_mut().failed = Some(reason.clone());
         self.failed = Some(reason.clone());
-        LogError::FailStopped { log: self.shared.name.to_string(), reason }
+        LogError::FailStopped {
+            log: self.shared.name.to_string(),
+            reason,
+        }
     }
 
     /// Classifies, numbers and frames one request's events into the buffer.
@@ -248,22 +281,34 @@ impl Writer {
             slots.push(match self.find_existing(&event.event_id)? {
                 Some((receipt, stored_event)) => {
                     if !same_content(&stored_event, &event.encoded_event) {
-                        return Err(LogError::EventIdConflict { event_id: event.event_id.clone(), lsn: receipt.lsn });
+                        return Err(LogError::EventIdConflict {
+                            event_id: event.event_id.clone(),
+                            lsn: receipt.lsn,
+                        });
                     }
-                    Slot::Duplicate(Receipt { duplicate: true, ..receipt })
+                    Slot::Duplicate(Receipt {
+                        duplicate: true,
+                        ..receipt
+                    })
                 }
                 None => Slot::New,
             });
         }
 
-        let new_count = slots.iter().filter(|slot| matches!(slot, Slot::New)).count() as u64;
+        let new_count = slots
+            .iter()
+            .filter(|slot| matches!(slot, Slot::New))
+            .count() as u64;
         let batch_last_lsn = Lsn(self.staged_tip.lsn.0 + new_count);
         let rollback = (self.buffer.len(), self.staged.len(), self.staged_tip);
         let mut receipts: Vec<Receipt> = Vec::with_capacity(events.len());
         for (event, slot) in events.iter().zip(&slots) {
             let receipt = match slot {
                 Slot::Duplicate(receipt) => *receipt,
-                Slot::SameAsEarlier(earlier) => Receipt { duplicate: true, ..receipts[*earlier] },
+                Slot::SameAsEarlier(earlier) => Receipt {
+                    duplicate: true,
+                    ..receipts[*earlier]
+                },
                 Slot::New => match self.stage_one(event, atomic.then_some(batch_last_lsn)) {
                     Ok(receipt) => receipt,
                     Err(error) => {
@@ -284,7 +329,11 @@ impl Writer {
 
     fn stage_one(&mut self, event: &EventInput, batch_last_lsn: Option<Lsn>) -> Result<Receipt> {
         let lsn = self.staged_tip.lsn.next();
-        let recorded_at_unix_nanos = self.options.clock.now_unix_nanos().max(self.staged_tip.recorded_at_unix_nanos);
+        let recorded_at_unix_nanos = self
+            .options
+            .clock
+            .now_unix_nanos()
+            .max(self.staged_tip.recorded_at_unix_nanos);
         let record = RecordRef {
             lsn,
             recorded_at_unix_nanos,
@@ -295,11 +344,26 @@ impl Writer {
             event_id: &event.event_id,
             event: &event.encoded_event,
         };
-        let hash = codec::encode_record_frame(&mut self.buffer, &record).map_err(|error| LogError::InvalidArgument(error.to_string()))?;
-        self.staged_tip = Tip { lsn, hash, recorded_at_unix_nanos };
-        let receipt = Receipt { lsn, hash, recorded_at_unix_nanos, duplicate: false };
-        self.staged_ids.insert(event.event_id.clone(), self.staged.len());
-        self.staged.push(Staged { event_id: event.event_id.clone(), event: event.encoded_event.clone(), receipt });
+        let hash = codec::encode_record_frame(&mut self.buffer, &record)
+            .map_err(|error| LogError::InvalidArgument(error.to_string()))?;
+        self.staged_tip = Tip {
+            lsn,
+            hash,
+            recorded_at_unix_nanos,
+        };
+        let receipt = Receipt {
+            lsn,
+            hash,
+            recorded_at_unix_nanos,
+            duplicate: false,
+        };
+        self.staged_ids
+            .insert(event.event_id.clone(), self.staged.len());
+        self.staged.push(Staged {
+            event_id: event.event_id.clone(),
+            event: event.encoded_event.clone(),
+            receipt,
+        });
         Ok(receipt)
     }
 
@@ -311,7 +375,9 @@ impl Writer {
         }
         let shared = Arc::clone(&self.shared);
         let mut rebuild = |first_lsn: Lsn| rebuild_index(&shared, first_lsn);
-        let candidates = self.ids.candidates(self.shared.fs.as_ref(), event_id, &mut rebuild)?;
+        let candidates = self
+            .ids
+            .candidates(self.shared.fs.as_ref(), event_id, &mut rebuild)?;
         for lsn in candidates {
             let stored = self.read_record(lsn)?;
             if stored.record.event_id == event_id {
@@ -329,7 +395,11 @@ impl Writer {
 
     /// Reads a written record (durable or not) by LSN.
     fn read_record(&self, lsn: Lsn) -> Result<StoredRecord> {
-        if let Some(active) = self.active.as_ref().filter(|active| lsn >= active.first_lsn) {
+        if let Some(active) = self
+            .active
+            .as_ref()
+            .filter(|active| lsn >= active.first_lsn)
+        {
             let entry = SegmentEntry {
                 first_lsn: active.first_lsn,
                 last_lsn: self.written_tip.lsn,
@@ -343,13 +413,17 @@ impl Writer {
         let entry = self.shared.catalog().segment_for(lsn).cloned();
         match entry {
             Some(entry) => read_single(self.shared.fs.as_ref(), &entry, lsn),
-            None => Err(LogError::LsnNotFound { log: self.shared.name.to_string(), lsn, head: self.durable_tip.lsn }),
+            None => Err(LogError::LsnNotFound {
+                log: self.shared.name.to_string(),
+                lsn,
+                head: self.durable_tip.lsn,
+            }),
         }
     }
 
     /// Writes the buffer, makes it durable per the durability mode,
     /// publishes it and answers every reply of the group.
-    fn commit(&mut self, replies: &mut Vec<(oneshot::Sender<Result<Vec<Receipt>>>, Result<Vec<Receipt>>)>) {
+    fn commit(&mut self, replies: &mut Vec<PendingReply>) {
         let outcome = self.write_and_sync();
         for (reply, result) in replies.drain(..) {
             let result = match (&outcome, result) {
@@ -388,7 +462,9 @@ impl Writer {
                 active.sparse.push((staged.receipt.lsn, frame_offset));
                 sparse_last = frame_offset;
             }
-            active.ids.push((event_id_key(&staged.event_id), staged.receipt.lsn));
+            active
+                .ids
+                .push((event_id_key(&staged.event_id), staged.receipt.lsn));
             frame_offset = next_frame_offset(&self.buffer, frame_offset - offset) + offset;
         }
         for staged in self.staged.drain(..) {
@@ -428,7 +504,9 @@ impl Writer {
         if self.written_tip == self.durable_tip {
             return Ok(());
         }
-        let Some(active) = self.active.as_mut() else { return Ok(()) };
+        let Some(active) = self.active.as_mut() else {
+            return Ok(());
+        };
         if self.options.durability != Durability::None {
             if let Err(error) = active.file.sync_data() {
                 let path = active.path.display().to_string();
@@ -445,18 +523,29 @@ impl Writer {
         self.durable_tip = tip;
         if let Some(active) = &self.active {
             let mut catalog = self.shared.catalog_mut();
-            if let Some(entry) = catalog.segments.last_mut().filter(|entry| entry.first_lsn == active.first_lsn) {
+            if let Some(entry) = catalog
+                .segments
+                .last_mut()
+                .filter(|entry| entry.first_lsn == active.first_lsn)
+            {
                 entry.last_lsn = tip.lsn;
                 entry.limit = active.write_offset;
                 entry.sparse.clone_from(&active.sparse);
             }
         }
-        self.shared.head.send_replace(Head { lsn: tip.lsn, hash: tip.hash });
+        self.shared.head.send_replace(Head {
+            lsn: tip.lsn,
+            hash: tip.hash,
+        });
     }
 
     /// Seals the active segment when it holds records, then starts a new one.
     fn roll(&mut self) -> Result<()> {
-        if self.active.as_ref().is_some_and(|active| self.written_tip.lsn >= active.first_lsn) {
+        if self
+            .active
+            .as_ref()
+            .is_some_and(|active| self.written_tip.lsn >= active.first_lsn)
+        {
             self.seal_active()?;
         }
         if self.active.is_none() {
@@ -468,7 +557,9 @@ impl Writer {
     /// Writes the seal and footer, trims the preallocated tail, syncs, then
     /// writes the sidecar index (best effort: it is rebuilt when missing).
     fn seal_active(&mut self) -> Result<()> {
-        let Some(mut active) = self.active.take() else { return Ok(()) };
+        let Some(mut active) = self.active.take() else {
+            return Ok(());
+        };
         let seal = Seal {
             first_lsn: active.first_lsn,
             last_lsn: self.written_tip.lsn,
@@ -478,7 +569,8 @@ impl Writer {
         };
         let seal_offset = active.write_offset;
         let mut trailer = Vec::with_capacity(128);
-        codec::encode_seal_frame(&mut trailer, &seal).map_err(|error| LogError::InvalidArgument(error.to_string()))?;
+        codec::encode_seal_frame(&mut trailer, &seal)
+            .map_err(|error| LogError::InvalidArgument(error.to_string()))?;
         trailer.extend_from_slice(&segment::encode_footer(seal_offset));
         let end = seal_offset + trailer.len() as u64;
         let sealed = active
@@ -497,7 +589,11 @@ impl Writer {
         self.publish(tip);
         {
             let mut catalog = self.shared.catalog_mut();
-            if let Some(entry) = catalog.segments.last_mut().filter(|entry| entry.first_lsn == active.first_lsn) {
+            if let Some(entry) = catalog
+                .segments
+                .last_mut()
+                .filter(|entry| entry.first_lsn == active.first_lsn)
+            {
                 entry.sealed = true;
                 entry.limit = seal_offset;
                 entry.last_lsn = seal.last_lsn;
@@ -513,11 +609,19 @@ impl Writer {
             sparse: std::mem::take(&mut active.sparse),
             ids: std::mem::take(&mut active.ids),
         };
-        let index_path = self.shared.wal_dir.join(segment::index_file_name(active.first_lsn));
-        if let Err(error) = crate::recovery::write_index_file(self.shared.fs.as_ref(), &index_path, &index) {
+        let index_path = self
+            .shared
+            .wal_dir
+            .join(segment::index_file_name(active.first_lsn));
+        if let Err(error) =
+            crate::recovery::write_index_file(self.shared.fs.as_ref(), &index_path, &index)
+        {
             tracing::warn!(log = %self.shared.name, %error, "could not write a segment index; it will be rebuilt from the segment");
         }
-        self.ids.seal_active(SealedIds { first_lsn: active.first_lsn, index_path });
+        self.ids.seal_active(SealedIds {
+            first_lsn: active.first_lsn,
+            index_path,
+        });
         Ok(())
     }
 
@@ -526,10 +630,25 @@ impl Writer {
     /// sync, after which the new file's durability is unknown.
     fn create_active(&mut self) -> Result<()> {
         let first_lsn = self.written_tip.lsn.next();
-        let path = self.shared.wal_dir.join(segment::segment_file_name(first_lsn));
-        let temporary = self.shared.wal_dir.join(format!("{}.tmp", segment::segment_file_name(first_lsn)));
-        let header = SegmentHeader { log_id: self.shared.genesis, first_lsn, prev_hash: self.written_tip.hash };
-        let file = match preallocate(&self.shared, &temporary, &header, self.options.segment_bytes) {
+        let path = self
+            .shared
+            .wal_dir
+            .join(segment::segment_file_name(first_lsn));
+        let temporary = self
+            .shared
+            .wal_dir
+            .join(format!("{}.tmp", segment::segment_file_name(first_lsn)));
+        let header = SegmentHeader {
+            log_id: self.shared.genesis,
+            first_lsn,
+            prev_hash: self.written_tip.hash,
+        };
+        let file = match preallocate(
+            &self.shared,
+            &temporary,
+            &header,
+            self.options.segment_bytes,
+        ) {
             Ok(file) => file,
             Err(error) => {
                 let _ = self.shared.fs.remove_file(&temporary);
@@ -541,7 +660,10 @@ impl Writer {
             return Err(LogError::io("renaming into place", &path, error));
         }
         if let Err(error) = self.shared.fs.sync_dir(&self.shared.wal_dir) {
-            return Err(self.fail_stop(format!("syncing directory {}: {error}", self.shared.wal_dir.display())));
+            return Err(self.fail_stop(format!(
+                "syncing directory {}: {error}",
+                self.shared.wal_dir.display()
+            )));
         }
         self.shared.catalog_mut().segments.push(SegmentEntry {
             first_lsn,
@@ -568,7 +690,8 @@ impl Writer {
 /// Offset (relative to the buffer) of the frame after the one at `at`.
 fn next_frame_offset(buffer: &[u8], at: u64) -> u64 {
     let at = at as usize;
-    let length = u32::from_le_bytes([buffer[at], buffer[at + 1], buffer[at + 2], buffer[at + 3]]) as usize;
+    let length =
+        u32::from_le_bytes([buffer[at], buffer[at + 1], buffer[at + 2], buffer[at + 3]]) as usize;
     (at + codec::FRAME_HEADER_BYTES + length) as u64
 }
 
@@ -588,17 +711,28 @@ pub(crate) fn same_content(stored: &[u8], sent: &[u8]) -> bool {
 
 /// Writes zeros over the whole segment, then the header, and syncs: writes
 /// into preallocated, already-synced blocks make the later fdatasyncs cheap.
-fn preallocate(shared: &Shared, path: &std::path::Path, header: &SegmentHeader, capacity: u64) -> Result<Box<dyn WriteFile>> {
-    let mut file = shared.fs.create(path).map_err(|error| LogError::io("creating", path, error))?;
+fn preallocate(
+    shared: &Shared,
+    path: &std::path::Path,
+    header: &SegmentHeader,
+    capacity: u64,
+) -> Result<Box<dyn WriteFile>> {
+    let mut file = shared
+        .fs
+        .create(path)
+        .map_err(|error| LogError::io("creating", path, error))?;
     let zeros = vec![0u8; PREALLOCATION_CHUNK_BYTES];
     let mut offset = 0u64;
     while offset < capacity {
         let length = (capacity - offset).min(PREALLOCATION_CHUNK_BYTES as u64) as usize;
-        file.write_all_at(&zeros[..length], offset).map_err(|error| LogError::io("preallocating", path, error))?;
+        file.write_all_at(&zeros[..length], offset)
+            .map_err(|error| LogError::io("preallocating", path, error))?;
         offset += length as u64;
     }
-    file.write_all_at(&header.encode(), 0).map_err(|error| LogError::io("writing the header of", path, error))?;
-    file.sync_all().map_err(|error| LogError::io("syncing", path, error))?;
+    file.write_all_at(&header.encode(), 0)
+        .map_err(|error| LogError::io("writing the header of", path, error))?;
+    file.sync_all()
+        .map_err(|error| LogError::io("syncing", path, error))?;
     Ok(file)
 }
 

@@ -15,17 +15,26 @@ fn appends_read_back_across_sealed_segments_and_reopen() -> TestResult {
             let id = format!("event-{index}");
             receipts.push((id.clone(), append_one(&log, &id)?));
         }
-        assert!(segment_files(directory.path()).len() >= 3, "small segments were sealed and rolled");
+        assert!(
+            segment_files(directory.path()).len() >= 3,
+            "small segments were sealed and rolled"
+        );
         assert_log_matches(&log, &receipts);
         store.close()?;
     }
     for verify_on_open in [true, false] {
-        let options = trail_log::LogOptions { verify_on_open, ..small_segments() };
+        let options = trail_log::LogOptions {
+            verify_on_open,
+            ..small_segments()
+        };
         let (store, log) = open(directory.path(), options)?;
         assert_eq!(log.head().lsn, Lsn(1200));
         assert_log_matches(&log, &receipts);
         let middle: Vec<_> = log.read(Lsn(500), Lsn(510)).collect::<Result<_, _>>()?;
-        assert_eq!(middle.first().map(|stored| stored.record.lsn), Some(Lsn(500)));
+        assert_eq!(
+            middle.first().map(|stored| stored.record.lsn),
+            Some(Lsn(500))
+        );
         assert_eq!(middle.len(), 11);
         store.close()?;
     }
@@ -72,11 +81,20 @@ fn retries_return_the_original_receipt_for_the_logs_whole_life() -> TestResult {
             std::fs::remove_file(path)?;
         }
     }
-    let (store, log) = open(directory.path(), trail_log::LogOptions { verify_on_open: false, ..small_segments() })?;
+    let (store, log) = open(
+        directory.path(),
+        trail_log::LogOptions {
+            verify_on_open: false,
+            ..small_segments()
+        },
+    )?;
     let head = log.head();
     let retried = append_one(&log, "retry-me")?;
     assert!(retried.duplicate);
-    assert_eq!((retried.lsn, retried.hash, retried.recorded_at_unix_nanos), (first.lsn, first.hash, first.recorded_at_unix_nanos));
+    assert_eq!(
+        (retried.lsn, retried.hash, retried.recorded_at_unix_nanos),
+        (first.lsn, first.hash, first.recorded_at_unix_nanos)
+    );
     assert_eq!(log.head(), head, "a duplicate appends nothing");
     let conflict = log.append_blocking(vec![event("retry-me", 300)], false);
     match conflict {
@@ -94,12 +112,17 @@ fn retries_return_the_original_receipt_for_the_logs_whole_life() -> TestResult {
 fn duplicates_inside_one_request_and_one_group() -> TestResult {
     let directory = tempfile::tempdir()?;
     let (_store, log) = open(directory.path(), small_segments())?;
-    let receipts = log.append_blocking(vec![event("a", 100), event("b", 100), event("a", 100)], false)?;
+    let receipts = log.append_blocking(
+        vec![event("a", 100), event("b", 100), event("a", 100)],
+        false,
+    )?;
     assert_eq!(receipts[0].lsn, Lsn(1));
     assert_eq!(receipts[1].lsn, Lsn(2));
     assert!(receipts[2].duplicate);
     assert_eq!(receipts[2].lsn, Lsn(1));
-    let error = log.append_blocking(vec![event("c", 100), event("c", 120)], false).expect_err("same id, other content");
+    let error = log
+        .append_blocking(vec![event("c", 100), event("c", 120)], false)
+        .expect_err("same id, other content");
     assert_eq!(error.kind(), ErrorKind::InvalidArgument);
     assert_eq!(log.head().lsn, Lsn(2), "a refused request appends nothing");
     Ok(())
@@ -119,11 +142,29 @@ fn same_event_encoded_differently_is_a_duplicate() -> TestResult {
     };
     let canonical = event.encode_to_vec();
     // The same fields in another order: a valid encoding of the same event.
-    let mut reordered = trail_log::proto::Event { resource: "doc/1".into(), ..Default::default() }.encode_to_vec();
-    reordered.extend(trail_log::proto::Event { event_id: "enc".into(), actor: "alice".into(), action: "read".into(), ..Default::default() }.encode_to_vec());
+    let mut reordered = trail_log::proto::Event {
+        resource: "doc/1".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    reordered.extend(
+        trail_log::proto::Event {
+            event_id: "enc".into(),
+            actor: "alice".into(),
+            action: "read".into(),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    );
     assert_ne!(canonical, reordered);
-    let first = log.append_blocking(vec![trail_log::EventInput::new("enc".into(), canonical)], false)?[0];
-    let second = log.append_blocking(vec![trail_log::EventInput::new("enc".into(), reordered)], false)?[0];
+    let first = log.append_blocking(
+        vec![trail_log::EventInput::new("enc".into(), canonical)],
+        false,
+    )?[0];
+    let second = log.append_blocking(
+        vec![trail_log::EventInput::new("enc".into(), reordered)],
+        false,
+    )?[0];
     assert!(second.duplicate);
     assert_eq!(second.lsn, first.lsn);
     Ok(())
@@ -134,7 +175,9 @@ fn atomic_batches_take_contiguous_lsns_and_carry_the_marker() -> TestResult {
     let directory = tempfile::tempdir()?;
     let (_store, log) = open(directory.path(), small_segments())?;
     append_one(&log, "before")?;
-    let batch: Vec<_> = (0..5).map(|index| event(&format!("batch-{index}"), 100)).collect();
+    let batch: Vec<_> = (0..5)
+        .map(|index| event(&format!("batch-{index}"), 100))
+        .collect();
     let receipts = log.append_blocking(batch, true)?;
     let lsns: Vec<u64> = receipts.iter().map(|receipt| receipt.lsn.0).collect();
     assert_eq!(lsns, vec![2, 3, 4, 5, 6]);
@@ -150,13 +193,22 @@ fn atomic_batches_take_contiguous_lsns_and_carry_the_marker() -> TestResult {
 fn limits_are_enforced_with_named_settings() -> TestResult {
     let directory = tempfile::tempdir()?;
     let (_store, log) = open(directory.path(), small_segments())?;
-    let too_big = log.append_blocking(vec![event("big", 5000)], false).expect_err("event above the limit");
+    let too_big = log
+        .append_blocking(vec![event("big", 5000)], false)
+        .expect_err("event above the limit");
     assert_eq!(too_big.kind(), ErrorKind::ResourceExhausted);
     assert!(too_big.to_string().contains("event_bytes_max"), "{too_big}");
-    let empty_id = log.append_blocking(vec![event("", 10)], false).expect_err("empty id");
+    let empty_id = log
+        .append_blocking(vec![event("", 10)], false)
+        .expect_err("empty id");
     assert_eq!(empty_id.kind(), ErrorKind::InvalidArgument);
-    assert!(empty_id.to_string().contains("events[0].event_id"), "{empty_id}");
-    let none = log.append_blocking(Vec::new(), false).expect_err("no events");
+    assert!(
+        empty_id.to_string().contains("events[0].event_id"),
+        "{empty_id}"
+    );
+    let none = log
+        .append_blocking(Vec::new(), false)
+        .expect_err("no events");
     assert_eq!(none.kind(), ErrorKind::InvalidArgument);
     Ok(())
 }
@@ -164,9 +216,15 @@ fn limits_are_enforced_with_named_settings() -> TestResult {
 #[test]
 fn log_names_are_validated_before_they_reach_a_path() {
     for bad in ["../etc", "Upper", "-lead", "a/b", "a.b", &"x".repeat(65)] {
-        assert!(trail_log::LogName::new(bad).is_err(), "{bad:?} must be refused");
+        assert!(
+            trail_log::LogName::new(bad).is_err(),
+            "{bad:?} must be refused"
+        );
     }
-    assert_eq!(trail_log::LogName::new("").map(|name| name.to_string()), Ok("default".to_string()));
+    assert_eq!(
+        trail_log::LogName::new("").map(|name| name.to_string()),
+        Ok("default".to_string())
+    );
     assert!(trail_log::LogName::new("a0_-z").is_ok());
 }
 
@@ -190,18 +248,31 @@ fn store_lists_and_keeps_logs_apart() -> TestResult {
 #[test]
 fn segments_seal_by_age() -> TestResult {
     let directory = tempfile::tempdir()?;
-    let options = trail_log::LogOptions { segment_age_max: Some(std::time::Duration::from_millis(50)), ..small_segments() };
+    let options = trail_log::LogOptions {
+        segment_age_max: Some(std::time::Duration::from_millis(50)),
+        ..small_segments()
+    };
     let (store, log) = open(directory.path(), options)?;
     append_one(&log, "old")?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while std::time::Instant::now() < deadline {
-        if std::fs::read_dir(wal_dir(directory.path()))?.any(|entry| entry.is_ok_and(|entry| entry.path().extension().is_some_and(|extension| extension == "idx"))) {
+        if std::fs::read_dir(wal_dir(directory.path()))?.any(|entry| {
+            entry.is_ok_and(|entry| {
+                entry
+                    .path()
+                    .extension()
+                    .is_some_and(|extension| extension == "idx")
+            })
+        }) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     let summaries = trail_log::offline::inspect(directory.path())?;
-    assert!(summaries[0].segments[0].sealed, "the aged segment was sealed");
+    assert!(
+        summaries[0].segments[0].sealed,
+        "the aged segment was sealed"
+    );
     append_one(&log, "new")?;
     store.close()?;
     let (_store, log) = open(directory.path(), small_segments())?;

@@ -29,7 +29,11 @@ pub fn open(root: &Path, options: LogOptions) -> Result<(Store, Arc<Log>), trail
     Ok((store, log))
 }
 
-pub fn open_with(fs: Arc<dyn FileSystem>, root: &Path, options: LogOptions) -> Result<(Store, Arc<Log>), trail_log::LogError> {
+pub fn open_with(
+    fs: Arc<dyn FileSystem>,
+    root: &Path,
+    options: LogOptions,
+) -> Result<(Store, Arc<Log>), trail_log::LogError> {
     let store = Store::open_with_fs(fs, root, options)?;
     let log = store.get_or_create(&log_name())?;
     Ok((store, log))
@@ -63,17 +67,38 @@ pub fn segment_files(root: &Path) -> Vec<PathBuf> {
 /// Reads the whole log and checks LSN density and that it matches receipts.
 pub fn assert_log_matches(log: &Log, receipts: &[(String, Receipt)]) {
     let head = log.head();
-    let records: Vec<_> = log.read(Lsn(1), head.lsn).collect::<Result<_, _>>().expect("read back");
-    assert_eq!(records.len() as u64, head.lsn.0, "every lsn up to the head reads back");
+    let records: Vec<_> = log
+        .read(Lsn(1), head.lsn)
+        .collect::<Result<_, _>>()
+        .expect("read back");
+    assert_eq!(
+        records.len() as u64,
+        head.lsn.0,
+        "every lsn up to the head reads back"
+    );
     for (position, stored) in records.iter().enumerate() {
-        assert_eq!(stored.record.lsn, Lsn(position as u64 + 1), "lsns are dense");
+        assert_eq!(
+            stored.record.lsn,
+            Lsn(position as u64 + 1),
+            "lsns are dense"
+        );
     }
     for (event_id, receipt) in receipts {
         let stored = &records[(receipt.lsn.0 - 1) as usize];
-        assert_eq!(&stored.record.event_id, event_id, "receipt lsn {} holds its event", receipt.lsn);
-        assert_eq!(stored.hash, receipt.hash, "receipt hash of lsn {} matches", receipt.lsn);
+        assert_eq!(
+            &stored.record.event_id, event_id,
+            "receipt lsn {} holds its event",
+            receipt.lsn
+        );
+        assert_eq!(
+            stored.hash, receipt.hash,
+            "receipt hash of lsn {} matches",
+            receipt.lsn
+        );
     }
-    let report = log.verify(Lsn(1), head.lsn, &mut |_| {}).expect("verify runs");
+    let report = log
+        .verify(Lsn(1), head.lsn, &mut |_| {})
+        .expect("verify runs");
     assert_eq!(report.failure, None);
     assert_eq!(report.verified, head.lsn.0);
     assert_eq!(report.head_hash, head.hash);

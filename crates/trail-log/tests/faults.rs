@@ -1,0 +1,151 @@
+//! IO faults injected through the file seam: the log fail-stops after a
+//! failed write or fsync, acknowledges nothing it did not make durable, and
+//! reopens cleanly; a full disk is a clear, recoverable error.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use trail_log::fault::{FaultPlan, FaultyFileSystem};
+use trail_log::fs::OsFileSystem;
+use trail_log::{ErrorKind, LogError, Lsn};
+
+fn faulty(plan: &FaultPlan) -> Arc<FaultyFileSystem<OsFileSystem>> {
+    Arc::new(FaultyFileSystem::new(OsFileSystem, plan.clone()))
+}
+
+fn check_fail_stop(inject: impl Fn(&FaultPlan)) -> TestResult {
+    let directory = tempfile::tempdir()?;
+    let plan = FaultPlan::default();
+    let mut acknowledged = Vec::new();
+    {
+        let (_store, log) = open_with(faulty(&plan), directory.path(), small_segments())?;
+        for index in 0..20 {
+            let id = format!("ok-{index}");
+            acknowledged.push((id.clone(), append_one(&log, &id)?));
+        }
+        inject(&plan);
+        let failed = append_one(&log, "doomed").expect_err("the faulty IO fails the append");
+        assert_eq!(failed.kind(), ErrorKind::Unavailable, "{failed}");
+        assert!(matches!(failed, LogError::FailStopped { .. }));
+        // Every later append is refused too, even though IO works again.
+        let later = append_one(&log, "later").expect_err("fail-stop");
+        assert!(matches!(later, LogError::FailStopped { .. }), "{later}");
+        assert!(log.failure().is_some());
+        // Reads still work and show only what was durable.
+        assert_eq!(log.head().lsn, Lsn(20));
+        assert_log_matches(&log, &acknowledged);
+    }
+    let (store, log) = open(directory.path(), small_segments())?;
+    let head = log.head().lsn;
+    // The failed append may or may not have reached the disk; nothing else did.
+    assert!(
+        head == Lsn(20) || head == Lsn(21),
+        "head after reopen is {head}"
+    );
+    assert_log_matches(&log, &acknowledged);
+    let next = append_one(&log, "after-reopen")?;
+    assert_eq!(next.lsn, head.next());
+    store.close()?;
+    Ok(())
+}
+
+#[test]
+fn failed_write_fail_stops_and_reopens_cleanly() -> TestResult {
+    check_fail_stop(|plan| plan.fail_write_after(0))
+}
+
+#[test]
+fn failed_fsync_fail_stops_and_reopens_cleanly() -> TestResult {
+    check_fail_stop(|plan| plan.fail_sync_after(0))
+}
+
+/// A failed sync at every possible point of a run that seals and creates
+/// segments: the failing append is refused and the reopened log holds every
+/// acknowledged event, densely.
+#[test]
+fn failed_sync_at_any_point_loses_nothing_acknowledged() -> TestResult {
+    for failing_sync in 0..45 {
+        let directory = tempfile::tempdir()?;
+        let plan = FaultPlan::default();
+        let mut acknowledged = Vec::new();
+        {
+            let (_store, log) = open_with(faulty(&plan), directory.path(), small_segments())?;
+            plan.fail_sync_after(failing_sync);
+            for index in 0..40 {
+                let id = format!("big-{index}");
+                match log.append_blocking(vec![event(&id, 3000)], false) {
+                    Ok(receipts) => acknowledged.push((id, receipts[0])),
+                    Err(error) => {
+                        let kind = error.kind();
+                        assert!(
+                            matches!(kind, ErrorKind::Unavailable | ErrorKind::Internal),
+                            "sync {failing_sync}: {error}"
+                        );
+                        break;
+                    }
+                }
+            }
+        }
+        let (_store, log) = open(directory.path(), small_segments())?;
+        let head = log.head().lsn;
+        let acknowledged_head = Lsn(acknowledged.len() as u64);
+        assert!(
+            head == acknowledged_head || head == acknowledged_head.next(),
+            "sync {failing_sync}: head {head}"
+        );
+        assert_log_matches(&log, &acknowledged);
+    }
+    Ok(())
+}
+
+#[test]
+fn disk_full_is_resource_exhausted_and_the_log_goes_on_when_space_returns() -> TestResult {
+    let directory = tempfile::tempdir()?;
+    let plan = FaultPlan::default();
+    let mut acknowledged = Vec::new();
+    {
+        let (store, log) = open_with(faulty(&plan), directory.path(), small_segments())?;
+        // No segment can be created while the disk is full.
+        plan.set_disk_full(true);
+        let error = append_one(&log, "first").expect_err("disk full");
+        assert_eq!(error.kind(), ErrorKind::ResourceExhausted, "{error}");
+        assert!(error.to_string().contains("disk full"), "{error}");
+        assert!(log.failure().is_none(), "a full disk is not a fail-stop");
+        plan.set_disk_full(false);
+        let mut index = 0;
+        while segment_files(directory.path()).len() < 2 {
+            let id = format!("fill-{index}");
+            acknowledged.push((id.clone(), append_one(&log, &id)?));
+            index += 1;
+        }
+        // Fill the second segment too, with the disk full at the next roll.
+        plan.set_disk_full(true);
+        let mut refused = 0;
+        for _ in 0..2000 {
+            let id = format!("fill-{index}");
+            index += 1;
+            match append_one(&log, &id) {
+                Ok(receipt) => acknowledged.push((id, receipt)),
+                Err(error) => {
+                    assert_eq!(error.kind(), ErrorKind::ResourceExhausted, "{error}");
+                    refused += 1;
+                    if refused == 3 {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(refused, 3, "appends were refused once the segment was full");
+        plan.set_disk_full(false);
+        let id = format!("fill-{index}");
+        acknowledged.push((id.clone(), append_one(&log, &id)?));
+        assert_log_matches(&log, &acknowledged);
+        store.close()?;
+    }
+    let (_store, log) = open(directory.path(), small_segments())?;
+    assert_log_matches(&log, &acknowledged);
+    assert_eq!(log.head().lsn, Lsn(acknowledged.len() as u64));
+    Ok(())
+}
