@@ -22,8 +22,14 @@ pub const GENESIS_CONTEXT: &str = "trail.v1 genesis";
 
 /// The one bincode configuration Trail uses (docs/FORMAT.md): little endian,
 /// variable-length integers, no limit beyond the frame bound.
-fn bincode_config() -> bincode::config::Configuration {
-    bincode::config::standard()
+/// The limit also bounds what a damaged length inside a CRC-valid body can
+/// make the decoder allocate.
+fn bincode_config() -> bincode::config::Configuration<
+    bincode::config::LittleEndian,
+    bincode::config::Varint,
+    bincode::config::Limit<FRAME_BODY_BYTES_MAX>,
+> {
+    bincode::config::standard().with_limit::<FRAME_BODY_BYTES_MAX>()
 }
 
 static RECORD_HASH_KEY: LazyLock<[u8; 32]> =
@@ -361,6 +367,17 @@ mod tests {
             Err(CodecError::LengthOutOfBounds { .. })
         ));
         assert_eq!(split_frame(&[0u8; 8]), Err(CodecError::ZeroLength));
+    }
+
+    #[test]
+    fn a_crc_valid_body_claiming_a_huge_string_is_refused_without_allocating() {
+        // Body: version, Record tag, lsn 1, recorded_at 0, prev_hash, kind
+        // Event, batch 1, durable 0, then an event id claiming 2^40 bytes.
+        let mut body = vec![BODY_FORMAT_VERSION, 0, 1, 0];
+        body.extend_from_slice(&[0u8; 32]);
+        body.extend_from_slice(&[0, 1, 0, 253]);
+        body.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(matches!(decode_body(&body), Err(CodecError::Undecodable(_))));
     }
 
     #[test]

@@ -60,8 +60,9 @@ impl EventIdIndex {
     }
 
     /// Registers an id of the active segment.
-    pub fn insert_active(&mut self, event_id: String, lsn: Lsn) {
-        self.filter.insert(event_id_key(&event_id));
+    pub fn insert_active(&mut self, key: u64, event_id: String, lsn: Lsn) {
+        debug_assert_eq!(key, event_id_key(&event_id));
+        self.filter.insert(key);
         self.active.insert(event_id, lsn);
     }
 

@@ -2,6 +2,7 @@
 //! the segment files, bounded by what the writer has published as durable.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
@@ -104,9 +105,32 @@ impl Catalog {
     }
 }
 
+/// Counters the writer keeps, for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub groups: AtomicU64,
+    pub records: AtomicU64,
+    pub bytes: AtomicU64,
+    pub syncs: AtomicU64,
+}
+
+/// What the writer has done since the log was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogStats {
+    /// Groups written (one write call each).
+    pub groups: u64,
+    /// Records appended.
+    pub records: u64,
+    /// Frame bytes written.
+    pub bytes: u64,
+    /// fdatasync/fsync calls on segments.
+    pub syncs: u64,
+}
+
 /// State shared by a log's handle, its readers and its writer.
 #[derive(Debug)]
 pub(crate) struct Shared {
+    pub counters: Counters,
     pub name: LogName,
     /// `<root>/<log>/wal`
     pub wal_dir: PathBuf,
@@ -421,6 +445,28 @@ impl Log {
     #[must_use]
     pub fn watch_head(&self) -> watch::Receiver<Head> {
         self.shared.head.subscribe()
+    }
+
+    /// What the writer has done since the log was opened.
+    #[must_use]
+    pub fn stats(&self) -> LogStats {
+        let counters = &self.shared.counters;
+        LogStats {
+            groups: counters.groups.load(Ordering::Relaxed),
+            records: counters.records.load(Ordering::Relaxed),
+            bytes: counters.bytes.load(Ordering::Relaxed),
+            syncs: counters.syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Appends waiting in the queue for the writer.
+    #[must_use]
+    pub fn queue_len(&self) -> usize {
+        self.sender
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map_or(0, flume::Sender::len)
     }
 
     /// The reason the log stopped taking writes, if it did.

@@ -265,7 +265,7 @@ pub(crate) fn recover(
             scan_collecting(file.as_ref(), path, &expected, is_last, progress)?;
         if scan.seal.is_some() {
             if is_last && repair == Repair::CutTornTail {
-                finish_seal(fs, file.as_ref(), &scan)?;
+                finish_seal(fs, file.as_ref(), &mut scan)?;
             }
             let index = match sealed_index(file.as_ref(), &scan, collected) {
                 Ok(index) => index,
@@ -326,7 +326,7 @@ pub(crate) fn recover(
                 .filter(|(lsn, _)| *lsn <= kept)
                 .collect();
             for (event_id, lsn) in collected.ids.into_iter().filter(|(_, lsn)| *lsn <= kept) {
-                ids.insert_active(event_id, lsn);
+                ids.insert_active(event_id_key(&event_id), event_id, lsn);
             }
             let keys: Vec<(u64, Lsn)> = collected
                 .keys
@@ -342,9 +342,15 @@ pub(crate) fn recover(
                 sparse: sparse.clone(),
             });
             if repair == Repair::CutTornTail {
-                let writable = fs
+                let mut writable = fs
                     .open_write(path)
                     .map_err(|error| LogError::io("opening for writing", path, error))?;
+                // A crashed process may have written records it never synced;
+                // they stay in the log now, so make them durable before any
+                // new record names them in its durable watermark.
+                writable
+                    .sync_data()
+                    .map_err(|error| LogError::io("syncing", path, error))?;
                 active = Some(ActiveSegment {
                     first_lsn: *first_lsn,
                     path: path.clone(),
@@ -459,7 +465,7 @@ fn index_sealed_tail(scan: &SegmentScan) -> SegmentIndex {
 
 /// Finishes a seal that a crash interrupted after the seal frame was
 /// written: footer, trimmed length, sync.
-fn finish_seal(fs: &dyn FileSystem, file: &dyn ReadFile, scan: &SegmentScan) -> Result<()> {
+fn finish_seal(fs: &dyn FileSystem, file: &dyn ReadFile, scan: &mut SegmentScan) -> Result<()> {
     if check_sealed_end(file, scan).is_ok() {
         return Ok(());
     }
@@ -485,6 +491,7 @@ fn finish_seal(fs: &dyn FileSystem, file: &dyn ReadFile, scan: &SegmentScan) -> 
         .and_then(|()| writable.set_len(footer_offset + FOOTER_BYTES as u64))
         .and_then(|()| writable.sync_all())
         .map_err(|error| LogError::io("finishing the seal of", &scan.path, error))?;
+    scan.file_len = footer_offset + FOOTER_BYTES as u64;
     tracing::warn!(file = %scan.path.display(), "finished a seal that a crash interrupted");
     Ok(())
 }
@@ -504,7 +511,7 @@ fn analyze_tail(file: &dyn ReadFile, scan: &mut SegmentScan) -> Result<Option<To
     let expected = scan.last_lsn.next();
     if let Some(last_nonzero) = last_nonzero {
         if let Some((position, durable)) =
-            max_durable_watermark_after(&tail[..=last_nonzero], expected)
+            max_durable_watermark_after(&tail, last_nonzero, expected)
         {
             if durable >= expected {
                 let reason = scan.damage.as_ref().map_or_else(

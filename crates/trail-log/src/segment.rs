@@ -591,15 +591,19 @@ fn check_seal(seal: &Seal, scan: &SegmentScan) -> std::result::Result<(), String
     Ok(())
 }
 
-/// Looks for a CRC-valid record frame anywhere in `bytes` (which start at
-/// file offset `base`) whose LSN is at least `from_lsn`, and returns the
+/// Looks for a CRC-valid record frame starting at or before `last_start` in
+/// `bytes` whose LSN is at least `from_lsn`, and returns its position and the
 /// largest durable watermark any of them carries. Recovery uses this to tell
 /// a torn, never-synced tail from damage to synced data.
 #[must_use]
-pub fn max_durable_watermark_after(bytes: &[u8], from_lsn: Lsn) -> Option<(u64, Lsn)> {
+pub fn max_durable_watermark_after(
+    bytes: &[u8],
+    last_start: usize,
+    from_lsn: Lsn,
+) -> Option<(u64, Lsn)> {
     let mut best: Option<(u64, Lsn)> = None;
     let mut position = 0usize;
-    while position + FRAME_HEADER_BYTES < bytes.len() {
+    while position <= last_start && position + FRAME_HEADER_BYTES < bytes.len() {
         let candidate = &bytes[position..];
         // Cheap filters before the CRC: a plausible length and the body's
         // version byte and record tag.

@@ -181,6 +181,7 @@ fn open_log(
         hash: tip.hash,
     });
     let shared = Arc::new(Shared {
+        counters: crate::log::Counters::default(),
         name: name.clone(),
         wal_dir,
         fs,

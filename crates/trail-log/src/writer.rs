@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -79,6 +80,7 @@ pub(crate) struct Recovered {
 
 /// An event staged in the current group, not yet written.
 struct Staged {
+    key: u64,
     event_id: String,
     event: Vec<u8>,
     receipt: Receipt,
@@ -100,6 +102,9 @@ pub(crate) struct Writer {
     written_tip: Tip,
     /// Last record known durable and published to readers.
     durable_tip: Tip,
+    /// Last LSN actually fsynced (what records carry as `durable_lsn`); in
+    /// `Durability::None` it only moves when a segment is sealed.
+    synced_lsn: Lsn,
     ids: EventIdIndex,
     buffer: Vec<u8>,
     staged: Vec<Staged>,
@@ -117,6 +122,7 @@ impl Writer {
             staged_tip: recovered.tip,
             written_tip: recovered.tip,
             durable_tip: recovered.tip,
+            synced_lsn: recovered.tip.lsn,
             ids: recovered.ids,
             buffer: Vec::new(),
             staged: Vec::new(),
@@ -236,7 +242,7 @@ impl Writer {
                             continue;
                         }
                     }
-                    let outcome = self.stage(&events, atomic);
+                    let outcome = self.stage(events, atomic);
                     replies.push((reply, outcome));
                 }
             }
@@ -263,7 +269,7 @@ impl Writer {
     }
 
     /// Classifies, numbers and frames one request's events into the buffer.
-    fn stage(&mut self, events: &[EventInput], atomic: bool) -> Result<Vec<Receipt>> {
+    fn stage(&mut self, events: Vec<EventInput>, atomic: bool) -> Result<Vec<Receipt>> {
         let mut slots = Vec::with_capacity(events.len());
         let mut request_ids: HashMap<&str, usize> = HashMap::new();
         for (index, event) in events.iter().enumerate() {
@@ -302,7 +308,7 @@ impl Writer {
         let batch_last_lsn = Lsn(self.staged_tip.lsn.0 + new_count);
         let rollback = (self.buffer.len(), self.staged.len(), self.staged_tip);
         let mut receipts: Vec<Receipt> = Vec::with_capacity(events.len());
-        for (event, slot) in events.iter().zip(&slots) {
+        for (event, slot) in events.into_iter().zip(&slots) {
             let receipt = match slot {
                 Slot::Duplicate(receipt) => *receipt,
                 Slot::SameAsEarlier(earlier) => Receipt {
@@ -327,7 +333,7 @@ impl Writer {
         Ok(receipts)
     }
 
-    fn stage_one(&mut self, event: &EventInput, batch_last_lsn: Option<Lsn>) -> Result<Receipt> {
+    fn stage_one(&mut self, event: EventInput, batch_last_lsn: Option<Lsn>) -> Result<Receipt> {
         let lsn = self.staged_tip.lsn.next();
         let recorded_at_unix_nanos = self
             .options
@@ -340,7 +346,7 @@ impl Writer {
             prev_hash: self.staged_tip.hash,
             kind: event.kind,
             batch_last_lsn: batch_last_lsn.unwrap_or(lsn),
-            durable_lsn: self.durable_tip.lsn,
+            durable_lsn: self.synced_lsn,
             event_id: &event.event_id,
             event: &event.encoded_event,
         };
@@ -360,8 +366,9 @@ impl Writer {
         self.staged_ids
             .insert(event.event_id.clone(), self.staged.len());
         self.staged.push(Staged {
-            event_id: event.event_id.clone(),
-            event: event.encoded_event.clone(),
+            key: event_id_key(&event.event_id),
+            event_id: event.event_id,
+            event: event.encoded_event,
             receipt,
         });
         Ok(receipt)
@@ -455,6 +462,14 @@ impl Writer {
             return Err(self.fail_stop(format!("writing {}: {error}", path.display())));
         }
         active.write_offset += self.buffer.len() as u64;
+        let counters = &self.shared.counters;
+        counters.groups.fetch_add(1, Ordering::Relaxed);
+        counters
+            .records
+            .fetch_add(self.staged.len() as u64, Ordering::Relaxed);
+        counters
+            .bytes
+            .fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
         let mut sparse_last = active.sparse.last().map_or(0, |(_, offset)| *offset);
         let mut frame_offset = offset;
         for staged in &self.staged {
@@ -462,13 +477,12 @@ impl Writer {
                 active.sparse.push((staged.receipt.lsn, frame_offset));
                 sparse_last = frame_offset;
             }
-            active
-                .ids
-                .push((event_id_key(&staged.event_id), staged.receipt.lsn));
+            active.ids.push((staged.key, staged.receipt.lsn));
             frame_offset = next_frame_offset(&self.buffer, frame_offset - offset) + offset;
         }
         for staged in self.staged.drain(..) {
-            self.ids.insert_active(staged.event_id, staged.receipt.lsn);
+            self.ids
+                .insert_active(staged.key, staged.event_id, staged.receipt.lsn);
         }
         self.staged_ids.clear();
         self.buffer.clear();
@@ -508,10 +522,12 @@ impl Writer {
             return Ok(());
         };
         if self.options.durability != Durability::None {
+            self.shared.counters.syncs.fetch_add(1, Ordering::Relaxed);
             if let Err(error) = active.file.sync_data() {
                 let path = active.path.display().to_string();
                 return Err(self.fail_stop(format!("fdatasync of {path}: {error}")));
             }
+            self.synced_lsn = self.written_tip.lsn;
         }
         self.last_sync = Instant::now();
         self.publish(self.written_tip);
@@ -530,7 +546,9 @@ impl Writer {
             {
                 entry.last_lsn = tip.lsn;
                 entry.limit = active.write_offset;
-                entry.sparse.clone_from(&active.sparse);
+                // Sparse entries are only ever added: copy just the new ones.
+                let known = entry.sparse.len();
+                entry.sparse.extend_from_slice(&active.sparse[known..]);
             }
         }
         self.shared.head.send_replace(Head {
@@ -585,6 +603,7 @@ impl Writer {
         }
         active.write_offset = end;
         self.last_sync = Instant::now();
+        self.synced_lsn = self.written_tip.lsn;
         let tip = self.written_tip;
         self.publish(tip);
         {

@@ -126,6 +126,59 @@ fn damage_in_the_active_segment_with_valid_records_after_it_is_corruption() -> T
     Ok(())
 }
 
+/// Regression: a valid later record whose last byte is zero must still be
+/// found, or synced data would be cut as if it were a torn write.
+#[test]
+fn damage_followed_by_a_record_ending_in_zero_is_still_corruption() -> TestResult {
+    let directory = tempfile::tempdir()?;
+    {
+        let (store, log) = open(directory.path(), small_segments())?;
+        append_one(&log, "first")?;
+        log.append_blocking(vec![trail_log::EventInput::new("second".into(), vec![7, 7, 0])], false)?;
+        store.close()?;
+    }
+    let target = &segment_files(directory.path())[0];
+    flip_bit(target, frame_offset(target, 0) + 12, 1)?;
+    let before = snapshot(directory.path());
+    let (offset, lsn, _) = expect_corruption(directory.path(), target);
+    assert_eq!((offset, lsn), (frame_offset(target, 0), Lsn(1)));
+    assert_eq!(snapshot(directory.path()), before);
+    Ok(())
+}
+
+/// Regression: a crash after the seal frame was written but before the file
+/// was trimmed and given its footer; the first open finishes the seal.
+#[test]
+fn an_interrupted_seal_is_finished_on_open() -> TestResult {
+    let directory = tempfile::tempdir()?;
+    let receipts = {
+        let options = trail_log::LogOptions { segment_age_max: Some(std::time::Duration::from_millis(20)), ..small_segments() };
+        let (store, log) = open(directory.path(), options)?;
+        let receipts = vec![("only".to_string(), append_one(&log, "only")?)];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !trail_log::offline::inspect(directory.path())?[0].segments[0].sealed {
+            assert!(std::time::Instant::now() < deadline, "segment never sealed");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        store.close()?;
+        receipts
+    };
+    let target = &segment_files(directory.path())[0];
+    let sealed_len = std::fs::metadata(target)?.len();
+    let mut bytes = std::fs::read(target)?;
+    let footer = bytes.len() - trail_log::segment::FOOTER_BYTES;
+    bytes.truncate(footer);
+    bytes.resize(64 * 1024, 0);
+    std::fs::write(target, &bytes)?;
+    let (store, log) = open(directory.path(), small_segments())?;
+    assert_log_matches(&log, &receipts);
+    assert_eq!(std::fs::metadata(target)?.len(), sealed_len, "the seal was finished");
+    let next = append_one(&log, "next")?;
+    assert_eq!(next.lsn, Lsn(2));
+    store.close()?;
+    Ok(())
+}
+
 #[test]
 fn torn_tail_is_cut_and_the_log_goes_on() -> TestResult {
     let directory = tempfile::tempdir()?;
