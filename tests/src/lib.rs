@@ -1,1 +1,227 @@
-//! Helpers shared by the end-to-end tests in `tests/tests/`.
+//! Helpers shared by the end-to-end tests in `tests/tests/`: build and find
+//! the real `traild` and `trail` binaries, start `traild` on a free loopback
+//! port over a data directory, and stop or kill it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Errors in test helpers, as text.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long a server may take to start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The directory that holds the binaries of the profile these tests were
+/// built with (`target/debug`), with `traild` and `trail` built into it.
+///
+/// Test executables live in `<target>/<profile>/deps/`; cargo does not build
+/// another package's binaries for a test, so the first call runs
+/// `cargo build --bins -p trail-server -p trail-cli` into the same target
+/// directory (a no-op when they are fresh). Works on a fresh clone.
+///
+/// # Panics
+/// When the binaries cannot be built.
+#[must_use]
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| match build_bins() {
+        Ok(dir) => dir,
+        Err(error) => panic!("cannot build traild and trail: {error}"),
+    })
+}
+
+fn build_bins() -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("test executable is not in <target>/<profile>/deps")?
+        .to_path_buf();
+    let target_dir = profile_dir.parent().ok_or("no target directory")?;
+    let profile = profile_dir
+        .file_name()
+        .and_then(|name| name.to_str())
+        .ok_or("no profile directory")?;
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let mut command = Command::new(cargo);
+    command
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(["-p", "trail-server", "-p", "trail-cli", "--bins"]);
+    match profile {
+        "debug" => {}
+        "release" => {
+            command.arg("--release");
+        }
+        other => {
+            command.args(["--profile", other]);
+        }
+    }
+    let status = command.status()?;
+    if !status.success() {
+        return Err(format!("cargo build failed: {status}").into());
+    }
+    for name in ["traild", "trail"] {
+        let path = profile_dir.join(name);
+        if !path.exists() {
+            return Err(format!("{} is missing after the build", path.display()).into());
+        }
+    }
+    Ok(profile_dir)
+}
+
+/// The path of the `traild` binary.
+#[must_use]
+pub fn traild_path() -> PathBuf {
+    bin_dir().join("traild")
+}
+
+/// The path of the `trail` binary.
+#[must_use]
+pub fn trail_path() -> PathBuf {
+    bin_dir().join("trail")
+}
+
+/// A running `traild`.
+pub struct Traild {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// The server's stderr (its logs).
+    pub log_file: PathBuf,
+}
+
+impl Traild {
+    /// Starts `traild` over `data_dir` on a free loopback port (port 0; the
+    /// server prints the address it bound) and waits until it serves.
+    ///
+    /// # Errors
+    /// When it does not start within a minute.
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> Result<Traild, Error> {
+        let log_file = data_dir.with_extension(format!("traild-{}.log", unique()));
+        let stderr = std::fs::File::create(&log_file)?;
+        let mut child = Command::new(traild_path())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (sender, receiver) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = sender.send(line);
+            // Keep draining so the server never blocks on a full pipe.
+            let mut sink = String::new();
+            while reader
+                .read_line(&mut sink)
+                .map(|read| read > 0)
+                .unwrap_or(false)
+            {
+                sink.clear();
+            }
+        });
+        let line = match receiver.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(
+                    format!("traild did not start; its log:\n{}", read_log(&log_file)).into(),
+                );
+            }
+        };
+        let Some(address) = line.trim().strip_prefix("listening on ") else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(
+                format!("traild printed {line:?}; its log:\n{}", read_log(&log_file)).into(),
+            );
+        };
+        Ok(Traild {
+            address: format!("http://{address}"),
+            child,
+            log_file,
+        })
+    }
+
+    /// SIGKILL: no shutdown, no flush.
+    ///
+    /// # Errors
+    /// When the process cannot be killed.
+    pub fn kill(mut self) -> Result<(), Error> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
+    }
+
+    /// SIGTERM, then waits (bounded) for a graceful exit.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent or the server does not exit in time.
+    pub fn terminate(mut self) -> Result<ExitStatus, Error> {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()?;
+        if !status.success() {
+            return Err("kill -TERM failed".into());
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return Err(format!(
+                    "traild did not exit 30 s after SIGTERM; log:\n{}",
+                    read_log(&self.log_file)
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Traild {
+    fn drop(&mut self) {
+        // A test that failed half-way must not leave a server behind.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server's log, for failure messages.
+#[must_use]
+pub fn read_log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// A number unique within this process run, for file names and ids.
+#[must_use]
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_nanos() % 1_000_000_007).unwrap_or(0)
+        });
+    nanos * 1_000 + NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,254 @@
+//! The server's configuration: one TOML file, every key optional, overridable
+//! by flags and environment variables (see `traild --help`). The embedded
+//! defaults run a working loopback server (DESIGN.md, "Operations").
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use trail_log::{Durability, LogOptions};
+
+use crate::limits::Limits;
+use crate::ServerError;
+
+/// Everything `traild` needs to run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the logs live: one directory per log.
+    pub data_dir: PathBuf,
+    /// The gRPC listen address. Beyond loopback only with `insecure`.
+    pub listen: SocketAddr,
+    /// Allow a non-loopback listen address without TLS and tokens.
+    pub insecure: bool,
+    /// How long graceful shutdown waits for in-flight requests, milliseconds.
+    pub shutdown_grace_ms: u64,
+    /// The log engine's settings.
+    pub log: LogConfig,
+    /// Bounds on everything a client controls.
+    pub limits: Limits,
+    /// Where and how the server logs.
+    pub logging: LoggingConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./trail-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            insecure: false,
+            shutdown_grace_ms: 30_000,
+            log: LogConfig::default(),
+            limits: Limits::default(),
+            logging: LoggingConfig::default(),
+        }
+    }
+}
+
+/// When an append is acknowledged relative to fsync.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// Acknowledge after fdatasync (the default): nothing acknowledged is lost.
+    Sync,
+    /// Acknowledge after write; fdatasync every `fsync_interval_ms`.
+    Interval,
+    /// Never fsync: tests and benchmarks only.
+    None,
+}
+
+/// The log engine's settings (see `trail_log::LogOptions`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// When appends are acknowledged.
+    pub durability: DurabilityMode,
+    /// With `durability = "interval"`: the longest time between fsyncs.
+    pub fsync_interval_ms: u64,
+    /// A segment is sealed when it reaches this size.
+    pub segment_bytes: u64,
+    /// A segment is sealed when it is this old (0 = never by age), seconds.
+    pub segment_age_max_secs: u64,
+    /// Appends waiting per log before callers wait (backpressure).
+    pub queue_depth: usize,
+    /// The most bytes one group commit writes.
+    pub group_bytes_max: usize,
+    /// Verify every sealed segment's chain when a log opens.
+    pub verify_on_open: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        let options = LogOptions::default();
+        LogConfig {
+            durability: DurabilityMode::Sync,
+            fsync_interval_ms: 10,
+            segment_bytes: options.segment_bytes,
+            segment_age_max_secs: options.segment_age_max.map_or(0, |age| age.as_secs()),
+            queue_depth: options.queue_depth,
+            group_bytes_max: options.group_bytes_max,
+            verify_on_open: options.verify_on_open,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where and how the server logs (via `tracing`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    /// Text or JSON lines on stderr.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `trail_server=debug`; `RUST_LOG`
+    /// overrides it.
+    pub filter: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            format: LogFormat::Text,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; keys it does not set keep their defaults.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] when the file cannot be read or parsed.
+    pub fn from_file(path: &Path) -> Result<Config, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ServerError::Config(format!("cannot read {}: {error}", path.display()))
+        })?;
+        Config::from_toml(&text).map_err(|error| match error {
+            ServerError::Config(message) => {
+                ServerError::Config(format!("{}: {message}", path.display()))
+            }
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] naming the bad key.
+    pub fn from_toml(text: &str) -> Result<Config, ServerError> {
+        toml::from_str(text).map_err(|error| ServerError::Config(error.to_string()))
+    }
+
+    /// The configuration as TOML (what `traild --print-config` prints).
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] if serialization fails (a bug).
+    pub fn to_toml(&self) -> Result<String, ServerError> {
+        toml::to_string_pretty(self).map_err(|error| ServerError::Config(error.to_string()))
+    }
+
+    /// Rejects settings the server cannot run with, before anything starts.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] naming the setting and why.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        if !self.listen.ip().is_loopback() && !self.insecure {
+            return Err(ServerError::Config(format!(
+                "listen = {} is not a loopback address and this server has no TLS or tokens yet; \
+                 listen on 127.0.0.1 or pass --insecure",
+                self.listen
+            )));
+        }
+        if self.log.durability == DurabilityMode::Interval && self.log.fsync_interval_ms == 0 {
+            return Err(ServerError::Config(
+                "log.fsync_interval_ms must be at least 1 with durability = \"interval\""
+                    .to_owned(),
+            ));
+        }
+        self.limits.validate()?;
+        self.log_options()
+            .validate()
+            .map_err(|error| ServerError::Config(format!("log settings: {error}")))?;
+        Ok(())
+    }
+
+    /// The log engine's options this configuration asks for.
+    #[must_use]
+    pub fn log_options(&self) -> LogOptions {
+        let durability = match self.log.durability {
+            DurabilityMode::Sync => Durability::Sync,
+            DurabilityMode::Interval => {
+                Durability::Interval(Duration::from_millis(self.log.fsync_interval_ms))
+            }
+            DurabilityMode::None => Durability::None,
+        };
+        // The engine enforces the same limits the server checks first, so a
+        // bug in validation cannot store an oversized event.
+        LogOptions {
+            durability,
+            segment_bytes: self.log.segment_bytes,
+            segment_age_max: (self.log.segment_age_max_secs > 0)
+                .then(|| Duration::from_secs(self.log.segment_age_max_secs)),
+            queue_depth: self.log.queue_depth,
+            group_bytes_max: self.log.group_bytes_max,
+            verify_on_open: self.log.verify_on_open,
+            event_bytes_max: self.limits.event_bytes_max,
+            batch_events_max: self.limits.events_per_request_max,
+            event_id_bytes_max: self.limits.event_id_bytes_max,
+            ..LogOptions::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_toml() -> Result<(), ServerError> {
+        let config = Config::default();
+        let text = config.to_toml()?;
+        assert_eq!(Config::from_toml(&text)?, config);
+        Ok(())
+    }
+
+    #[test]
+    fn partial_file_keeps_defaults() -> Result<(), ServerError> {
+        let config =
+            Config::from_toml("listen = \"127.0.0.1:7000\"\n[log]\ndurability = \"none\"\n")?;
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(config.log.durability, DurabilityMode::None);
+        assert_eq!(config.data_dir, PathBuf::from("./trail-data"));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let error = Config::from_toml("listen_addr = \"127.0.0.1:7000\"\n");
+        assert!(
+            matches!(error, Err(ServerError::Config(message)) if message.contains("listen_addr"))
+        );
+    }
+
+    #[test]
+    fn non_loopback_needs_insecure() {
+        let mut config = Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            ..Config::default()
+        };
+        assert!(
+            matches!(config.validate(), Err(ServerError::Config(message)) if message.contains("--insecure"))
+        );
+        config.insecure = true;
+        assert!(config.validate().is_ok());
+    }
+}

@@ -1,0 +1,171 @@
+//! Trail's gRPC server: the `trail.v1.Log` service over a `trail_log::Store`,
+//! with gRPC health and reflection, request limits, configuration and
+//! graceful shutdown. The `traild` binary only parses arguments and calls
+//! [`run`].
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), trail_server::ServerError> {
+//! let config = trail_server::Config::default();
+//! trail_server::run(config, async { let _ = tokio::signal::ctrl_c().await; }).await
+//! # }
+//! ```
+
+pub mod config;
+pub mod limits;
+pub mod service;
+pub mod status;
+pub mod validate;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::server::TcpIncoming;
+use trail_log::{LogError, Store};
+use trail_proto::v1::log_server::LogServer;
+
+pub use config::{Config, DurabilityMode};
+pub use limits::Limits;
+pub use service::LogService;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The configuration is unusable.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// Opening or closing the store failed.
+    #[error("store: {0}")]
+    Store(#[from] LogError),
+    /// Binding the listen address failed.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC transport failed.
+    #[error("grpc transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Building the reflection service failed.
+    #[error("grpc reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// Serves the Log service, health and reflection on `listener` until
+/// `shutdown` resolves; then stops accepting, tells streams to end, and waits
+/// (up to the configured grace) for in-flight requests. It does not close the
+/// store: the caller owns it.
+///
+/// # Errors
+/// [`ServerError`] when the transport fails.
+pub async fn serve(
+    config: &Config,
+    store: Arc<Store>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let (stopping_sender, stopping) = watch::channel(false);
+    let limits = config.limits.clone();
+    let service = LogService::new(store, limits.clone(), stopping.clone());
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<LogServer<LogService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(trail_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let log_server = LogServer::new(service)
+        .max_decoding_message_size(limits.request_bytes_max)
+        .max_encoding_message_size(limits.request_bytes_max.max(limits.event_bytes_max * 2));
+
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; draining in-flight requests");
+        health_reporter
+            .set_not_serving::<LogServer<LogService>>()
+            .await;
+        let _ = stopping_sender.send(true);
+    };
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(limits.streams_per_connection_max)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(log_server)
+        .serve_with_incoming_shutdown(incoming, signal);
+
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let mut stopped = stopping;
+    let deadline = async move {
+        let _ = stopped.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result?,
+        () = deadline => tracing::warn!(grace_ms = config.shutdown_grace_ms, "in-flight requests did not finish in time; closing anyway"),
+    }
+    Ok(())
+}
+
+/// Binds the configured address, printing `listening on ADDR` on stdout (so
+/// scripts and tests can use port 0), opens the store, serves until
+/// `shutdown`, then closes the store: queues drained, fsynced, writers
+/// stopped.
+///
+/// # Errors
+/// [`ServerError`] for a bad configuration, a store that does not open, an
+/// address that cannot be bound, or a transport failure.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    config.validate()?;
+    let options = config.log_options();
+    let root = config.data_dir.clone();
+    std::fs::create_dir_all(&root).map_err(|error| {
+        ServerError::Config(format!(
+            "cannot create data_dir {}: {error}",
+            root.display()
+        ))
+    })?;
+    let store = tokio::task::spawn_blocking(move || Store::open(&root, options)).await??;
+    // Open every log now, so recovery (and damage) shows before serving.
+    let store = tokio::task::spawn_blocking(move || -> Result<Store, LogError> {
+        for name in store.list()? {
+            store.get(&name)?;
+        }
+        Ok(store)
+    })
+    .await??;
+    let store = Arc::new(store);
+    let listener =
+        TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                address: config.listen,
+                source,
+            })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| ServerError::Listen {
+            address: config.listen,
+            source,
+        })?;
+    tracing::info!(%address, data_dir = %config.data_dir.display(), durability = ?config.log.durability, "traild serving");
+    println!("listening on {address}");
+
+    let served = serve(&config, Arc::clone(&store), listener, shutdown).await;
+    let closer = Arc::clone(&store);
+    let closed = tokio::task::spawn_blocking(move || closer.close()).await?;
+    served?;
+    closed?;
+    tracing::info!("store closed; bye");
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! Bounds on everything a client controls. Each has a name (the TOML key under
+//! `[limits]`), which error messages quote so a client knows what to change.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ServerError;
+
+/// Client-controlled sizes and counts, all configurable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// The largest gRPC message the server decodes (tonic's decoding limit).
+    pub request_bytes_max: usize,
+    /// Events in one append request.
+    pub events_per_request_max: usize,
+    /// One event, protobuf-encoded.
+    pub event_bytes_max: usize,
+    /// `event_id`, in bytes.
+    pub event_id_bytes_max: usize,
+    /// `actor`, `action`, `resource` and `trace_id`, each in bytes.
+    pub field_bytes_max: usize,
+    /// Entries in `attributes`.
+    pub attributes_max: usize,
+    /// One attribute key, in bytes.
+    pub attribute_key_bytes_max: usize,
+    /// One attribute value, in bytes.
+    pub attribute_value_bytes_max: usize,
+    /// `payload`, in bytes.
+    pub payload_bytes_max: usize,
+    /// The JSON text of `change`, in bytes.
+    pub change_bytes_max: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub streams_per_connection_max: u32,
+    /// Append requests of one `AppendStream` in flight at once.
+    pub stream_appends_in_flight_max: usize,
+    /// Records a `Read` or `Subscribe` reads from disk per step; the gRPC
+    /// stream's flow control holds a slow reader back between steps.
+    pub read_chunk_records: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            request_bytes_max: 16 << 20,
+            events_per_request_max: 1_000,
+            event_bytes_max: 64 << 10,
+            event_id_bytes_max: 128,
+            field_bytes_max: 1_024,
+            attributes_max: 64,
+            attribute_key_bytes_max: 128,
+            attribute_value_bytes_max: 1_024,
+            payload_bytes_max: 48 << 10,
+            change_bytes_max: 48 << 10,
+            streams_per_connection_max: 256,
+            stream_appends_in_flight_max: 16,
+            read_chunk_records: 256,
+        }
+    }
+}
+
+impl Limits {
+    /// Rejects limits that contradict each other or are zero.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] naming the limit.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        let positive = [
+            ("request_bytes_max", self.request_bytes_max),
+            ("events_per_request_max", self.events_per_request_max),
+            ("event_bytes_max", self.event_bytes_max),
+            ("event_id_bytes_max", self.event_id_bytes_max),
+            ("field_bytes_max", self.field_bytes_max),
+            ("attribute_key_bytes_max", self.attribute_key_bytes_max),
+            (
+                "stream_appends_in_flight_max",
+                self.stream_appends_in_flight_max,
+            ),
+            ("read_chunk_records", self.read_chunk_records),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ServerError::Config(format!(
+                    "limits.{name} must be at least 1"
+                )));
+            }
+        }
+        if self.streams_per_connection_max == 0 {
+            return Err(ServerError::Config(
+                "limits.streams_per_connection_max must be at least 1".to_owned(),
+            ));
+        }
+        // An event must fit in a request, or the limit on events could never
+        // be reached and clients would see a transport error instead.
+        if self.event_bytes_max > self.request_bytes_max {
+            return Err(ServerError::Config(format!(
+                "limits.event_bytes_max ({}) is larger than limits.request_bytes_max ({})",
+                self.event_bytes_max, self.request_bytes_max
+            )));
+        }
+        Ok(())
+    }
+}
