@@ -112,6 +112,10 @@ struct AppendArgs {
     /// Defaults to a generated id (retries with the same id are safe).
     #[arg(long)]
     event_id: Option<String>,
+    /// When the action happened (unix nanoseconds); defaults to now, or to
+    /// unset when --event-id is given so that re-running is a safe retry
+    #[arg(long)]
+    occurred_at_unix_nanos: Option<i64>,
     #[arg(long)]
     trace_id: Option<String>,
     /// success, failure or denied.
@@ -339,7 +343,12 @@ fn event_from_flags(args: &AppendArgs) -> anyhow::Result<Event> {
         payload,
         change: None,
     };
-    line.into_event(0, input::now_unix_nanos())
+    // With an explicit --event-id, re-running the same command must be an
+    // idempotent retry, so the time must not change between runs: it is
+    // taken from --occurred-at-unix-nanos or left unset (0).
+    let occurred_at_default = if args.event_id.is_some() { 0 } else { input::now_unix_nanos() };
+    let line = input::EventLine { occurred_at_unix_nanos: args.occurred_at_unix_nanos, ..line };
+    line.into_event(0, occurred_at_default)
         .map_err(|error| anyhow!(error))
 }
 

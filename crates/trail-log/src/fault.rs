@@ -214,4 +214,8 @@ impl<F: FileSystem> FileSystem for FaultyFileSystem<F> {
     fn exists(&self, path: &Path) -> io::Result<bool> {
         self.inner.exists(path)
     }
+
+    fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        self.inner.lock_exclusive(path)
+    }
 }

@@ -141,6 +141,16 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// # Errors
     /// Any IO error other than "not found".
     fn exists(&self, path: &Path) -> io::Result<bool>;
+
+    /// Takes an exclusive lock on a file (created if needed), held until the
+    /// returned guard is dropped, so two processes never write one store.
+    /// File systems that live in one process need no lock.
+    ///
+    /// # Errors
+    /// `WouldBlock` when another holder has the lock; any IO error.
+    fn lock_exclusive(&self, _path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        Ok(Box::new(()))
+    }
 }
 
 /// The real disk.
@@ -226,6 +236,15 @@ impl FileSystem for OsFileSystem {
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
         path.try_exists()
+    }
+
+    fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(io::ErrorKind::WouldBlock, "locked by another process")),
+            Err(std::fs::TryLockError::Error(error)) => Err(error),
+        }
     }
 }
 

@@ -427,6 +427,18 @@ pub struct Log {
     pub(crate) writer: Mutex<Option<JoinHandle<()>>>,
 }
 
+impl Drop for Log {
+    /// Stops the writer and waits for it to finish what was queued, so a log
+    /// reopened in the same process never has two writers. Waits, but never
+    /// syncs on this thread.
+    fn drop(&mut self) {
+        drop(self.sender.lock().unwrap_or_else(PoisonError::into_inner).take());
+        if let Some(writer) = self.writer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = writer.join();
+        }
+    }
+}
+
 impl Log {
     /// The log's name.
     #[must_use]

@@ -198,6 +198,7 @@ pub(crate) fn recover(
     if repair == Repair::CutTornTail {
         remove_temporaries(fs, wal_dir)?;
     }
+    let clean_close = read_clean_close(fs, wal_dir);
     let segments = list_segments(fs, wal_dir)?;
     let mut catalog = Catalog::default();
     let mut ids = EventIdIndex::new();
@@ -310,7 +311,20 @@ pub(crate) fn recover(
         } else {
             let tail = analyze_tail(file.as_ref(), &mut scan)?;
             if let Some(cut) = &tail {
+                if let Some(closed) = clean_close.filter(|closed| closed.lsn > scan.last_lsn) {
+                    return Err(LogError::corruption(
+                        path,
+                        cut.offset,
+                        scan.last_lsn.next(),
+                        format!(
+                            "the log was closed cleanly at lsn {}, but records from lsn {} on are unreadable: damage to acknowledged data",
+                            closed.lsn,
+                            scan.last_lsn.next()
+                        ),
+                    ));
+                }
                 if repair == Repair::CutTornTail {
+                    quarantine(fs, wal_dir, path, cut)?;
                     zero_range(fs, path, cut.offset, cut.offset + cut.bytes)?;
                     tracing::warn!(
                         file = %path.display(), offset = cut.offset, bytes = cut.bytes, dropped_batch_records = cut.dropped_batch_records,
@@ -371,6 +385,33 @@ pub(crate) fn recover(
                 .last_recorded_at_unix_nanos
                 .max(tip.recorded_at_unix_nanos),
         };
+    }
+    if let Some(closed) = clean_close {
+        if closed.lsn != tip.lsn || closed.hash != tip.hash {
+            let (file, offset) = segments.last().map_or_else(|| (wal_dir.to_path_buf(), 0), |(_, path)| (path.clone(), 0));
+            return Err(LogError::corruption(
+                file,
+                offset,
+                tip.lsn.next(),
+                format!(
+                    "the log was closed cleanly at lsn {} but its segments end at lsn {}: segments are missing or were altered",
+                    closed.lsn, tip.lsn
+                ),
+            ));
+        }
+        if repair == Repair::CutTornTail {
+            // The marker speaks only of the files as they were at close; the
+            // writer is about to change them.
+            let marker = wal_dir.join(CLEAN_CLOSE_FILE_NAME);
+            fs.remove_file(&marker).map_err(|error| LogError::io("removing", &marker, error))?;
+        }
+    }
+    if repair == Repair::CutTornTail {
+        // A crashed process may have created files whose directory entries
+        // were never synced; they are part of the log from now on.
+        for directory in [Some(wal_dir), wal_dir.parent(), wal_dir.parent().and_then(Path::parent)].into_iter().flatten() {
+            fs.sync_dir(directory).map_err(|error| LogError::io("syncing", directory, error))?;
+        }
     }
     Ok(Recovery {
         catalog,
@@ -577,4 +618,95 @@ pub(crate) fn write_index_file(
         .map_err(|error| LogError::io("syncing", &temporary, error))?;
     fs.rename(&temporary, path)
         .map_err(|error| LogError::io("renaming into place", path, error))
+}
+
+/// Name of the marker a clean close leaves in the `wal` directory.
+pub(crate) const CLEAN_CLOSE_FILE_NAME: &str = "CLOSED";
+const CLEAN_CLOSE_MAGIC: [u8; 8] = *b"TRAILCLS";
+const CLEAN_CLOSE_BYTES: usize = 8 + 8 + 32 + 4;
+
+/// The head a clean close recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CleanClose {
+    pub lsn: Lsn,
+    pub hash: RecordHash,
+}
+
+impl CleanClose {
+    /// `"TRAILCLS" | lsn:u64 LE | hash:[32] | crc32:u32 LE` over the rest.
+    pub fn encode(&self) -> [u8; CLEAN_CLOSE_BYTES] {
+        let mut bytes = [0u8; CLEAN_CLOSE_BYTES];
+        bytes[..8].copy_from_slice(&CLEAN_CLOSE_MAGIC);
+        bytes[8..16].copy_from_slice(&self.lsn.0.to_le_bytes());
+        bytes[16..48].copy_from_slice(&self.hash.0);
+        let crc = crc32fast::hash(&bytes[..48]);
+        bytes[48..].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<CleanClose> {
+        if bytes.len() != CLEAN_CLOSE_BYTES || bytes[..8] != CLEAN_CLOSE_MAGIC {
+            return None;
+        }
+        let crc = u32::from_le_bytes([bytes[48], bytes[49], bytes[50], bytes[51]]);
+        if crc32fast::hash(&bytes[..48]) != crc {
+            return None;
+        }
+        let mut lsn = [0u8; 8];
+        lsn.copy_from_slice(&bytes[8..16]);
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&bytes[16..48]);
+        Some(CleanClose { lsn: Lsn(u64::from_le_bytes(lsn)), hash: RecordHash(hash) })
+    }
+}
+
+/// The clean-close marker, if there is a valid one. A damaged marker is
+/// ignored: it only ever adds a check.
+fn read_clean_close(fs: &dyn FileSystem, wal_dir: &Path) -> Option<CleanClose> {
+    let path = wal_dir.join(CLEAN_CLOSE_FILE_NAME);
+    let file = fs.open_read(&path).ok()?;
+    let mut bytes = [0u8; CLEAN_CLOSE_BYTES];
+    file.read_exact_at(&mut bytes, 0).ok()?;
+    let marker = CleanClose::decode(&bytes);
+    if marker.is_none() {
+        tracing::warn!(file = %path.display(), "ignoring a damaged clean-close marker");
+    }
+    marker
+}
+
+/// Writes the clean-close marker (temporary file, sync, rename, directory
+/// sync), so the next open can tell damage in the last records from a torn
+/// write.
+pub(crate) fn write_clean_close(fs: &dyn FileSystem, wal_dir: &Path, marker: CleanClose) -> Result<()> {
+    let path = wal_dir.join(CLEAN_CLOSE_FILE_NAME);
+    let temporary = wal_dir.join(format!("{CLEAN_CLOSE_FILE_NAME}.tmp"));
+    let mut file = fs.create(&temporary).map_err(|error| LogError::io("creating", &temporary, error))?;
+    file.write_all_at(&marker.encode(), 0)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| LogError::io("writing", &temporary, error))?;
+    fs.rename(&temporary, &path).map_err(|error| LogError::io("renaming into place", &path, error))?;
+    fs.sync_dir(wal_dir).map_err(|error| LogError::io("syncing", wal_dir, error))
+}
+
+/// Keeps the bytes a torn-tail cut removes, beside the segment, for
+/// forensics: `<segment>.torn-<offset>`.
+fn quarantine(fs: &dyn FileSystem, wal_dir: &Path, segment_path: &Path, cut: &TornTail) -> Result<()> {
+    if cut.bytes == 0 {
+        return Ok(());
+    }
+    let name = format!(
+        "{}.torn-{}",
+        segment_path.file_name().and_then(|name| name.to_str()).unwrap_or("segment"),
+        cut.offset
+    );
+    let path = wal_dir.join(name);
+    let source = fs.open_read(segment_path).map_err(|error| LogError::io("opening", segment_path, error))?;
+    let length = usize::try_from(cut.bytes).map_err(|_| LogError::corruption(segment_path, cut.offset, Lsn::ZERO, "torn tail too large"))?;
+    let mut bytes = vec![0u8; length];
+    source.read_exact_at(&mut bytes, cut.offset).map_err(|error| LogError::io("reading", segment_path, error))?;
+    let mut file = fs.create(&path).map_err(|error| LogError::io("creating", &path, error))?;
+    file.write_all_at(&bytes, 0)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| LogError::io("writing", &path, error))?;
+    fs.sync_dir(wal_dir).map_err(|error| LogError::io("syncing", wal_dir, error))
 }

@@ -27,7 +27,12 @@ pub struct Store {
     root: PathBuf,
     options: LogOptions,
     logs: Mutex<HashMap<LogName, Arc<Log>>>,
+    /// Held for the store's life: one process per data directory.
+    _lock: Box<dyn std::any::Any + Send + Sync>,
 }
+
+/// The lock file in a store's root.
+pub const LOCK_FILE_NAME: &str = "LOCK";
 
 impl Store {
     /// Opens (creating if needed) a store on the real disk. Logs open lazily.
@@ -50,11 +55,27 @@ impl Store {
         options.validate()?;
         fs.create_dir_all(root)
             .map_err(|error| LogError::io("creating", root, error))?;
+        let lock_path = root.join(LOCK_FILE_NAME);
+        let lock = fs.lock_exclusive(&lock_path).map_err(|error| {
+            if error.kind() == std::io::ErrorKind::WouldBlock {
+                LogError::InvalidOption {
+                    option: "data directory",
+                    reason: format!(
+                        "{} is in use by another process (it holds {})",
+                        root.display(),
+                        lock_path.display()
+                    ),
+                }
+            } else {
+                LogError::io("locking", &lock_path, error)
+            }
+        })?;
         Ok(Store {
             fs,
             root: root.to_path_buf(),
             options,
             logs: Mutex::new(HashMap::new()),
+            _lock: lock,
         })
     }
 

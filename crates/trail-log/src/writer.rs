@@ -167,13 +167,37 @@ impl Writer {
                 }
             }
             if let Some(close) = self.run_group(group) {
-                let outcome = self.sync_unsynced();
+                let outcome = self.close_cleanly();
                 let _ = close.send(outcome);
                 return;
             }
             self.on_tick();
         }
+        // Every handle is gone without a close: make what was written
+        // durable, but leave no clean-close marker (only `close` promises
+        // that nothing else touches the files afterwards).
         let _ = self.sync_unsynced();
+    }
+
+    /// Makes everything written durable and leaves the clean-close marker.
+    /// A fail-stopped log leaves no marker: its state is unknown.
+    fn close_cleanly(&mut self) -> Result<()> {
+        self.sync_unsynced()?;
+        if self.synced_lsn != self.written_tip.lsn {
+            // Durability::None never synced: a clean close still does.
+            if let Some(active) = self.active.as_mut() {
+                if let Err(error) = active.file.sync_data() {
+                    let path = active.path.display().to_string();
+                    return Err(self.fail_stop(format!("fdatasync of {path}: {error}")));
+                }
+            }
+            self.synced_lsn = self.written_tip.lsn;
+        }
+        if self.failed.is_some() || self.written_tip.lsn == Lsn::ZERO {
+            return Ok(());
+        }
+        let marker = crate::recovery::CleanClose { lsn: self.written_tip.lsn, hash: self.written_tip.hash };
+        crate::recovery::write_clean_close(self.shared.fs.as_ref(), &self.shared.wal_dir, marker)
     }
 
     fn next_deadline(&self) -> Option<Instant> {

@@ -275,6 +275,7 @@ fn segments_seal_by_age() -> TestResult {
     );
     append_one(&log, "new")?;
     store.close()?;
+    drop(store);
     let (_store, log) = open(directory.path(), small_segments())?;
     assert_eq!(log.head().lsn, Lsn(2));
     Ok(())
@@ -291,5 +292,17 @@ async fn live_followers_see_the_head_move() -> TestResult {
     assert_eq!(head.borrow().lsn, Lsn(1));
     let receipt = task.await??;
     assert_eq!(receipt[0].lsn, Lsn(1));
+    Ok(())
+}
+
+#[test]
+fn one_store_per_data_directory() -> TestResult {
+    let directory = tempfile::tempdir()?;
+    let store = trail_log::Store::open(directory.path(), small_segments())?;
+    let second = trail_log::Store::open(directory.path(), small_segments());
+    let error = second.err().ok_or("a second store on the same directory opened")?;
+    assert!(error.to_string().contains("in use by another process"), "{error}");
+    drop(store);
+    trail_log::Store::open(directory.path(), small_segments())?;
     Ok(())
 }

@@ -34,6 +34,13 @@ fn snapshot(root: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
     files
 }
 
+/// Makes a cleanly closed log look like one whose process crashed: a crash
+/// leaves no clean-close marker.
+fn forget_clean_close(root: &Path) {
+    let marker = wal_dir(root).join("CLOSED");
+    std::fs::remove_file(marker).expect("a clean close left its marker");
+}
+
 fn flip_bit(path: &Path, offset: u64, bit: u8) -> std::io::Result<()> {
     let mut bytes = std::fs::read(path)?;
     bytes[offset as usize] ^= 1 << bit;
@@ -179,6 +186,38 @@ fn an_interrupted_seal_is_finished_on_open() -> TestResult {
     Ok(())
 }
 
+/// After a clean close the last records are known to be acknowledged, so
+/// damage there is corruption, not a torn write.
+#[test]
+fn damage_in_the_last_record_after_a_clean_close_is_corruption() -> TestResult {
+    let directory = tempfile::tempdir()?;
+    write_log(directory.path(), 30)?;
+    let target = &segment_files(directory.path())[0];
+    let last = frame_offset(target, 29);
+    flip_bit(target, last + 40, 2)?;
+    let before = snapshot(directory.path());
+    let (offset, lsn, reason) = expect_corruption(directory.path(), target);
+    assert_eq!((offset, lsn), (last, Lsn(30)));
+    assert!(reason.contains("closed cleanly"), "{reason}");
+    assert_eq!(snapshot(directory.path()), before);
+    Ok(())
+}
+
+/// A clean close also catches whole segments removed from the end.
+#[test]
+fn a_removed_last_segment_after_a_clean_close_is_corruption() -> TestResult {
+    let directory = tempfile::tempdir()?;
+    write_log(directory.path(), 900)?;
+    let segments = segment_files(directory.path());
+    std::fs::remove_file(segments.last().expect("segments"))?;
+    match open(directory.path(), small_segments()) {
+        Err(LogError::Corruption { reason, .. }) => assert!(reason.contains("closed cleanly"), "{reason}"),
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok(_) => panic!("a truncated log opened"),
+    }
+    Ok(())
+}
+
 #[test]
 fn torn_tail_is_cut_and_the_log_goes_on() -> TestResult {
     let directory = tempfile::tempdir()?;
@@ -198,9 +237,16 @@ fn torn_tail_is_cut_and_the_log_goes_on() -> TestResult {
     let (store, log) = open(directory.path(), small_segments())?;
     assert_eq!(log.head().lsn, Lsn(50));
     assert_log_matches(&log, &receipts);
+    let quarantined = wal_dir(directory.path()).join(format!(
+        "{}.torn-{end}",
+        target.file_name().and_then(|name| name.to_str()).unwrap_or_default()
+    ));
+    let kept = std::fs::read(&quarantined)?;
+    assert_eq!(&kept[..garbage.len()], &garbage, "the cut bytes are kept for forensics");
     let next = append_one(&log, "after-the-cut")?;
     assert_eq!(next.lsn, Lsn(51));
     store.close()?;
+    drop(store);
     let (_store, log) = open(directory.path(), small_segments())?;
     assert_eq!(log.head().lsn, Lsn(51));
     Ok(())
@@ -218,6 +264,7 @@ fn an_incomplete_trailing_atomic_batch_is_dropped_whole() -> TestResult {
         log.append_blocking(batch, true)?;
         store.close()?;
     }
+    forget_clean_close(directory.path());
     // Lose the batch's last record, as a torn write would.
     let target = &segment_files(directory.path())[0];
     let last = frame_offset(target, 4);
@@ -277,6 +324,7 @@ proptest! {
             }
             store.close().expect("close");
         }
+        forget_clean_close(directory.path());
         let segments = segment_files(directory.path());
         let active = segments.last().expect("a segment").clone();
         let summary = trail_log::offline::inspect(directory.path()).expect("inspect");

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every check and test the project has, as CI does (.ci/run calls this):
+# formatting, lints, the whole test suite (unit, property, simulation, fault
+# injection, end-to-end with real processes killed mid-load) and a short
+# fuzzing smoke run of every fuzz target. Installs what it needs (cargo-fuzz)
+# by itself. Set TRAIL_FUZZ_SECONDS to change the per-target fuzz time
+# (default 30; 0 skips fuzzing, for quick local runs only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fuzz_seconds="${TRAIL_FUZZ_SECONDS:-30}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build binaries (the end-to-end tests run them as processes)"
+cargo build --workspace --bins --locked
+
+step "cargo test (every crate, every test)"
+cargo test --workspace --locked
+
+if [ "$fuzz_seconds" != "0" ]; then
+    step "fuzz smoke run: ${fuzz_seconds}s per target"
+    scripts/fuzz.sh "$fuzz_seconds"
+else
+    echo "TRAIL_FUZZ_SECONDS=0: fuzz smoke run not done (CI always runs it)"
+fi
