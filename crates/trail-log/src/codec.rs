@@ -377,7 +377,10 @@ mod tests {
         body.extend_from_slice(&[0u8; 32]);
         body.extend_from_slice(&[0, 1, 0, 253]);
         body.extend_from_slice(&(1u64 << 40).to_le_bytes());
-        assert!(matches!(decode_body(&body), Err(CodecError::Undecodable(_))));
+        assert!(matches!(
+            decode_body(&body),
+            Err(CodecError::Undecodable(_))
+        ));
     }
 
     #[test]

@@ -388,7 +388,9 @@ pub(crate) fn recover(
     }
     if let Some(closed) = clean_close {
         if closed.lsn != tip.lsn || closed.hash != tip.hash {
-            let (file, offset) = segments.last().map_or_else(|| (wal_dir.to_path_buf(), 0), |(_, path)| (path.clone(), 0));
+            let (file, offset) = segments
+                .last()
+                .map_or_else(|| (wal_dir.to_path_buf(), 0), |(_, path)| (path.clone(), 0));
             return Err(LogError::corruption(
                 file,
                 offset,
@@ -403,14 +405,23 @@ pub(crate) fn recover(
             // The marker speaks only of the files as they were at close; the
             // writer is about to change them.
             let marker = wal_dir.join(CLEAN_CLOSE_FILE_NAME);
-            fs.remove_file(&marker).map_err(|error| LogError::io("removing", &marker, error))?;
+            fs.remove_file(&marker)
+                .map_err(|error| LogError::io("removing", &marker, error))?;
         }
     }
     if repair == Repair::CutTornTail {
         // A crashed process may have created files whose directory entries
         // were never synced; they are part of the log from now on.
-        for directory in [Some(wal_dir), wal_dir.parent(), wal_dir.parent().and_then(Path::parent)].into_iter().flatten() {
-            fs.sync_dir(directory).map_err(|error| LogError::io("syncing", directory, error))?;
+        for directory in [
+            Some(wal_dir),
+            wal_dir.parent(),
+            wal_dir.parent().and_then(Path::parent),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fs.sync_dir(directory)
+                .map_err(|error| LogError::io("syncing", directory, error))?;
         }
     }
     Ok(Recovery {
@@ -656,7 +667,10 @@ impl CleanClose {
         lsn.copy_from_slice(&bytes[8..16]);
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&bytes[16..48]);
-        Some(CleanClose { lsn: Lsn(u64::from_le_bytes(lsn)), hash: RecordHash(hash) })
+        Some(CleanClose {
+            lsn: Lsn(u64::from_le_bytes(lsn)),
+            hash: RecordHash(hash),
+        })
     }
 }
 
@@ -677,36 +691,61 @@ fn read_clean_close(fs: &dyn FileSystem, wal_dir: &Path) -> Option<CleanClose> {
 /// Writes the clean-close marker (temporary file, sync, rename, directory
 /// sync), so the next open can tell damage in the last records from a torn
 /// write.
-pub(crate) fn write_clean_close(fs: &dyn FileSystem, wal_dir: &Path, marker: CleanClose) -> Result<()> {
+pub(crate) fn write_clean_close(
+    fs: &dyn FileSystem,
+    wal_dir: &Path,
+    marker: CleanClose,
+) -> Result<()> {
     let path = wal_dir.join(CLEAN_CLOSE_FILE_NAME);
     let temporary = wal_dir.join(format!("{CLEAN_CLOSE_FILE_NAME}.tmp"));
-    let mut file = fs.create(&temporary).map_err(|error| LogError::io("creating", &temporary, error))?;
+    let mut file = fs
+        .create(&temporary)
+        .map_err(|error| LogError::io("creating", &temporary, error))?;
     file.write_all_at(&marker.encode(), 0)
         .and_then(|()| file.sync_all())
         .map_err(|error| LogError::io("writing", &temporary, error))?;
-    fs.rename(&temporary, &path).map_err(|error| LogError::io("renaming into place", &path, error))?;
-    fs.sync_dir(wal_dir).map_err(|error| LogError::io("syncing", wal_dir, error))
+    fs.rename(&temporary, &path)
+        .map_err(|error| LogError::io("renaming into place", &path, error))?;
+    fs.sync_dir(wal_dir)
+        .map_err(|error| LogError::io("syncing", wal_dir, error))
 }
 
 /// Keeps the bytes a torn-tail cut removes, beside the segment, for
 /// forensics: `<segment>.torn-<offset>`.
-fn quarantine(fs: &dyn FileSystem, wal_dir: &Path, segment_path: &Path, cut: &TornTail) -> Result<()> {
+fn quarantine(
+    fs: &dyn FileSystem,
+    wal_dir: &Path,
+    segment_path: &Path,
+    cut: &TornTail,
+) -> Result<()> {
     if cut.bytes == 0 {
         return Ok(());
     }
     let name = format!(
         "{}.torn-{}",
-        segment_path.file_name().and_then(|name| name.to_str()).unwrap_or("segment"),
+        segment_path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("segment"),
         cut.offset
     );
     let path = wal_dir.join(name);
-    let source = fs.open_read(segment_path).map_err(|error| LogError::io("opening", segment_path, error))?;
-    let length = usize::try_from(cut.bytes).map_err(|_| LogError::corruption(segment_path, cut.offset, Lsn::ZERO, "torn tail too large"))?;
+    let source = fs
+        .open_read(segment_path)
+        .map_err(|error| LogError::io("opening", segment_path, error))?;
+    let length = usize::try_from(cut.bytes).map_err(|_| {
+        LogError::corruption(segment_path, cut.offset, Lsn::ZERO, "torn tail too large")
+    })?;
     let mut bytes = vec![0u8; length];
-    source.read_exact_at(&mut bytes, cut.offset).map_err(|error| LogError::io("reading", segment_path, error))?;
-    let mut file = fs.create(&path).map_err(|error| LogError::io("creating", &path, error))?;
+    source
+        .read_exact_at(&mut bytes, cut.offset)
+        .map_err(|error| LogError::io("reading", segment_path, error))?;
+    let mut file = fs
+        .create(&path)
+        .map_err(|error| LogError::io("creating", &path, error))?;
     file.write_all_at(&bytes, 0)
         .and_then(|()| file.sync_all())
         .map_err(|error| LogError::io("writing", &path, error))?;
-    fs.sync_dir(wal_dir).map_err(|error| LogError::io("syncing", wal_dir, error))
+    fs.sync_dir(wal_dir)
+        .map_err(|error| LogError::io("syncing", wal_dir, error))
 }

@@ -196,7 +196,10 @@ impl Writer {
         if self.failed.is_some() || self.written_tip.lsn == Lsn::ZERO {
             return Ok(());
         }
-        let marker = crate::recovery::CleanClose { lsn: self.written_tip.lsn, hash: self.written_tip.hash };
+        let marker = crate::recovery::CleanClose {
+            lsn: self.written_tip.lsn,
+            hash: self.written_tip.hash,
+        };
         crate::recovery::write_clean_close(self.shared.fs.as_ref(), &self.shared.wal_dir, marker)
     }
 

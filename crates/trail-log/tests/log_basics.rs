@@ -300,8 +300,13 @@ fn one_store_per_data_directory() -> TestResult {
     let directory = tempfile::tempdir()?;
     let store = trail_log::Store::open(directory.path(), small_segments())?;
     let second = trail_log::Store::open(directory.path(), small_segments());
-    let error = second.err().ok_or("a second store on the same directory opened")?;
-    assert!(error.to_string().contains("in use by another process"), "{error}");
+    let error = second
+        .err()
+        .ok_or("a second store on the same directory opened")?;
+    assert!(
+        error.to_string().contains("in use by another process"),
+        "{error}"
+    );
     drop(store);
     trail_log::Store::open(directory.path(), small_segments())?;
     Ok(())

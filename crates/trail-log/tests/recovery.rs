@@ -141,7 +141,10 @@ fn damage_followed_by_a_record_ending_in_zero_is_still_corruption() -> TestResul
     {
         let (store, log) = open(directory.path(), small_segments())?;
         append_one(&log, "first")?;
-        log.append_blocking(vec![trail_log::EventInput::new("second".into(), vec![7, 7, 0])], false)?;
+        log.append_blocking(
+            vec![trail_log::EventInput::new("second".into(), vec![7, 7, 0])],
+            false,
+        )?;
         store.close()?;
     }
     let target = &segment_files(directory.path())[0];
@@ -159,7 +162,10 @@ fn damage_followed_by_a_record_ending_in_zero_is_still_corruption() -> TestResul
 fn an_interrupted_seal_is_finished_on_open() -> TestResult {
     let directory = tempfile::tempdir()?;
     let receipts = {
-        let options = trail_log::LogOptions { segment_age_max: Some(std::time::Duration::from_millis(20)), ..small_segments() };
+        let options = trail_log::LogOptions {
+            segment_age_max: Some(std::time::Duration::from_millis(20)),
+            ..small_segments()
+        };
         let (store, log) = open(directory.path(), options)?;
         let receipts = vec![("only".to_string(), append_one(&log, "only")?)];
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -179,7 +185,11 @@ fn an_interrupted_seal_is_finished_on_open() -> TestResult {
     std::fs::write(target, &bytes)?;
     let (store, log) = open(directory.path(), small_segments())?;
     assert_log_matches(&log, &receipts);
-    assert_eq!(std::fs::metadata(target)?.len(), sealed_len, "the seal was finished");
+    assert_eq!(
+        std::fs::metadata(target)?.len(),
+        sealed_len,
+        "the seal was finished"
+    );
     let next = append_one(&log, "next")?;
     assert_eq!(next.lsn, Lsn(2));
     store.close()?;
@@ -211,7 +221,9 @@ fn a_removed_last_segment_after_a_clean_close_is_corruption() -> TestResult {
     let segments = segment_files(directory.path());
     std::fs::remove_file(segments.last().expect("segments"))?;
     match open(directory.path(), small_segments()) {
-        Err(LogError::Corruption { reason, .. }) => assert!(reason.contains("closed cleanly"), "{reason}"),
+        Err(LogError::Corruption { reason, .. }) => {
+            assert!(reason.contains("closed cleanly"), "{reason}")
+        }
         Err(other) => panic!("expected corruption, got {other}"),
         Ok(_) => panic!("a truncated log opened"),
     }
@@ -239,10 +251,17 @@ fn torn_tail_is_cut_and_the_log_goes_on() -> TestResult {
     assert_log_matches(&log, &receipts);
     let quarantined = wal_dir(directory.path()).join(format!(
         "{}.torn-{end}",
-        target.file_name().and_then(|name| name.to_str()).unwrap_or_default()
+        target
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or_default()
     ));
     let kept = std::fs::read(&quarantined)?;
-    assert_eq!(&kept[..garbage.len()], &garbage, "the cut bytes are kept for forensics");
+    assert_eq!(
+        &kept[..garbage.len()],
+        &garbage,
+        "the cut bytes are kept for forensics"
+    );
     let next = append_one(&log, "after-the-cut")?;
     assert_eq!(next.lsn, Lsn(51));
     store.close()?;
