@@ -100,7 +100,8 @@ pub struct Traild {
 
 impl Traild {
     /// Starts `traild` over `data_dir` on a free loopback port (port 0; the
-    /// server prints the address it bound) and waits until it serves.
+    /// server prints the address it bound), with metrics on another free
+    /// loopback port, and waits until it serves.
     ///
     /// # Errors
     /// When it does not start within a minute.
@@ -111,6 +112,9 @@ impl Traild {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            // Several servers run at once: none may take the default
+            // metrics port.
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .args(extra_args)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

@@ -346,8 +346,15 @@ fn event_from_flags(args: &AppendArgs) -> anyhow::Result<Event> {
     // With an explicit --event-id, re-running the same command must be an
     // idempotent retry, so the time must not change between runs: it is
     // taken from --occurred-at-unix-nanos or left unset (0).
-    let occurred_at_default = if args.event_id.is_some() { 0 } else { input::now_unix_nanos() };
-    let line = input::EventLine { occurred_at_unix_nanos: args.occurred_at_unix_nanos, ..line };
+    let occurred_at_default = if args.event_id.is_some() {
+        0
+    } else {
+        input::now_unix_nanos()
+    };
+    let line = input::EventLine {
+        occurred_at_unix_nanos: args.occurred_at_unix_nanos,
+        ..line
+    };
     line.into_event(0, occurred_at_default)
         .map_err(|error| anyhow!(error))
 }

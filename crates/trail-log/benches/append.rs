@@ -112,9 +112,68 @@ fn durable_appends(criterion: &mut Criterion) {
     store.close().expect("close");
 }
 
+/// The engine's CPU ceiling: four appenders sending 100-event requests with
+/// fsync off, so the writer thread's per-event work (id check, framing, CRC,
+/// chain hash, index upkeep) is what limits the rate.
+fn batched_appends_without_fsync(criterion: &mut Criterion) {
+    const APPENDERS: u64 = 4;
+    const BATCH: u64 = 100;
+    let directory = tempfile::tempdir_in(bench_dir()).expect("tempdir");
+    let options = LogOptions {
+        durability: trail_log::Durability::None,
+        ..LogOptions::default()
+    };
+    let store = Store::open(directory.path(), options).expect("store");
+    let log = store
+        .get_or_create(&LogName::new("batched").expect("name"))
+        .expect("log");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let next_id = Arc::new(AtomicU64::new(0));
+    let mut group = criterion.benchmark_group("engine_cpu_512B");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("4_appenders_batch_100_no_fsync", |bencher| {
+        bencher.iter_custom(|iterations| {
+            let requests = iterations.div_ceil(APPENDERS * BATCH);
+            let start = Instant::now();
+            runtime.block_on(async {
+                let tasks: Vec<_> = (0..APPENDERS)
+                    .map(|_| {
+                        let log = Arc::clone(&log);
+                        let next_id = Arc::clone(&next_id);
+                        tokio::spawn(async move {
+                            let payload = vec![0x42u8; 512];
+                            for _ in 0..requests {
+                                let first = next_id.fetch_add(BATCH, Ordering::Relaxed);
+                                let events = (first..first + BATCH)
+                                    .map(|id| {
+                                        EventInput::new(format!("batched-{id}"), payload.clone())
+                                    })
+                                    .collect();
+                                log.append(events, false).await.expect("append");
+                            }
+                        })
+                    })
+                    .collect();
+                for task in tasks {
+                    task.await.expect("appender");
+                }
+            });
+            start
+                .elapsed()
+                .mul_f64(iterations as f64 / (requests * APPENDERS * BATCH) as f64)
+        });
+    });
+    group.finish();
+    store.close().expect("close");
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(6)).warm_up_time(Duration::from_secs(1));
-    targets = serial_fdatasync, durable_appends
+    targets = serial_fdatasync, durable_appends, batched_appends_without_fsync
 }
 criterion_main!(benches);

@@ -694,6 +694,7 @@ impl Writer {
             &temporary,
             &header,
             self.options.segment_bytes,
+            self.options.durability == Durability::Sync,
         ) {
             Ok(file) => file,
             Err(error) => {
@@ -755,21 +756,29 @@ pub(crate) fn same_content(stored: &[u8], sent: &[u8]) -> bool {
     }
 }
 
-/// Writes zeros over the whole segment, then the header, and syncs: writes
-/// into preallocated, already-synced blocks make the later fdatasyncs cheap.
+/// Writes zeros over the whole segment (in `Sync` mode), then the header,
+/// and syncs: writes into preallocated, already-synced blocks make the later
+/// fdatasyncs cheap, since no block allocation has to be journaled.
 fn preallocate(
     shared: &Shared,
     path: &std::path::Path,
     header: &SegmentHeader,
     capacity: u64,
+    zero_fill: bool,
 ) -> Result<Box<dyn WriteFile>> {
     let mut file = shared
         .fs
         .create(path)
         .map_err(|error| LogError::io("creating", path, error))?;
+    if !zero_fill {
+        // Without an fdatasync per group, cheap syncs are not worth writing
+        // every byte twice: a sparse file reads as zeros just the same.
+        file.set_len(capacity)
+            .map_err(|error| LogError::io("preallocating", path, error))?;
+    }
     let zeros = vec![0u8; PREALLOCATION_CHUNK_BYTES];
     let mut offset = 0u64;
-    while offset < capacity {
+    while zero_fill && offset < capacity {
         let length = (capacity - offset).min(PREALLOCATION_CHUNK_BYTES as u64) as usize;
         file.write_all_at(&zeros[..length], offset)
             .map_err(|error| LogError::io("preallocating", path, error))?;

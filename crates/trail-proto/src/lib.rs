@@ -12,6 +12,27 @@ pub mod v1 {
     include!(concat!(env!("OUT_DIR"), "/trail.v1.rs"));
 }
 
+/// The server's view of the `Log` service, from
+/// `proto/trail/v1/server_view/log.proto`: the same service, methods and
+/// gRPC paths as [`v1`], except that [`server_view::AppendRequest`] carries
+/// each event as the bytes the producer sent (`repeated bytes events = 2`,
+/// which has the same wire encoding as `repeated Event`). The server stores
+/// those bytes as they are instead of decoding and re-encoding them.
+///
+/// Only the server is generated; every message but `AppendRequest` is the
+/// one in [`v1`]. Clients and reflection use [`v1`] and
+/// [`FILE_DESCRIPTOR_SET`].
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod server_view {
+    include!(concat!(env!("OUT_DIR"), "/server_view/trail.v1.rs"));
+
+    /// The encoded `FileDescriptorSet` of the server view and its imports:
+    /// for the test that keeps it in step with `log.proto`, never for
+    /// reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/server_view_descriptor.bin"));
+}
+
 /// The encoded `FileDescriptorSet` of `log.proto` and its imports, for gRPC
 /// reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =

@@ -20,6 +20,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The gRPC listen address. Beyond loopback only with `insecure`.
     pub listen: SocketAddr,
+    /// Where Prometheus scrapes `/metrics`; `None` (in TOML `"off"` or
+    /// `""`) turns metrics off. Beyond loopback only with `insecure`.
+    #[serde(with = "metrics_listen")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Allow a non-loopback listen address without TLS and tokens.
     pub insecure: bool,
     /// How long graceful shutdown waits for in-flight requests, milliseconds.
@@ -37,12 +41,52 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("./trail-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             insecure: false,
             shutdown_grace_ms: 30_000,
             log: LogConfig::default(),
             limits: Limits::default(),
             logging: LoggingConfig::default(),
         }
+    }
+}
+
+/// Parses a `metrics_listen` value: an address, or `off` / empty for none.
+///
+/// # Errors
+/// A message saying what is accepted.
+pub fn parse_metrics_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse().map(Some).map_err(|error| {
+        format!("{text:?} is not an address such as 127.0.0.1:9464, or \"off\": {error}")
+    })
+}
+
+/// `metrics_listen` in TOML: a string, `"off"` for none (TOML has no null).
+mod metrics_listen {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)]
+    pub fn serialize<S: Serializer>(
+        value: &Option<SocketAddr>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(address) => serializer.collect_str(address),
+            None => serializer.serialize_str("off"),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_metrics_listen(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -168,6 +212,14 @@ impl Config {
                 self.listen
             )));
         }
+        if let Some(metrics) = self.metrics_listen {
+            if !metrics.ip().is_loopback() && !self.insecure {
+                return Err(ServerError::Config(format!(
+                    "metrics_listen = {metrics} is not a loopback address; \
+                     listen on 127.0.0.1, turn metrics off with \"off\", or pass --insecure"
+                )));
+            }
+        }
         if self.log.durability == DurabilityMode::Interval && self.log.fsync_interval_ms == 0 {
             return Err(ServerError::Config(
                 "log.fsync_interval_ms must be at least 1 with durability = \"interval\""
@@ -250,5 +302,37 @@ mod tests {
         );
         config.insecure = true;
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn metrics_listen_parses_turns_off_and_needs_loopback() -> Result<(), ServerError> {
+        assert_eq!(
+            Config::default().metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9464)))
+        );
+        for off in ["metrics_listen = \"off\"\n", "metrics_listen = \"\"\n"] {
+            let config = Config::from_toml(off)?;
+            assert_eq!(config.metrics_listen, None);
+            assert_eq!(Config::from_toml(&config.to_toml()?)?, config);
+        }
+        let config = Config::from_toml("metrics_listen = \"127.0.0.1:9999\"\n")?;
+        assert_eq!(
+            config.metrics_listen,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9999)))
+        );
+        assert!(matches!(
+            Config::from_toml("metrics_listen = \"nine\"\n"),
+            Err(ServerError::Config(message)) if message.contains("metrics_listen") || message.contains("off")
+        ));
+        let mut config = Config {
+            metrics_listen: Some(SocketAddr::from(([0, 0, 0, 0], 9464))),
+            ..Config::default()
+        };
+        assert!(
+            matches!(config.validate(), Err(ServerError::Config(message)) if message.contains("metrics_listen"))
+        );
+        config.insecure = true;
+        assert!(config.validate().is_ok());
+        Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! Trail's gRPC server: the `trail.v1.Log` service over a `trail_log::Store`,
-//! with gRPC health and reflection, request limits, configuration and
-//! graceful shutdown. The `traild` binary only parses arguments and calls
+//! with gRPC health and reflection, request limits, Prometheus metrics,
+//! configuration and graceful shutdown. The `traild` binary only parses arguments and calls
 //! [`run`].
 //!
 //! ```no_run
@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod limits;
+pub mod metrics;
 pub mod service;
 pub mod status;
 pub mod validate;
@@ -25,10 +26,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use trail_log::{LogError, Store};
-use trail_proto::v1::log_server::LogServer;
+use trail_proto::server_view::log_server::LogServer;
 
 pub use config::{Config, DurabilityMode};
 pub use limits::Limits;
+pub use metrics::{Metrics, MetricsEndpoint};
 pub use service::LogService;
 
 /// Why the server could not start or stopped with an error.
@@ -51,6 +53,9 @@ pub enum ServerError {
     /// The gRPC transport failed.
     #[error("grpc transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The metrics exporter could not start.
+    #[error("metrics: {0}")]
+    Metrics(String),
     /// Building the reflection service failed.
     #[error("grpc reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -62,7 +67,8 @@ pub enum ServerError {
 /// Serves the Log service, health and reflection on `listener` until
 /// `shutdown` resolves; then stops accepting, tells streams to end, and waits
 /// (up to the configured grace) for in-flight requests. It does not close the
-/// store: the caller owns it.
+/// store: the caller owns it. Records no metrics (see
+/// [`serve_with_metrics`]); `config.metrics_listen` is not used.
 ///
 /// # Errors
 /// [`ServerError`] when the transport fails.
@@ -72,9 +78,40 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    serve_with_metrics(config, store, listener, Metrics::disabled(), shutdown).await
+}
+
+/// [`serve`], recording into `metrics` (started with [`Metrics::start`];
+/// the caller owns its endpoint) and sampling the logs' writer counters
+/// every [`metrics::SAMPLE_INTERVAL`].
+///
+/// # Errors
+/// [`ServerError`] when the transport fails.
+pub async fn serve_with_metrics(
+    config: &Config,
+    store: Arc<Store>,
+    listener: TcpListener,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let (stopping_sender, stopping) = watch::channel(false);
     let limits = config.limits.clone();
-    let service = LogService::new(store, limits.clone(), stopping.clone());
+    let sampling = metrics.enabled();
+    let service = LogService::with_metrics(store, limits.clone(), stopping.clone(), metrics);
+    let sampler = sampling.then(|| {
+        let service = service.clone();
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(metrics::SAMPLE_INTERVAL);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => service.sample_metrics(),
+                    _ = stopping.wait_for(|stopping| *stopping) => break,
+                }
+            }
+        })
+    });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<LogServer<LogService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -111,13 +148,17 @@ pub async fn serve(
         result = server => result?,
         () = deadline => tracing::warn!(grace_ms = config.shutdown_grace_ms, "in-flight requests did not finish in time; closing anyway"),
     }
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     Ok(())
 }
 
 /// Binds the configured address, printing `listening on ADDR` on stdout (so
-/// scripts and tests can use port 0), opens the store, serves until
-/// `shutdown`, then closes the store: queues drained, fsynced, writers
-/// stopped.
+/// scripts and tests can use port 0), then, with metrics on, serves them on
+/// `metrics_listen` and prints `metrics on ADDR` as the second line; opens the
+/// store, serves until `shutdown`, then closes the store: queues drained,
+/// fsynced, writers stopped.
 ///
 /// # Errors
 /// [`ServerError`] for a bad configuration, a store that does not open, an
@@ -158,10 +199,22 @@ pub async fn run(
             address: config.listen,
             source,
         })?;
-    tracing::info!(%address, data_dir = %config.data_dir.display(), durability = ?config.log.durability, "traild serving");
+    let (metrics, endpoint) = match config.metrics_listen {
+        Some(metrics_address) => {
+            let (metrics, endpoint) = Metrics::start(metrics_address)?;
+            (metrics, Some(endpoint))
+        }
+        None => (Metrics::disabled(), None),
+    };
+    let metrics_address = endpoint.as_ref().map(MetricsEndpoint::address);
+    tracing::info!(%address, metrics = ?metrics_address, data_dir = %config.data_dir.display(), durability = ?config.log.durability, "traild serving");
     println!("listening on {address}");
+    if let Some(metrics_address) = metrics_address {
+        println!("metrics on {metrics_address}");
+    }
 
-    let served = serve(&config, Arc::clone(&store), listener, shutdown).await;
+    let served = serve_with_metrics(&config, Arc::clone(&store), listener, metrics, shutdown).await;
+    drop(endpoint);
     let closer = Arc::clone(&store);
     let closed = tokio::task::spawn_blocking(move || closer.close()).await?;
     served?;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -10,13 +11,15 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use trail_log::codec::Record as StoredBody;
 use trail_log::{EventInput, Log, LogName, Lsn, RecordKind, Store, StoredRecord};
-use trail_proto::v1::log_server::Log as LogRpc;
+use trail_proto::server_view::log_server::Log as LogRpc;
+use trail_proto::server_view::AppendRequest;
 use trail_proto::v1::{
-    AppendRequest, AppendResponse, HeadRequest, HeadResponse, ReadRequest, Receipt, Record,
+    AppendResponse, HeadRequest, HeadResponse, ReadRequest, Receipt, Record,
     RecordKind as ProtoKind, SubscribeRequest, VerifyRequest, VerifyResponse,
 };
 
 use crate::limits::Limits;
+use crate::metrics::{LogMetrics, Metrics};
 use crate::{status, validate};
 
 /// Records in flight between the disk reader and the gRPC stream of one
@@ -24,27 +27,32 @@ use crate::{status, validate};
 /// slow client.
 const STREAM_CHANNEL_RECORDS: usize = 16;
 
-/// The `trail.v1.Log` service over one [`Store`].
+/// The `trail.v1.Log` service over one [`Store`]. It implements the server
+/// view of the service (`trail_proto::server_view`): each appended event
+/// arrives as the bytes the producer encoded, is decoded only to be checked,
+/// and is stored as it arrived.
 #[derive(Clone)]
 pub struct LogService {
-    /// The logs this server serves.
-    store: Arc<Store>,
-    /// Bounds on what clients send.
-    limits: Arc<Limits>,
+    /// The store, open logs, limits and metrics, shared with append tasks.
+    shared: Appender,
     /// Turns true when the server shuts down, so long-lived streams end
     /// instead of holding the shutdown open.
     shutdown: watch::Receiver<bool>,
-    /// Logs already opened: the store may open a log from disk (recovery,
-    /// verification) on first access, which must not run on an async worker.
-    logs: Arc<LogCache>,
+}
+
+/// An open log and its metric handles.
+#[derive(Clone)]
+struct OpenLog {
+    log: Arc<Log>,
+    metrics: Arc<LogMetrics>,
 }
 
 /// Open logs by name, so handlers find a log without blocking IO.
 #[derive(Default)]
-struct LogCache(RwLock<HashMap<LogName, Arc<Log>>>);
+struct LogCache(RwLock<HashMap<LogName, OpenLog>>);
 
 impl LogCache {
-    fn get(&self, name: &LogName) -> Option<Arc<Log>> {
+    fn get(&self, name: &LogName) -> Option<OpenLog> {
         self.0
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -52,30 +60,70 @@ impl LogCache {
             .cloned()
     }
 
-    fn insert(&self, name: LogName, log: &Arc<Log>) {
+    /// Caches `log` unless another task cached it first; returns the cached one.
+    fn insert(&self, name: LogName, log: Arc<Log>, metrics: &Metrics) -> OpenLog {
         self.0
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(name, Arc::clone(log));
+            .entry(name)
+            .or_insert_with_key(|name| OpenLog {
+                log,
+                metrics: metrics.for_log(name.as_str()),
+            })
+            .clone()
+    }
+
+    fn all(&self) -> Vec<OpenLog> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
 impl LogService {
-    /// A service over `store`; long-lived streams end when `shutdown` turns true.
+    /// A service over `store`, without metrics; long-lived streams end when
+    /// `shutdown` turns true.
     #[must_use]
     pub fn new(store: Arc<Store>, limits: Limits, shutdown: watch::Receiver<bool>) -> LogService {
+        LogService::with_metrics(store, limits, shutdown, Metrics::disabled())
+    }
+
+    /// As [`LogService::new`], recording into `metrics`.
+    #[must_use]
+    pub fn with_metrics(
+        store: Arc<Store>,
+        limits: Limits,
+        shutdown: watch::Receiver<bool>,
+        metrics: Metrics,
+    ) -> LogService {
         LogService {
-            store,
-            limits: Arc::new(limits),
+            shared: Appender {
+                store,
+                cache: Arc::default(),
+                limits: Arc::new(limits),
+                metrics,
+            },
             shutdown,
-            logs: Arc::default(),
+        }
+    }
+
+    /// Copies every open log's writer counters and queue depth into the
+    /// metrics (cheap: atomics and a lock per log, no IO).
+    pub fn sample_metrics(&self) {
+        for open in self.shared.cache.all() {
+            open.metrics.sample(&open.log);
         }
     }
 
     /// The log a read-side request names; NOT_FOUND when it does not exist.
     async fn existing_log(&self, name: &str) -> Result<Arc<Log>, Status> {
         let name = validate::log_name(name)?;
-        find_log(&self.store, &self.logs, name, false).await
+        let shared = &self.shared;
+        let open = find_log(&shared.store, &shared.cache, &shared.metrics, name, false).await?;
+        Ok(open.log)
     }
 }
 
@@ -84,9 +132,10 @@ impl LogService {
 async fn find_log(
     store: &Arc<Store>,
     cache: &LogCache,
+    metrics: &Metrics,
     name: LogName,
     create: bool,
-) -> Result<Arc<Log>, Status> {
+) -> Result<OpenLog, Status> {
     if let Some(log) = cache.get(&name) {
         return Ok(log);
     }
@@ -103,54 +152,137 @@ async fn find_log(
     .map_err(|error| Status::internal(format!("opening the log failed: {error}")))?
     .map_err(|error| status::from_log_error(&error))?;
     match found {
-        Some(log) => {
-            cache.insert(name, &log);
-            Ok(log)
-        }
+        Some(log) => Ok(cache.insert(name, log, metrics)),
         None => Err(status::log_not_found(&name)),
     }
 }
 
-/// Checks and appends one request; answers once every event is durable.
-async fn append_one(
-    store: &Arc<Store>,
-    cache: &LogCache,
-    limits: &Limits,
-    request: AppendRequest,
-) -> Result<AppendResponse, Status> {
-    let AppendRequest {
-        log,
-        events,
-        atomic,
-    } = request;
-    let name = validate::log_name(&log)?;
-    validate::append_events(&events, limits)?;
-    let log = find_log(store, cache, name, true).await?;
-    let event_ids: Vec<String> = events.iter().map(|event| event.event_id.clone()).collect();
-    let inputs: Vec<EventInput> = events.iter().map(EventInput::from_event).collect();
-    let receipts = log
-        .append(inputs, atomic)
-        .await
-        .map_err(|error| status::from_log_error(&error))?;
-    if receipts.len() != event_ids.len() {
-        return Err(Status::internal(format!(
-            "the log answered {} receipts for {} events",
-            receipts.len(),
-            event_ids.len()
-        )));
+/// What the handlers share, and what one append request needs: cloned into
+/// each `AppendStream` task.
+#[derive(Clone)]
+struct Appender {
+    /// The logs this server serves.
+    store: Arc<Store>,
+    /// Logs already opened: the store may open a log from disk (recovery,
+    /// verification) on first access, which must not run on an async worker.
+    cache: Arc<LogCache>,
+    /// Bounds on what clients send.
+    limits: Arc<Limits>,
+    /// Where appends are counted and timed.
+    metrics: Metrics,
+}
+
+/// What a successful append did, for the metrics.
+struct Appended {
+    response: AppendResponse,
+    new_events: u64,
+    duplicates: u64,
+    new_bytes: u64,
+}
+
+impl Appender {
+    /// Checks and appends one request; answers once every event is durable,
+    /// and counts the outcome.
+    async fn append(&self, request: AppendRequest) -> Result<AppendResponse, Status> {
+        let received = Instant::now();
+        let events = u64::try_from(request.events.len()).unwrap_or(u64::MAX);
+        let mut metrics = None;
+        let result = self.append_checked(request, &mut metrics).await;
+        let metrics = metrics.unwrap_or_else(|| self.metrics.unknown_log());
+        match result {
+            Ok(appended) => {
+                metrics.append_ok(
+                    appended.new_events,
+                    appended.duplicates,
+                    appended.new_bytes,
+                    received.elapsed(),
+                );
+                Ok(appended.response)
+            }
+            Err(status) => {
+                metrics.append_failed(status.code(), events);
+                Err(status)
+            }
+        }
     }
-    let receipts = event_ids
-        .into_iter()
-        .zip(receipts)
-        .map(|(event_id, receipt)| Receipt {
-            event_id,
-            lsn: receipt.lsn.0,
-            hash: receipt.hash.0.to_vec(),
-            duplicate: receipt.duplicate,
-            recorded_at_unix_nanos: receipt.recorded_at_unix_nanos,
+
+    /// The append itself; sets `metrics` to the log's handles once the log
+    /// is known.
+    async fn append_checked(
+        &self,
+        request: AppendRequest,
+        metrics: &mut Option<Arc<LogMetrics>>,
+    ) -> Result<Appended, Status> {
+        let AppendRequest {
+            log,
+            events,
+            atomic,
+        } = request;
+        let name = validate::log_name(&log)?;
+        let cached = self.cache.get(&name);
+        if let Some(open) = &cached {
+            *metrics = Some(Arc::clone(&open.metrics));
+        }
+        // Decoded only to be checked and for the event ids: what is stored
+        // is `events`, the bytes the producer sent.
+        let decoded = validate::encoded_events(&events, &self.limits)?;
+        let open = match cached {
+            Some(open) => open,
+            None => {
+                let open = find_log(&self.store, &self.cache, &self.metrics, name, true).await?;
+                *metrics = Some(Arc::clone(&open.metrics));
+                open
+            }
+        };
+        // (event id, encoded size) per event, for the receipts and metrics.
+        let mut sent = Vec::with_capacity(events.len());
+        let inputs: Vec<EventInput> = decoded
+            .into_iter()
+            .zip(events)
+            .map(|(event, bytes)| {
+                sent.push((event.event_id.clone(), bytes.len()));
+                EventInput::new(event.event_id, bytes)
+            })
+            .collect();
+        let receipts = open
+            .log
+            .append(inputs, atomic)
+            .await
+            .map_err(|error| status::from_log_error(&error))?;
+        if receipts.len() != sent.len() {
+            return Err(Status::internal(format!(
+                "the log answered {} receipts for {} events",
+                receipts.len(),
+                sent.len()
+            )));
+        }
+        let (mut new_events, mut duplicates, mut new_bytes) = (0, 0, 0);
+        let receipts = sent
+            .into_iter()
+            .zip(receipts)
+            .map(|((event_id, size), receipt)| {
+                if receipt.duplicate {
+                    duplicates += 1;
+                } else {
+                    new_events += 1;
+                    new_bytes += u64::try_from(size).unwrap_or(u64::MAX);
+                }
+                Receipt {
+                    event_id,
+                    lsn: receipt.lsn.0,
+                    hash: receipt.hash.0.to_vec(),
+                    duplicate: receipt.duplicate,
+                    recorded_at_unix_nanos: receipt.recorded_at_unix_nanos,
+                }
+            })
+            .collect();
+        Ok(Appended {
+            response: AppendResponse { receipts },
+            new_events,
+            duplicates,
+            new_bytes,
         })
-        .collect();
-    Ok(AppendResponse { receipts })
+    }
 }
 
 /// A stored record as the wire shows it.
@@ -260,7 +392,8 @@ impl LogRpc for LogService {
         &self,
         request: Request<AppendRequest>,
     ) -> Result<Response<AppendResponse>, Status> {
-        append_one(&self.store, &self.logs, &self.limits, request.into_inner())
+        self.shared
+            .append(request.into_inner())
             .await
             .map(Response::new)
     }
@@ -272,16 +405,14 @@ impl LogRpc for LogService {
         request: Request<Streaming<AppendRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         let mut requests = request.into_inner();
-        let in_flight = self.limits.stream_appends_in_flight_max;
+        let in_flight = self.shared.limits.stream_appends_in_flight_max;
         // Appends run concurrently (up to `in_flight`) so one stream can fill
         // a group commit; their handles queue in request order, so responses
         // go out in order.
         let (pending_sender, mut pending) =
             mpsc::channel::<tokio::task::JoinHandle<Result<AppendResponse, Status>>>(in_flight);
         let (sender, receiver) = mpsc::channel(in_flight);
-        let store = Arc::clone(&self.store);
-        let limits = Arc::clone(&self.limits);
-        let cache = Arc::clone(&self.logs);
+        let appender = self.shared.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             loop {
@@ -297,11 +428,8 @@ impl LogRpc for LogService {
                         break;
                     }
                 };
-                let store = Arc::clone(&store);
-                let limits = Arc::clone(&limits);
-                let cache = Arc::clone(&cache);
-                let handle =
-                    tokio::spawn(async move { append_one(&store, &cache, &limits, request).await });
+                let appender = appender.clone();
+                let handle = tokio::spawn(async move { appender.append(request).await });
                 if pending_sender.send(handle).await.is_err() {
                     break;
                 }
@@ -355,7 +483,7 @@ impl LogRpc for LogService {
             )));
         }
         let (sender, receiver) = mpsc::channel(STREAM_CHANNEL_RECORDS);
-        let chunk = self.limits.read_chunk_records;
+        let chunk = self.shared.limits.read_chunk_records;
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             pump(&log, from, to, chunk, &sender, &mut shutdown).await;
@@ -381,7 +509,7 @@ impl LogRpc for LogService {
             )));
         }
         let (sender, receiver) = mpsc::channel(STREAM_CHANNEL_RECORDS);
-        let chunk = self.limits.read_chunk_records;
+        let chunk = self.shared.limits.read_chunk_records;
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             let mut next = from;

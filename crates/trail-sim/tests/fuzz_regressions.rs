@@ -17,13 +17,19 @@ fn inputs(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
     let mut found = Vec::new();
     for folder in ["regressions", "corpus"] {
-        let Ok(entries) = std::fs::read_dir(fuzz.join(folder).join(target)) else { continue };
+        let Ok(entries) = std::fs::read_dir(fuzz.join(folder).join(target)) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             let is_input = folder == "regressions"
-                || path.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with("seed-"));
+                || path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .is_some_and(|name| name.starts_with("seed-"));
             if is_input {
-                let bytes = std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+                let bytes = std::fs::read(&path)
+                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
                 found.push((path, bytes));
             }
         }
@@ -51,7 +57,8 @@ fn bit_flip_inputs_replay_clean() {
     let inputs = inputs("bit_flip");
     assert!(!inputs.is_empty(), "no bit_flip inputs found");
     for (path, bytes) in inputs {
-        let bit = u64::arbitrary_take_rest(Unstructured::new(&bytes)).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        let bit = u64::arbitrary_take_rest(Unstructured::new(&bytes))
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
         if let Err(violation) = check_bit_flip(bit) {
             panic!("{}: {violation}", path.display());
         }
@@ -63,11 +70,20 @@ fn frame_decode_inputs_replay_clean() {
     let inputs = inputs("frame_decode");
     assert!(!inputs.is_empty(), "no frame_decode inputs found");
     for (path, bytes) in inputs {
-        let bodies = [split_frame(&bytes).ok().map(|(body, _)| body), Some(bytes.as_slice())];
+        let bodies = [
+            split_frame(&bytes).ok().map(|(body, _)| body),
+            Some(bytes.as_slice()),
+        ];
         for body in bodies.into_iter().flatten() {
             if let Ok(decoded) = decode_body(body) {
-                let reencoded = encode_body(&decoded).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
-                assert_eq!(reencoded, body, "{}: an accepted body re-encodes differently", path.display());
+                let reencoded = encode_body(&decoded)
+                    .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+                assert_eq!(
+                    reencoded,
+                    body,
+                    "{}: an accepted body re-encodes differently",
+                    path.display()
+                );
             }
         }
     }

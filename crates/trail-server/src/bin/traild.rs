@@ -1,5 +1,6 @@
 //! `traild`: the Trail server. With no arguments it serves on its embedded
-//! defaults (data in `./trail-data`, gRPC on 127.0.0.1:50051). Precedence:
+//! defaults (data in `./trail-data`, gRPC on 127.0.0.1:50051, metrics on
+//! 127.0.0.1:9464). Precedence:
 //! flags, then environment variables, then the config file, then defaults.
 
 use std::net::SocketAddr;
@@ -23,6 +24,10 @@ struct Args {
     /// gRPC listen address (port 0 picks a free port; the address is printed).
     #[arg(long, env = "TRAIL_LISTEN", value_name = "ADDR")]
     listen: Option<SocketAddr>,
+    /// Prometheus `/metrics` listen address (port 0 picks a free port; the
+    /// address is printed after the gRPC one); `off` turns metrics off.
+    #[arg(long, env = "TRAIL_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_metrics_listen)]
+    metrics_listen: Option<MetricsListen>,
     /// When appends are acknowledged relative to fsync.
     #[arg(long, env = "TRAIL_DURABILITY", value_enum)]
     durability: Option<DurabilityMode>,
@@ -32,6 +37,14 @@ struct Args {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+}
+
+/// `--metrics-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct MetricsListen(Option<SocketAddr>);
+
+fn parse_metrics_listen(text: &str) -> Result<MetricsListen, String> {
+    trail_server::config::parse_metrics_listen(text).map(MetricsListen)
 }
 
 fn config_from(args: &Args) -> anyhow::Result<Config> {
@@ -44,6 +57,9 @@ fn config_from(args: &Args) -> anyhow::Result<Config> {
     }
     if let Some(listen) = args.listen {
         config.listen = listen;
+    }
+    if let Some(MetricsListen(metrics_listen)) = args.metrics_listen {
+        config.metrics_listen = metrics_listen;
     }
     if let Some(durability) = args.durability {
         config.log.durability = durability;

@@ -1,0 +1,405 @@
+//! Prometheus metrics (DESIGN.md, "Operations"), served over HTTP at
+//! `/metrics` on `metrics_listen` (127.0.0.1:9464 by default).
+//!
+//! Each server owns its recorder (none is installed globally, so several
+//! servers can run in one process, as the tests do). Handles are registered
+//! once per log and kept, so recording on the append path is a few atomic
+//! operations: no allocation, no label lookup. The writer's own counters
+//! ([`trail_log::LogStats`]) and queue depths are sampled every
+//! [`SAMPLE_INTERVAL`].
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `trail_append_requests_total` | counter | `log`, `outcome` (`ok` or a gRPC code such as `invalid_argument`) |
+//! | `trail_append_events_total` | counter | `log`, `outcome` (`ok`, `duplicate` or a gRPC code) |
+//! | `trail_append_bytes_total` | counter | `log`: encoded event bytes appended (duplicates not counted) |
+//! | `trail_append_latency_seconds` | histogram | `log`: request received to durable acknowledgement, successful requests |
+//! | `trail_append_request_events` | histogram | `log`: events per successful request |
+//! | `trail_log_queue_depth` | gauge | `log`: appends waiting for the writer |
+//! | `trail_log_groups_total` | counter | `log`: group commits (one write each) |
+//! | `trail_log_records_total` | counter | `log`: records the writer appended |
+//! | `trail_log_written_bytes_total` | counter | `log`: frame bytes written |
+//! | `trail_log_syncs_total` | counter | `log`: fdatasync/fsync calls |
+//!
+//! The writer's counters start at zero when the server opens the log. The
+//! mean group commit size is
+//! `rate(trail_log_records_total[1m]) / rate(trail_log_groups_total[1m])`.
+//! Requests refused before their log was known (a bad log name, or a bad
+//! first request to a new log) carry `log="_unknown"`, a name no log can
+//! have, so clients cannot create label values at will.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics::{
+    Counter, Gauge, Histogram, Key, Label, Level, Metadata, Recorder, SharedString, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
+use tokio::task::JoinHandle;
+use tonic::Code;
+use trail_log::Log;
+
+use crate::ServerError;
+
+/// How often the writer's counters and queue depths are sampled.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `log` label of requests refused before their log was known.
+pub const UNKNOWN_LOG: &str = "_unknown";
+
+const APPEND_REQUESTS: &str = "trail_append_requests_total";
+const APPEND_EVENTS: &str = "trail_append_events_total";
+const APPEND_BYTES: &str = "trail_append_bytes_total";
+const APPEND_LATENCY: &str = "trail_append_latency_seconds";
+const APPEND_REQUEST_EVENTS: &str = "trail_append_request_events";
+const QUEUE_DEPTH: &str = "trail_log_queue_depth";
+const LOG_GROUPS: &str = "trail_log_groups_total";
+const LOG_RECORDS: &str = "trail_log_records_total";
+const LOG_WRITTEN_BYTES: &str = "trail_log_written_bytes_total";
+const LOG_SYNCS: &str = "trail_log_syncs_total";
+
+/// Upper bounds of the latency buckets, seconds: 100 µs to 10 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Upper bounds of the events-per-request buckets.
+const REQUEST_EVENTS_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1_000.0, 10_000.0,
+];
+
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// The server's metrics: a recorder, or nothing when metrics are off. Cheap
+/// to clone.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    recorder: Option<Arc<PrometheusRecorder>>,
+    /// Handles for requests refused before their log was known.
+    unknown: Arc<OnceLock<Arc<LogMetrics>>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Metrics")
+            .field("enabled", &self.recorder.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HTTP endpoint serving `/metrics`; stops when dropped.
+#[derive(Debug)]
+pub struct MetricsEndpoint {
+    address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl MetricsEndpoint {
+    /// The address it listens on.
+    #[must_use]
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for MetricsEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Metrics {
+    /// Metrics off: every handle is a no-op.
+    #[must_use]
+    pub fn disabled() -> Metrics {
+        Metrics::default()
+    }
+
+    /// Whether anything is recorded.
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        self.recorder.is_some()
+    }
+
+    /// Starts recording and serves `/metrics` on `address` (port 0 picks a
+    /// free port; [`MetricsEndpoint::address`] tells which). Must be called
+    /// inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`ServerError::Listen`] when `address` cannot be bound,
+    /// [`ServerError::Metrics`] when the exporter cannot be built.
+    pub fn start(address: SocketAddr) -> Result<(Metrics, MetricsEndpoint), ServerError> {
+        // The exporter binds the address itself and does not say which port
+        // it got, so a port 0 is resolved here first (and any bind error
+        // reported with its cause). The port is free again between this
+        // probe and the exporter's bind: another process could take it in
+        // that moment, and then the exporter's bind fails with a clear error.
+        let probe = std::net::TcpListener::bind(address)
+            .map_err(|source| ServerError::Listen { address, source })?;
+        let bound = probe
+            .local_addr()
+            .map_err(|source| ServerError::Listen { address, source })?;
+        drop(probe);
+
+        let builder = PrometheusBuilder::new()
+            .with_http_listener(bound)
+            .set_buckets_for_metric(Matcher::Full(APPEND_LATENCY.to_owned()), &LATENCY_BUCKETS)
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(APPEND_REQUEST_EVENTS.to_owned()),
+                    &REQUEST_EVENTS_BUCKETS,
+                )
+            })
+            .map_err(|error| ServerError::Metrics(error.to_string()))?;
+        let (recorder, exporter) = builder
+            .build()
+            .map_err(|error| ServerError::Metrics(format!("cannot serve on {bound}: {error}")))?;
+        describe(&recorder);
+        let task = tokio::spawn(async move {
+            if let Err(error) = exporter.await {
+                tracing::error!(?error, "the metrics endpoint stopped");
+            }
+        });
+        let metrics = Metrics {
+            recorder: Some(Arc::new(recorder)),
+            unknown: Arc::default(),
+        };
+        Ok((
+            metrics,
+            MetricsEndpoint {
+                address: bound,
+                task,
+            },
+        ))
+    }
+
+    /// The handles for one log (registered now; keep them).
+    #[must_use]
+    pub fn for_log(&self, log: &str) -> Arc<LogMetrics> {
+        Arc::new(LogMetrics::new(self.recorder.clone(), log))
+    }
+
+    /// The handles for requests refused before their log was known.
+    #[must_use]
+    pub fn unknown_log(&self) -> Arc<LogMetrics> {
+        Arc::clone(self.unknown.get_or_init(|| {
+            // Only refusals are ever counted here: no other series.
+            Arc::new(LogMetrics::new(None, UNKNOWN_LOG).with_recorder(self.recorder.clone()))
+        }))
+    }
+
+    /// The Prometheus text exposition of everything recorded (what
+    /// `/metrics` answers); empty when metrics are off.
+    #[must_use]
+    pub fn render(&self) -> String {
+        self.recorder
+            .as_ref()
+            .map(|recorder| recorder.handle().render())
+            .unwrap_or_default()
+    }
+}
+
+fn describe(recorder: &PrometheusRecorder) {
+    let counters = [
+        (APPEND_REQUESTS, Unit::Count, "Append requests (a stream message counts as one), by outcome"),
+        (APPEND_EVENTS, Unit::Count, "Events in append requests, by outcome: ok, duplicate (the original receipt was returned) or the request's gRPC error code"),
+        (APPEND_BYTES, Unit::Bytes, "Encoded event bytes appended, duplicates not counted"),
+        (LOG_GROUPS, Unit::Count, "Group commits the log's writer made (one write call each) since the server opened the log"),
+        (LOG_RECORDS, Unit::Count, "Records the log's writer appended since the server opened the log"),
+        (LOG_WRITTEN_BYTES, Unit::Bytes, "Frame bytes the log's writer wrote since the server opened the log"),
+        (LOG_SYNCS, Unit::Count, "fdatasync/fsync calls on the log's segments since the server opened the log"),
+    ];
+    for (name, unit, help) in counters {
+        recorder.describe_counter(name.into(), Some(unit), SharedString::const_str(help));
+    }
+    recorder.describe_histogram(
+        APPEND_LATENCY.into(),
+        Some(Unit::Seconds),
+        SharedString::const_str(
+            "Successful append requests: from request received to durable acknowledgement",
+        ),
+    );
+    recorder.describe_histogram(
+        APPEND_REQUEST_EVENTS.into(),
+        Some(Unit::Count),
+        SharedString::const_str("Events per successful append request"),
+    );
+    recorder.describe_gauge(
+        QUEUE_DEPTH.into(),
+        Some(Unit::Count),
+        SharedString::const_str("Appends waiting in the log's queue for its writer (sampled)"),
+    );
+}
+
+/// The `outcome` label for a gRPC code.
+#[must_use]
+pub fn outcome_label(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::AlreadyExists => "already_exists",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out_of_range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data_loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// The number of gRPC codes (`Code` values are 0..=16).
+const CODES: usize = 17;
+
+/// One log's metric handles.
+pub struct LogMetrics {
+    recorder: Option<Arc<PrometheusRecorder>>,
+    log: SharedString,
+    requests_ok: Counter,
+    events_ok: Counter,
+    events_duplicate: Counter,
+    bytes: Counter,
+    latency: Histogram,
+    request_events: Histogram,
+    queue_depth: Gauge,
+    groups: Counter,
+    records: Counter,
+    written_bytes: Counter,
+    syncs: Counter,
+    /// `(requests, events)` per error code, registered on first use: a
+    /// series appears only for codes that happened.
+    errors: [OnceLock<(Counter, Counter)>; CODES],
+}
+
+impl std::fmt::Debug for LogMetrics {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("LogMetrics")
+            .field("log", &self.log)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogMetrics {
+    fn new(recorder: Option<Arc<PrometheusRecorder>>, log: &str) -> LogMetrics {
+        let log = SharedString::from_owned(log.to_owned());
+        let counter = |name: &'static str, outcome: Option<&'static str>| {
+            register_counter(recorder.as_deref(), name, &log, outcome)
+        };
+        let requests_ok = counter(APPEND_REQUESTS, Some("ok"));
+        let events_ok = counter(APPEND_EVENTS, Some("ok"));
+        let events_duplicate = counter(APPEND_EVENTS, Some("duplicate"));
+        let bytes = counter(APPEND_BYTES, None);
+        let groups = counter(LOG_GROUPS, None);
+        let records = counter(LOG_RECORDS, None);
+        let written_bytes = counter(LOG_WRITTEN_BYTES, None);
+        let syncs = counter(LOG_SYNCS, None);
+        let (latency, request_events, queue_depth) = match recorder.as_deref() {
+            Some(recorder) => (
+                recorder.register_histogram(&key(APPEND_LATENCY, &log, None), &METADATA),
+                recorder.register_histogram(&key(APPEND_REQUEST_EVENTS, &log, None), &METADATA),
+                recorder.register_gauge(&key(QUEUE_DEPTH, &log, None), &METADATA),
+            ),
+            None => (Histogram::noop(), Histogram::noop(), Gauge::noop()),
+        };
+        LogMetrics {
+            recorder,
+            log,
+            requests_ok,
+            events_ok,
+            events_duplicate,
+            bytes,
+            latency,
+            request_events,
+            queue_depth,
+            groups,
+            records,
+            written_bytes,
+            syncs,
+            errors: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Registers later (refusal) counters with `recorder`; the handles made
+    /// so far stay as they are.
+    fn with_recorder(mut self, recorder: Option<Arc<PrometheusRecorder>>) -> LogMetrics {
+        self.recorder = recorder;
+        self
+    }
+
+    /// A successful append request: `appended` new events of `bytes` encoded
+    /// bytes, `duplicates` events answered with their original receipt,
+    /// acknowledged `latency` after it arrived.
+    pub fn append_ok(&self, appended: u64, duplicates: u64, bytes: u64, latency: Duration) {
+        self.requests_ok.increment(1);
+        self.events_ok.increment(appended);
+        if duplicates > 0 {
+            self.events_duplicate.increment(duplicates);
+        }
+        self.bytes.increment(bytes);
+        self.latency.record(latency.as_secs_f64());
+        #[allow(clippy::cast_precision_loss)]
+        self.request_events.record((appended + duplicates) as f64);
+    }
+
+    /// A refused append request carrying `events` events.
+    pub fn append_failed(&self, code: Code, events: u64) {
+        let index = usize::try_from(i32::from(code)).unwrap_or(0).min(CODES - 1);
+        let (requests, events_counter) = self.errors[index].get_or_init(|| {
+            let outcome = Some(outcome_label(code));
+            (
+                register_counter(
+                    self.recorder.as_deref(),
+                    APPEND_REQUESTS,
+                    &self.log,
+                    outcome,
+                ),
+                register_counter(self.recorder.as_deref(), APPEND_EVENTS, &self.log, outcome),
+            )
+        });
+        requests.increment(1);
+        events_counter.increment(events);
+    }
+
+    /// Copies the log writer's counters and queue depth.
+    pub fn sample(&self, log: &Log) {
+        let stats = log.stats();
+        self.groups.absolute(stats.groups);
+        self.records.absolute(stats.records);
+        self.written_bytes.absolute(stats.bytes);
+        self.syncs.absolute(stats.syncs);
+        #[allow(clippy::cast_precision_loss)]
+        self.queue_depth.set(log.queue_len() as f64);
+    }
+}
+
+fn key(name: &'static str, log: &SharedString, outcome: Option<&'static str>) -> Key {
+    let mut labels = vec![Label::new("log", log.clone())];
+    if let Some(outcome) = outcome {
+        labels.push(Label::from_static_parts("outcome", outcome));
+    }
+    Key::from_parts(name, labels)
+}
+
+fn register_counter(
+    recorder: Option<&PrometheusRecorder>,
+    name: &'static str,
+    log: &SharedString,
+    outcome: Option<&'static str>,
+) -> Counter {
+    match recorder {
+        Some(recorder) => recorder.register_counter(&key(name, log, outcome), &METADATA),
+        None => Counter::noop(),
+    }
+}

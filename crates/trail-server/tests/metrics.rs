@@ -1,0 +1,242 @@
+//! Prometheus metrics over HTTP: a server with metrics on a free loopback
+//! port counts appends by log and outcome, and `/metrics` shows them.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use trail_log::{Durability, LogOptions, Store};
+use trail_proto::v1::log_client::LogClient;
+use trail_proto::v1::{AppendRequest, Event, Outcome};
+use trail_server::{Config, Metrics};
+
+type Result<T = (), E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+
+fn event(id: &str) -> Event {
+    Event {
+        event_id: id.to_owned(),
+        actor: "alice".to_owned(),
+        action: "login".to_owned(),
+        resource: "user/alice".to_owned(),
+        outcome: Outcome::Success as i32,
+        ..Event::default()
+    }
+}
+
+fn append(log: &str, ids: &[&str]) -> AppendRequest {
+    AppendRequest {
+        log: log.to_owned(),
+        events: ids.iter().map(|id| event(id)).collect(),
+        atomic: false,
+    }
+}
+
+/// `GET /metrics` over a plain TCP connection; the response body.
+async fn scrape(address: std::net::SocketAddr) -> Result<String> {
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address)).await??;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await??;
+    let response = String::from_utf8(response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or("no end of headers in the response")?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    Ok(body.to_owned())
+}
+
+/// The value of the sample `name{labels}` in a text exposition, whatever
+/// order the labels come in.
+fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    body.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if series_name != name {
+            return None;
+        }
+        let rest = rest.strip_suffix('}')?;
+        let mut found: Vec<(&str, &str)> = rest
+            .split(',')
+            .filter(|pair| !pair.is_empty())
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once('=')?;
+                Some((key, value.trim_matches('"')))
+            })
+            .collect();
+        found.sort_unstable();
+        let mut wanted = labels.to_vec();
+        wanted.sort_unstable();
+        (found == wanted).then(|| value.parse().ok()).flatten()
+    })
+}
+
+#[tokio::test]
+async fn appends_show_up_on_the_metrics_endpoint() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = Config {
+        shutdown_grace_ms: 5_000,
+        ..Config::default()
+    };
+    let options = LogOptions {
+        durability: Durability::Sync,
+        ..config.log_options()
+    };
+    let store = Arc::new(Store::open(dir.path(), options)?);
+    let (metrics, endpoint) = Metrics::start(([127, 0, 0, 1], 0).into())?;
+    let metrics_address = endpoint.address();
+    assert!(metrics_address.ip().is_loopback() && metrics_address.port() != 0);
+
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let address = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let served = Arc::clone(&store);
+    let task = tokio::spawn(async move {
+        trail_server::serve_with_metrics(&config, served, listener, metrics, async {
+            let _ = stopped.await;
+        })
+        .await
+    });
+    let mut client = LogClient::connect(address).await?;
+
+    client.append(append("audit", &["a", "b", "c"])).await?;
+    client.append(append("audit", &["d", "e"])).await?;
+    // A retry: one duplicate event, one new one.
+    client.append(append("audit", &["e", "f"])).await?;
+    let mut refused = append("audit", &["g"]);
+    refused.events[0].actor.clear();
+    assert!(client.append(refused).await.is_err());
+    // A bad log name: no log to name, so `_unknown`.
+    assert!(client.append(append("Bad/Name", &["h"])).await.is_err());
+
+    let ok = [("log", "audit"), ("outcome", "ok")];
+    let body = scrape(metrics_address).await?;
+    assert_eq!(
+        sample(&body, "trail_append_events_total", &ok),
+        Some(6.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "trail_append_events_total",
+            &[("log", "audit"), ("outcome", "duplicate")]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "trail_append_requests_total", &ok),
+        Some(3.0),
+        "{body}"
+    );
+    let invalid = [("log", "audit"), ("outcome", "invalid_argument")];
+    assert_eq!(
+        sample(&body, "trail_append_requests_total", &invalid),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "trail_append_events_total", &invalid),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(
+            &body,
+            "trail_append_requests_total",
+            &[("log", "_unknown"), ("outcome", "invalid_argument")]
+        ),
+        Some(1.0),
+        "{body}"
+    );
+    let audit = [("log", "audit")];
+    assert_eq!(
+        sample(&body, "trail_append_latency_seconds_count", &audit),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "trail_append_request_events_count", &audit),
+        Some(3.0),
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "trail_append_request_events_sum", &audit),
+        Some(7.0),
+        "{body}"
+    );
+    let bytes = sample(&body, "trail_append_bytes_total", &audit).ok_or("no bytes counter")?;
+    assert!(bytes > 0.0, "{body}");
+    // `_unknown` has only the refusal counters.
+    assert!(!body.contains(r#"log="_unknown",outcome="ok""#), "{body}");
+    assert!(
+        sample(
+            &body,
+            "trail_append_latency_seconds_count",
+            &[("log", "_unknown")]
+        )
+        .is_none(),
+        "{body}"
+    );
+
+    // The writer's counters are sampled every second: wait (bounded) for them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = scrape(metrics_address).await?;
+        let records = sample(&body, "trail_log_records_total", &audit);
+        if records == Some(6.0) {
+            let groups = sample(&body, "trail_log_groups_total", &audit).unwrap_or(0.0);
+            assert!((1.0..=6.0).contains(&groups), "{body}");
+            assert!(
+                sample(&body, "trail_log_syncs_total", &audit).unwrap_or(0.0) >= 1.0,
+                "{body}"
+            );
+            assert!(
+                sample(&body, "trail_log_written_bytes_total", &audit).unwrap_or(0.0) > bytes,
+                "{body}"
+            );
+            assert_eq!(
+                sample(&body, "trail_log_queue_depth", &audit),
+                Some(0.0),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the writer's counters never showed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), task).await???;
+    drop(endpoint);
+    store.close()?;
+    Ok(())
+}
+
+#[test]
+fn a_taken_metrics_port_is_a_listen_error() -> Result {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let error = Metrics::start(taken.local_addr()?)
+            .err()
+            .ok_or("bound a taken port")?;
+        assert!(
+            matches!(error, trail_server::ServerError::Listen { .. }),
+            "{error}"
+        );
+        Ok(())
+    })
+}
