@@ -33,6 +33,7 @@ pub mod types;
 
 mod ids;
 mod log;
+mod preparer;
 mod recovery;
 mod store;
 mod writer;

@@ -58,6 +58,10 @@ pub struct LogOptions {
     /// Check every record of every segment when the log opens (slower start,
     /// but damage anywhere is found before the log takes writes).
     pub verify_on_open: bool,
+    /// In `Sync` mode, prepare the next (zero-filled) segment on a
+    /// background thread, so rolling over does not stall appends. Turn off
+    /// for deterministic simulation.
+    pub prepare_segments_ahead: bool,
     /// The clock `recorded_at` comes from.
     pub clock: Arc<dyn Clock>,
 }
@@ -74,6 +78,7 @@ impl Default for LogOptions {
             batch_events_max: 10_000,
             event_id_bytes_max: 256,
             verify_on_open: true,
+            prepare_segments_ahead: true,
             clock: Arc::new(SystemClock),
         }
     }

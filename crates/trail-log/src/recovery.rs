@@ -195,9 +195,6 @@ pub(crate) fn recover(
     repair: Repair,
     progress: &mut dyn FnMut(Lsn),
 ) -> Result<Recovery> {
-    if repair == Repair::CutTornTail {
-        remove_temporaries(fs, wal_dir)?;
-    }
     let clean_close = read_clean_close(fs, wal_dir);
     let segments = list_segments(fs, wal_dir)?;
     let mut catalog = Catalog::default();
@@ -410,6 +407,8 @@ pub(crate) fn recover(
         }
     }
     if repair == Repair::CutTornTail {
+        // Only once the log is known sound: a refused log is left untouched.
+        remove_temporaries(fs, wal_dir)?;
         // A crashed process may have created files whose directory entries
         // were never synced; they are part of the log from now on.
         for directory in [

@@ -18,6 +18,7 @@ use crate::ids::{EventIdIndex, SealedIds};
 use crate::index::{event_id_key, SegmentIndex, SPARSE_STRIDE_BYTES};
 use crate::log::{read_single, EventInput, SegmentEntry, Shared, StoredRecord};
 use crate::options::LogOptions;
+use crate::preparer::Preparer;
 use crate::proto;
 use crate::segment::{self, SegmentHeader, SEAL_RESERVE_BYTES, SEGMENT_HEADER_BYTES};
 use crate::types::{Durability, Head, Lsn, Receipt, RecordHash};
@@ -39,8 +40,6 @@ type PendingReply = (oneshot::Sender<Result<Vec<Receipt>>>, Result<Vec<Receipt>>
 
 /// Most append requests folded into one group.
 const GROUP_COMMANDS_MAX: usize = 1024;
-/// Zeros are written in chunks of this size when a segment is preallocated.
-const PREALLOCATION_CHUNK_BYTES: usize = 1 << 20;
 
 /// The segment the writer appends to.
 pub(crate) struct ActiveSegment {
@@ -111,10 +110,14 @@ pub(crate) struct Writer {
     staged_ids: HashMap<String, usize>,
     failed: Option<String>,
     last_sync: Instant,
+    /// Prepares zero-filled segments ahead of time (`Sync` mode).
+    preparer: Option<Preparer>,
 }
 
 impl Writer {
     pub fn new(shared: Arc<Shared>, options: LogOptions, recovered: Recovered) -> Writer {
+        let preparer = (options.durability == Durability::Sync && options.prepare_segments_ahead)
+            .then(|| Preparer::start(Arc::clone(&shared), options.segment_bytes));
         Writer {
             shared,
             options,
@@ -129,6 +132,7 @@ impl Writer {
             staged_ids: HashMap::new(),
             failed: None,
             last_sync: Instant::now(),
+            preparer,
         }
     }
 
@@ -689,21 +693,36 @@ impl Writer {
             first_lsn,
             prev_hash: self.written_tip.hash,
         };
-        let file = match preallocate(
-            &self.shared,
-            &temporary,
-            &header,
-            self.options.segment_bytes,
-            self.options.durability == Durability::Sync,
-        ) {
-            Ok(file) => file,
+        let spare = self.preparer.as_ref().and_then(Preparer::take);
+        let prepared = match spare {
+            Some((mut file, spare_path)) => file
+                .write_all_at(&header.encode(), 0)
+                .and_then(|()| file.sync_data())
+                .map(|()| (file, spare_path))
+                .map_err(|error| LogError::io("writing the header of", &path, error)),
+            None => preallocate(
+                &self.shared,
+                &temporary,
+                &header,
+                self.options.segment_bytes,
+                self.options.durability == Durability::Sync,
+            )
+            .map(|file| (file, temporary.clone())),
+        };
+        let (file, prepared_path) = match prepared {
+            Ok(prepared) => prepared,
             Err(error) => {
                 let _ = self.shared.fs.remove_file(&temporary);
                 return Err(error);
             }
         };
-        if let Err(error) = self.shared.fs.rename(&temporary, &path) {
-            let _ = self.shared.fs.remove_file(&temporary);
+        let renamed = self.shared.fs.rename(&prepared_path, &path);
+        // Only now is the spare's name free for the next one.
+        if let Some(preparer) = &self.preparer {
+            preparer.request();
+        }
+        if let Err(error) = renamed {
+            let _ = self.shared.fs.remove_file(&prepared_path);
             return Err(LogError::io("renaming into place", &path, error));
         }
         if let Err(error) = self.shared.fs.sync_dir(&self.shared.wal_dir) {
@@ -756,9 +775,10 @@ pub(crate) fn same_content(stored: &[u8], sent: &[u8]) -> bool {
     }
 }
 
-/// Writes zeros over the whole segment (in `Sync` mode), then the header,
-/// and syncs: writes into preallocated, already-synced blocks make the later
-/// fdatasyncs cheap, since no block allocation has to be journaled.
+/// Creates the segment file: zero-filled and synced in `Sync` mode (writes
+/// into preallocated, already-synced blocks make the later fdatasyncs cheap,
+/// since no block allocation has to be journaled), sparse otherwise; then the
+/// header, synced.
 fn preallocate(
     shared: &Shared,
     path: &std::path::Path,
@@ -766,24 +786,17 @@ fn preallocate(
     capacity: u64,
     zero_fill: bool,
 ) -> Result<Box<dyn WriteFile>> {
-    let mut file = shared
-        .fs
-        .create(path)
-        .map_err(|error| LogError::io("creating", path, error))?;
-    if !zero_fill {
-        // Without an fdatasync per group, cheap syncs are not worth writing
-        // every byte twice: a sparse file reads as zeros just the same.
+    let mut file = if zero_fill {
+        crate::preparer::zero_filled(shared, path, capacity)?
+    } else {
+        let mut file = shared
+            .fs
+            .create(path)
+            .map_err(|error| LogError::io("creating", path, error))?;
         file.set_len(capacity)
             .map_err(|error| LogError::io("preallocating", path, error))?;
-    }
-    let zeros = vec![0u8; PREALLOCATION_CHUNK_BYTES];
-    let mut offset = 0u64;
-    while zero_fill && offset < capacity {
-        let length = (capacity - offset).min(PREALLOCATION_CHUNK_BYTES as u64) as usize;
-        file.write_all_at(&zeros[..length], offset)
-            .map_err(|error| LogError::io("preallocating", path, error))?;
-        offset += length as u64;
-    }
+        file
+    };
     file.write_all_at(&header.encode(), 0)
         .map_err(|error| LogError::io("writing the header of", path, error))?;
     file.sync_all()

@@ -267,6 +267,7 @@ pub fn sim_log_options() -> LogOptions {
         batch_events_max: 64,
         event_id_bytes_max: 64,
         verify_on_open: true,
+        prepare_segments_ahead: false,
         clock: Arc::new(StepClock::new()),
     }
 }
