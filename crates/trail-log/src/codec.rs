@@ -165,6 +165,10 @@ pub enum CodecError {
     /// The body decodes but bytes are left over.
     #[error("body has {0} trailing bytes")]
     TrailingBytes(usize),
+    /// The body decodes, but is not the canonical (shortest) encoding of
+    /// what it holds.
+    #[error("body is not canonically encoded (an overlong integer)")]
+    NotCanonical,
     /// The encoded body would exceed [`FRAME_BODY_BYTES_MAX`].
     #[error("record body of {0} bytes is above the limit of {FRAME_BODY_BYTES_MAX} bytes")]
     TooLarge(usize),
@@ -279,7 +283,23 @@ pub fn decode_body(body: &[u8]) -> Result<Body, CodecError> {
     if used != rest.len() {
         return Err(CodecError::TrailingBytes(rest.len() - used));
     }
+    // bincode also accepts overlong varints (`fb 01 00` for 1). A record's
+    // stored bytes are its identity, so only the one canonical encoding, the
+    // one the writer produces, is a valid body.
+    let canonical = CANONICAL_CHECK_BUFFER.with_borrow_mut(|buffer| {
+        buffer.clear();
+        bincode::serde::encode_into_std_write(&decoded, buffer, bincode_config())
+            .is_ok_and(|_| buffer.as_slice() == rest)
+    });
+    if !canonical {
+        return Err(CodecError::NotCanonical);
+    }
     Ok(decoded)
+}
+
+thread_local! {
+    /// Reused by [`decode_body`]'s canonical-encoding check.
+    static CANONICAL_CHECK_BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Encodes a body exactly as the writer would (version byte + bincode), for
@@ -381,6 +401,20 @@ mod tests {
             decode_body(&body),
             Err(CodecError::Undecodable(_))
         ));
+    }
+
+    #[test]
+    fn an_overlong_varint_is_not_a_valid_body() -> Result<(), CodecError> {
+        let mut frame = Vec::new();
+        encode_record_frame(&mut frame, &sample(1).as_ref())?;
+        let body = &frame[FRAME_HEADER_BYTES..];
+        // body[2] is the lsn, 1: write it as `fb 01 00` instead.
+        assert_eq!(body[2], 1);
+        let mut overlong = body[..2].to_vec();
+        overlong.extend_from_slice(&[251, 1, 0]);
+        overlong.extend_from_slice(&body[3..]);
+        assert_eq!(decode_body(&overlong), Err(CodecError::NotCanonical));
+        Ok(())
     }
 
     #[test]
