@@ -22,6 +22,11 @@ use trail_proto::v1::{
     VerifyRequest,
 };
 
+/// The same allocator as `traild`, so `trail bench` measures the server and
+/// not the client's allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The largest response the CLI accepts.
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
 

@@ -127,6 +127,12 @@ impl SegmentIndex {
         })
     }
 
+    /// Byte offset of the first `(key, lsn)` entry in the encoded file.
+    #[must_use]
+    pub fn id_table_offset(&self) -> u64 {
+        (INDEX_HEADER_BYTES + 16 * self.sparse.len()) as u64
+    }
+
     /// LSNs whose event id has this key.
     #[must_use]
     pub fn lsns_with_key(&self, key: u64) -> Vec<Lsn> {

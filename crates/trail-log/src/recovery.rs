@@ -253,7 +253,7 @@ pub(crate) fn recover(
                         first_lsn: *first_lsn,
                         index_path,
                     },
-                    index.ids.iter().map(|(key, _)| *key),
+                    &index,
                 );
                 continue;
             }
@@ -293,7 +293,7 @@ pub(crate) fn recover(
                     first_lsn: *first_lsn,
                     index_path,
                 },
-                index.ids.iter().map(|(key, _)| *key),
+                &index,
             );
         } else if !is_last {
             let (offset, lsn, reason) = match &scan.damage {

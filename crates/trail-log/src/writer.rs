@@ -668,10 +668,13 @@ impl Writer {
         {
             tracing::warn!(log = %self.shared.name, %error, "could not write a segment index; it will be rebuilt from the segment");
         }
-        self.ids.seal_active(SealedIds {
-            first_lsn: active.first_lsn,
-            index_path,
-        });
+        self.ids.seal_active(
+            SealedIds {
+                first_lsn: active.first_lsn,
+                index_path,
+            },
+            &index,
+        );
         Ok(())
     }
 

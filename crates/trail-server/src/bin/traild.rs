@@ -12,6 +12,12 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use trail_server::config::{Config, DurabilityMode, LogFormat};
 
+/// Appends allocate events on the gRPC threads and free them on the log's
+/// writer thread; glibc's allocator spends much of the writer's time on that
+/// pattern (profiled: about a fifth of it), mimalloc very little.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "traild", version, about = "Trail audit-trail server")]
 struct Args {
