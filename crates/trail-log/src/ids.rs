@@ -11,17 +11,60 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use fastbloom::BloomFilter;
-use growable_bloom_filter::GrowableBloom;
 
 use crate::error::{LogError, Result};
 use crate::fs::{FileSystem, ReadFile};
-use crate::index::{event_id_key, SegmentIndex};
+use crate::index::SegmentIndex;
 use crate::types::Lsn;
 
-/// False-positive rate of the global filter over every id of the log: a
-/// false positive costs a probe of each sealed segment's filter.
+/// False-positive rate of each generation of the global filter over every id
+/// of the log: a false positive costs a probe of each sealed segment's filter.
 const GLOBAL_FALSE_POSITIVE_RATE: f64 = 0.001;
-const GLOBAL_INITIAL_CAPACITY: usize = 100_000;
+/// Ids the first generation of the global filter holds; each next one holds
+/// twice as many, so a log of n ids has about log2(n / this) generations.
+const GLOBAL_FIRST_GENERATION_IDS: usize = 1 << 20;
+
+/// A Bloom filter that grows by adding generations of doubling size: one
+/// cache line per generation and probe (blocked filters), inserts go to the
+/// newest generation only.
+struct GrowingFilter {
+    generations: Vec<BloomFilter>,
+    /// Ids in the newest generation, and how many it was sized for.
+    newest_ids: usize,
+    newest_capacity: usize,
+}
+
+impl GrowingFilter {
+    fn new() -> GrowingFilter {
+        GrowingFilter {
+            generations: Vec::new(),
+            newest_ids: 0,
+            newest_capacity: 0,
+        }
+    }
+
+    fn insert(&mut self, key: u64) {
+        if self.newest_ids == self.newest_capacity {
+            self.newest_capacity = (self.newest_capacity * 2).max(GLOBAL_FIRST_GENERATION_IDS);
+            self.newest_ids = 0;
+            self.generations.push(
+                BloomFilter::with_false_pos(GLOBAL_FALSE_POSITIVE_RATE)
+                    .expected_items(self.newest_capacity),
+            );
+        }
+        if let Some(newest) = self.generations.last_mut() {
+            newest.insert(&key);
+        }
+        self.newest_ids += 1;
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.generations
+            .iter()
+            .rev()
+            .any(|generation| generation.contains(&key))
+    }
+}
 /// False-positive rate of one sealed segment's filter: a false positive costs
 /// a binary search of that segment's sidecar on disk (about 17 small reads).
 const SEGMENT_FALSE_POSITIVE_RATE: f64 = 0.01;
@@ -44,8 +87,12 @@ struct SealedSegmentIds {
 }
 
 pub(crate) struct EventIdIndex {
-    filter: GrowableBloom,
-    active: HashMap<String, Lsn>,
+    filter: GrowingFilter,
+    /// Ids of the active segment by key. Keys are 64 bits of blake3, so two
+    /// ids share one only by accident; the second goes to `active_collisions`
+    /// and lookups return both (the caller compares the stored ids).
+    active: HashMap<u64, Lsn, foldhash::fast::RandomState>,
+    active_collisions: Vec<(u64, Lsn)>,
     /// Oldest first.
     sealed: Vec<SealedSegmentIds>,
 }
@@ -62,8 +109,9 @@ impl std::fmt::Debug for EventIdIndex {
 impl EventIdIndex {
     pub fn new() -> EventIdIndex {
         EventIdIndex {
-            filter: GrowableBloom::new(GLOBAL_FALSE_POSITIVE_RATE, GLOBAL_INITIAL_CAPACITY),
-            active: HashMap::new(),
+            filter: GrowingFilter::new(),
+            active: HashMap::default(),
+            active_collisions: Vec::new(),
             sealed: Vec::new(),
         }
     }
@@ -87,17 +135,19 @@ impl EventIdIndex {
         self.push_sealed(sealed, index);
     }
 
-    /// Registers an id of the active segment.
-    pub fn insert_active(&mut self, key: u64, event_id: String, lsn: Lsn) {
-        debug_assert_eq!(key, event_id_key(&event_id));
+    /// Registers an id of the active segment by its key.
+    pub fn insert_active(&mut self, key: u64, lsn: Lsn) {
         self.filter.insert(key);
-        self.active.insert(event_id, lsn);
+        if let Some(earlier) = self.active.insert(key, lsn) {
+            self.active_collisions.push((key, earlier));
+        }
     }
 
     /// The active segment was sealed with this index: its ids (already in
     /// the global filter) are now found through its sidecar.
     pub fn seal_active(&mut self, sealed: SealedIds, index: &SegmentIndex) {
         self.active.clear();
+        self.active_collisions.clear();
         self.push_sealed(sealed, index);
     }
 
@@ -108,17 +158,19 @@ impl EventIdIndex {
     pub fn candidates(
         &self,
         fs: &dyn FileSystem,
-        event_id: &str,
+        key: u64,
         rebuild: &mut dyn FnMut(Lsn) -> Result<SegmentIndex>,
     ) -> Result<Vec<Lsn>> {
-        if let Some(lsn) = self.active.get(event_id) {
-            return Ok(vec![*lsn]);
-        }
-        let key = event_id_key(event_id);
         if !self.filter.contains(key) {
             return Ok(Vec::new());
         }
-        let mut found = Vec::new();
+        let mut found: Vec<Lsn> = self.active.get(&key).copied().into_iter().collect();
+        found.extend(
+            self.active_collisions
+                .iter()
+                .filter(|(collided, _)| *collided == key)
+                .map(|(_, lsn)| *lsn),
+        );
         for sealed in self.sealed.iter().rev() {
             if !sealed.filter.contains(&key) {
                 continue;
@@ -188,4 +240,42 @@ pub(crate) fn read_index(fs: &dyn FileSystem, path: &std::path::Path) -> Result<
     file.read_exact_at(&mut bytes, 0)
         .map_err(|error| LogError::io("reading", path, error))?;
     SegmentIndex::decode(&bytes).map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::OsFileSystem;
+
+    #[test]
+    fn the_global_filter_grows_by_generations_and_forgets_nothing() {
+        let mut filter = GrowingFilter::new();
+        let keys: Vec<u64> = (0..(3 << 20) as u64)
+            .map(|n| n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .collect();
+        for key in &keys {
+            filter.insert(*key);
+        }
+        assert_eq!(filter.generations.len(), 2, "1 Mi ids, then 2 Mi ids");
+        assert!(
+            keys.iter().step_by(997).all(|key| filter.contains(*key)),
+            "no false negatives"
+        );
+    }
+
+    #[test]
+    fn two_ids_sharing_a_key_are_both_candidates() -> Result<()> {
+        let mut index = EventIdIndex::new();
+        index.insert_active(42, Lsn(7));
+        index.insert_active(42, Lsn(9));
+        index.insert_active(43, Lsn(8));
+        let mut no_rebuild = |_| Err(LogError::InvalidArgument("no sealed segments".into()));
+        let mut found = index.candidates(&OsFileSystem, 42, &mut no_rebuild)?;
+        found.sort();
+        assert_eq!(found, vec![Lsn(7), Lsn(9)]);
+        assert!(index
+            .candidates(&OsFileSystem, 44, &mut no_rebuild)?
+            .is_empty());
+        Ok(())
+    }
 }

@@ -79,14 +79,12 @@ fn remove_temporaries(fs: &dyn FileSystem, wal_dir: &Path) -> Result<()> {
 struct Collected {
     sparse: Vec<(Lsn, u64)>,
     keys: Vec<(u64, Lsn)>,
-    ids: Vec<(String, Lsn)>,
 }
 
 fn scan_collecting(
     file: &dyn ReadFile,
     path: &Path,
     expected: &SegmentHeader,
-    keep_ids: bool,
     progress: &mut dyn FnMut(Lsn),
 ) -> Result<(SegmentScan, Collected)> {
     let mut collected = Collected::default();
@@ -102,11 +100,6 @@ fn scan_collecting(
         collected
             .keys
             .push((event_id_key(&scanned.record.event_id), scanned.record.lsn));
-        if keep_ids {
-            collected
-                .ids
-                .push((scanned.record.event_id.clone(), scanned.record.lsn));
-        }
         if scanned.record.lsn.0.is_multiple_of(4096) {
             progress(scanned.record.lsn);
         }
@@ -154,7 +147,7 @@ pub(crate) fn index_sealed_segment(
     let header = SegmentHeader::decode(&header_bytes)
         .map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))?;
     let expected = SegmentHeader { log_id, ..header };
-    let (scan, collected) = scan_collecting(file.as_ref(), path, &expected, false, &mut |_| {})?;
+    let (scan, collected) = scan_collecting(file.as_ref(), path, &expected, &mut |_| {})?;
     sealed_index(file.as_ref(), &scan, collected)
 }
 
@@ -259,8 +252,7 @@ pub(crate) fn recover(
             }
         }
 
-        let (mut scan, collected) =
-            scan_collecting(file.as_ref(), path, &expected, is_last, progress)?;
+        let (mut scan, collected) = scan_collecting(file.as_ref(), path, &expected, progress)?;
         if scan.seal.is_some() {
             if is_last && repair == Repair::CutTornTail {
                 finish_seal(fs, file.as_ref(), &mut scan)?;
@@ -336,14 +328,14 @@ pub(crate) fn recover(
                 .into_iter()
                 .filter(|(lsn, _)| *lsn <= kept)
                 .collect();
-            for (event_id, lsn) in collected.ids.into_iter().filter(|(_, lsn)| *lsn <= kept) {
-                ids.insert_active(event_id_key(&event_id), event_id, lsn);
-            }
             let keys: Vec<(u64, Lsn)> = collected
                 .keys
                 .into_iter()
                 .filter(|(_, lsn)| *lsn <= kept)
                 .collect();
+            for (key, lsn) in &keys {
+                ids.insert_active(*key, *lsn);
+            }
             catalog.segments.push(SegmentEntry {
                 first_lsn: *first_lsn,
                 last_lsn: kept,

@@ -107,7 +107,8 @@ pub(crate) struct Writer {
     ids: EventIdIndex,
     buffer: Vec<u8>,
     staged: Vec<Staged>,
-    staged_ids: HashMap<String, usize>,
+    /// Staged events by event-id key (see `EventIdIndex` on collisions).
+    staged_ids: HashMap<u64, usize, foldhash::fast::RandomState>,
     failed: Option<String>,
     last_sync: Instant,
     /// Prepares zero-filled segments ahead of time (`Sync` mode).
@@ -129,7 +130,7 @@ impl Writer {
             ids: recovered.ids,
             buffer: Vec::new(),
             staged: Vec::new(),
-            staged_ids: HashMap::new(),
+            staged_ids: HashMap::default(),
             failed: None,
             last_sync: Instant::now(),
             preparer,
@@ -352,7 +353,7 @@ impl Writer {
                         let (buffer_len, staged_len, tip) = rollback;
                         self.buffer.truncate(buffer_len);
                         for staged in self.staged.drain(staged_len..) {
-                            self.staged_ids.remove(&staged.event_id);
+                            self.staged_ids.remove(&staged.key);
                         }
                         self.staged_tip = tip;
                         return Err(error);
@@ -394,10 +395,10 @@ impl Writer {
             recorded_at_unix_nanos,
             duplicate: false,
         };
-        self.staged_ids
-            .insert(event.event_id.clone(), self.staged.len());
+        let key = event_id_key(&event.event_id);
+        self.staged_ids.insert(key, self.staged.len());
         self.staged.push(Staged {
-            key: event_id_key(&event.event_id),
+            key,
             event_id: event.event_id,
             event: event.encoded_event,
             receipt,
@@ -407,15 +408,26 @@ impl Writer {
 
     /// The receipt and stored event bytes of an earlier event with this id.
     fn find_existing(&mut self, event_id: &str) -> Result<Option<(Receipt, Vec<u8>)>> {
-        if let Some(&index) = self.staged_ids.get(event_id) {
-            let staged = &self.staged[index];
-            return Ok(Some((staged.receipt, staged.event.clone())));
+        let key = event_id_key(event_id);
+        if let Some(&index) = self.staged_ids.get(&key) {
+            // A key shared by two ids is an accident of 64 bits; then look
+            // through the staged events for the id itself.
+            let staged = Some(&self.staged[index])
+                .filter(|staged| staged.event_id == event_id)
+                .or_else(|| {
+                    self.staged
+                        .iter()
+                        .find(|staged| staged.event_id == event_id)
+                });
+            if let Some(staged) = staged {
+                return Ok(Some((staged.receipt, staged.event.clone())));
+            }
         }
         let shared = Arc::clone(&self.shared);
         let mut rebuild = |first_lsn: Lsn| rebuild_index(&shared, first_lsn);
         let candidates = self
             .ids
-            .candidates(self.shared.fs.as_ref(), event_id, &mut rebuild)?;
+            .candidates(self.shared.fs.as_ref(), key, &mut rebuild)?;
         for lsn in candidates {
             let stored = self.read_record(lsn)?;
             if stored.record.event_id == event_id {
@@ -512,8 +524,7 @@ impl Writer {
             frame_offset = next_frame_offset(&self.buffer, frame_offset - offset) + offset;
         }
         for staged in self.staged.drain(..) {
-            self.ids
-                .insert_active(staged.key, staged.event_id, staged.receipt.lsn);
+            self.ids.insert_active(staged.key, staged.receipt.lsn);
         }
         self.staged_ids.clear();
         self.buffer.clear();
