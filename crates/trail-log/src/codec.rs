@@ -49,52 +49,188 @@ pub fn genesis_hash(log_name: &str) -> RecordHash {
     RecordHash(blake3::derive_key(GENESIS_CONTEXT, log_name.as_bytes()))
 }
 
-/// A stored record: the event as sent plus what the log adds.
+/// A stored record: the event as sent plus what the log adds. Fields are in
+/// stored order: the first three are known before the writer numbers the
+/// record, so the appending thread encodes them and hashes their bytes
+/// ([`PreparedBody`]) and the writer only finishes the hash over the rest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    /// Position in the log.
-    pub lsn: Lsn,
-    /// Server time, unix nanoseconds, never decreasing along the log.
-    pub recorded_at_unix_nanos: i64,
-    /// Hash of the previous record (or the genesis value).
-    pub prev_hash: RecordHash,
     /// Event or compensation.
     pub kind: RecordKind,
-    /// The last LSN of the atomic batch this record belongs to; equal to `lsn`
-    /// for a record outside a batch. Recovery drops an incomplete trailing batch.
-    pub batch_last_lsn: Lsn,
-    /// The log's durable watermark when this record was written. Recovery uses
-    /// it to tell a torn unsynced write from damage to synced data.
-    pub durable_lsn: Lsn,
     /// The producer's event id, copied out of the event so the idempotency
     /// index never decodes the event.
     pub event_id: String,
     /// The `trail.v1.Event` exactly as the producer encoded it.
     #[serde(with = "serde_bytes")]
     pub event: Vec<u8>,
+    /// Position in the log.
+    pub lsn: Lsn,
+    /// Server time, unix nanoseconds, never decreasing along the log.
+    pub recorded_at_unix_nanos: i64,
+    /// Hash of the previous record (or the genesis value).
+    pub prev_hash: RecordHash,
+    /// The last LSN of the atomic batch this record belongs to; equal to `lsn`
+    /// for a record outside a batch. Recovery drops an incomplete trailing batch.
+    pub batch_last_lsn: Lsn,
+    /// The log's durable watermark when this record was written. Recovery uses
+    /// it to tell a torn unsynced write from damage to synced data.
+    pub durable_lsn: Lsn,
 }
 
-/// Borrowed twin of [`Record`] with the same encoding, so the writer frames
-/// events without copying them.
+/// Borrowed twin of [`Record`] with the same encoding, so a record can be
+/// framed without copying its event.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct RecordRef<'a> {
+    /// See [`Record::kind`].
+    pub kind: RecordKind,
+    /// See [`Record::event_id`].
+    pub event_id: &'a str,
+    /// See [`Record::event`].
+    #[serde(with = "serde_bytes")]
+    pub event: &'a [u8],
     /// See [`Record::lsn`].
     pub lsn: Lsn,
     /// See [`Record::recorded_at_unix_nanos`].
     pub recorded_at_unix_nanos: i64,
     /// See [`Record::prev_hash`].
     pub prev_hash: RecordHash,
-    /// See [`Record::kind`].
-    pub kind: RecordKind,
     /// See [`Record::batch_last_lsn`].
     pub batch_last_lsn: Lsn,
     /// See [`Record::durable_lsn`].
     pub durable_lsn: Lsn,
-    /// See [`Record::event_id`].
-    pub event_id: &'a str,
-    /// See [`Record::event`].
+}
+
+/// The fields of a record the writer fills in, in stored order (the tail of
+/// a [`Record`]'s encoding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct RecordSuffix {
+    /// See [`Record::lsn`].
+    pub lsn: Lsn,
+    /// See [`Record::recorded_at_unix_nanos`].
+    pub recorded_at_unix_nanos: i64,
+    /// See [`Record::prev_hash`].
+    pub prev_hash: RecordHash,
+    /// See [`Record::batch_last_lsn`].
+    pub batch_last_lsn: Lsn,
+    /// See [`Record::durable_lsn`].
+    pub durable_lsn: Lsn,
+}
+
+/// The head of a record body (version byte, `Body::Record` tag, kind, event
+/// id, event) encoded, with the record-hash state after absorbing it. Built
+/// on the appending thread; the writer appends the [`RecordSuffix`] and
+/// finishes the hash, which is still `blake3(key, whole body)`.
+#[derive(Clone)]
+pub struct PreparedBody {
+    bytes: Vec<u8>,
+    hasher: blake3::Hasher,
+    event_start: usize,
+}
+
+impl std::fmt::Debug for PreparedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedBody")
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize)]
+struct PrefixRef<'a> {
+    kind: RecordKind,
+    event_id: &'a str,
     #[serde(with = "serde_bytes")]
-    pub event: &'a [u8],
+    event: &'a [u8],
+}
+
+/// The variant index of `Body::Record`, a one-byte bincode varint.
+const BODY_RECORD_TAG: u8 = 0;
+
+impl PreparedBody {
+    /// Encodes and hashes the head of a record body.
+    ///
+    /// # Errors
+    /// [`CodecError::TooLarge`] when the body could not fit a frame.
+    pub fn new(kind: RecordKind, event_id: &str, event: &[u8]) -> Result<PreparedBody, CodecError> {
+        let mut bytes = Vec::with_capacity(event.len() + event_id.len() + 24);
+        bytes.push(BODY_FORMAT_VERSION);
+        bytes.push(BODY_RECORD_TAG);
+        bincode::serde::encode_into_std_write(
+            PrefixRef {
+                kind,
+                event_id,
+                event,
+            },
+            &mut bytes,
+            bincode_config(),
+        )
+        .map_err(|error| CodecError::Undecodable(error.to_string()))?;
+        if bytes.len() > FRAME_BODY_BYTES_MAX {
+            return Err(CodecError::TooLarge(bytes.len()));
+        }
+        let mut hasher = blake3::Hasher::new_keyed(&RECORD_HASH_KEY);
+        hasher.update(&bytes);
+        let event_start = bytes.len() - event.len();
+        Ok(PreparedBody {
+            bytes,
+            hasher,
+            event_start,
+        })
+    }
+
+    /// The event bytes inside.
+    #[must_use]
+    pub fn event(&self) -> &[u8] {
+        &self.bytes[self.event_start..]
+    }
+
+    /// An upper bound of the whole frame's size.
+    #[must_use]
+    pub fn frame_bytes_max(&self) -> usize {
+        // Suffix: four varints of at most 9 bytes and a 32-byte hash.
+        FRAME_HEADER_BYTES + self.bytes.len() + 4 * 9 + 32
+    }
+}
+
+/// Appends one record frame built from a prepared head and its suffix, and
+/// returns the record's hash: the same bytes and hash as
+/// [`encode_record_frame`] of the whole record, for a fraction of the
+/// writer's hashing.
+///
+/// # Errors
+/// [`CodecError::TooLarge`] when the body exceeds the frame bound; the buffer
+/// is then left as it was.
+pub fn encode_prepared_frame(
+    buffer: &mut Vec<u8>,
+    prepared: &PreparedBody,
+    suffix: &RecordSuffix,
+) -> Result<RecordHash, CodecError> {
+    let frame_start = buffer.len();
+    buffer.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+    buffer.extend_from_slice(&prepared.bytes);
+    let suffix_start = buffer.len();
+    if let Err(error) = bincode::serde::encode_into_std_write(suffix, buffer, bincode_config()) {
+        buffer.truncate(frame_start);
+        return Err(CodecError::Undecodable(error.to_string()));
+    }
+    let body_start = frame_start + FRAME_HEADER_BYTES;
+    let body_len = buffer.len() - body_start;
+    let Ok(len) = u32::try_from(body_len).map_err(|_| ()).and_then(|len| {
+        if body_len > FRAME_BODY_BYTES_MAX {
+            Err(())
+        } else {
+            Ok(len)
+        }
+    }) else {
+        buffer.truncate(frame_start);
+        return Err(CodecError::TooLarge(body_len));
+    };
+    let crc = crc32fast::hash(&buffer[body_start..]);
+    buffer[frame_start..frame_start + 4].copy_from_slice(&len.to_le_bytes());
+    buffer[frame_start + 4..body_start].copy_from_slice(&crc.to_le_bytes());
+    let mut hasher = prepared.hasher.clone();
+    hasher.update(&buffer[suffix_start..]);
+    Ok(RecordHash(*hasher.finalize().as_bytes()))
 }
 
 /// The trailer record that closes a sealed segment.
@@ -324,14 +460,14 @@ impl Record {
     #[must_use]
     pub fn as_ref(&self) -> RecordRef<'_> {
         RecordRef {
+            kind: self.kind,
+            event_id: &self.event_id,
+            event: &self.event,
             lsn: self.lsn,
             recorded_at_unix_nanos: self.recorded_at_unix_nanos,
             prev_hash: self.prev_hash,
-            kind: self.kind,
             batch_last_lsn: self.batch_last_lsn,
             durable_lsn: self.durable_lsn,
-            event_id: &self.event_id,
-            event: &self.event,
         }
     }
 }
@@ -391,11 +527,9 @@ mod tests {
 
     #[test]
     fn a_crc_valid_body_claiming_a_huge_string_is_refused_without_allocating() {
-        // Body: version, Record tag, lsn 1, recorded_at 0, prev_hash, kind
-        // Event, batch 1, durable 0, then an event id claiming 2^40 bytes.
-        let mut body = vec![BODY_FORMAT_VERSION, 0, 1, 0];
-        body.extend_from_slice(&[0u8; 32]);
-        body.extend_from_slice(&[0, 1, 0, 253]);
+        // Body: version, Record tag, kind Event, then an event id claiming
+        // 2^40 bytes.
+        let mut body = vec![BODY_FORMAT_VERSION, 0, 0, 253];
         body.extend_from_slice(&(1u64 << 40).to_le_bytes());
         assert!(matches!(
             decode_body(&body),
@@ -408,12 +542,34 @@ mod tests {
         let mut frame = Vec::new();
         encode_record_frame(&mut frame, &sample(1).as_ref())?;
         let body = &frame[FRAME_HEADER_BYTES..];
-        // body[2] is the lsn, 1: write it as `fb 01 00` instead.
-        assert_eq!(body[2], 1);
-        let mut overlong = body[..2].to_vec();
-        overlong.extend_from_slice(&[251, 1, 0]);
-        overlong.extend_from_slice(&body[3..]);
+        // body[3] is the event id's length, 7: write it as `fb 07 00` instead.
+        assert_eq!(body[3], 7);
+        let mut overlong = body[..3].to_vec();
+        overlong.extend_from_slice(&[251, 7, 0]);
+        overlong.extend_from_slice(&body[4..]);
         assert_eq!(decode_body(&overlong), Err(CodecError::NotCanonical));
+        Ok(())
+    }
+
+    #[test]
+    fn a_prepared_frame_equals_the_whole_record_encoded_at_once() -> Result<(), CodecError> {
+        let record = sample(77);
+        let mut whole = Vec::new();
+        let whole_hash = encode_record_frame(&mut whole, &record.as_ref())?;
+        let prepared = PreparedBody::new(record.kind, &record.event_id, &record.event)?;
+        assert_eq!(prepared.event(), record.event.as_slice());
+        let suffix = RecordSuffix {
+            lsn: record.lsn,
+            recorded_at_unix_nanos: record.recorded_at_unix_nanos,
+            prev_hash: record.prev_hash,
+            batch_last_lsn: record.batch_last_lsn,
+            durable_lsn: record.durable_lsn,
+        };
+        let mut split = vec![0xEE];
+        let split_hash = encode_prepared_frame(&mut split, &prepared, &suffix)?;
+        assert_eq!(&split[1..], whole.as_slice());
+        assert_eq!(split_hash, whole_hash);
+        assert!(prepared.frame_bytes_max() >= whole.len());
         Ok(())
     }
 

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use prost::Message;
 use tokio::sync::{oneshot, watch};
 
-use crate::codec::{self, Body, Record};
+use crate::codec::{self, Body, PreparedBody, Record};
 use crate::error::{LogError, Result};
 use crate::fs::{FileSystem, ReadFile};
 use crate::index::seek_offset;
@@ -50,6 +50,29 @@ impl EventInput {
     pub(crate) fn frame_bytes_max(&self) -> usize {
         self.encoded_event.len() + self.event_id.len() + RECORD_OVERHEAD_BYTES_MAX
     }
+}
+
+/// An event on its way to the writer: its id, and the head of its record
+/// body already encoded and hashed on the appending thread (so the writer,
+/// which every append of the log passes through, does as little as it can).
+#[derive(Debug)]
+pub(crate) struct PreparedEvent {
+    pub event_id: String,
+    pub body: PreparedBody,
+}
+
+fn prepare(events: Vec<EventInput>) -> Result<Vec<PreparedEvent>> {
+    events
+        .into_iter()
+        .map(|event| {
+            let body = PreparedBody::new(event.kind, &event.event_id, &event.encoded_event)
+                .map_err(|error| LogError::InvalidArgument(error.to_string()))?;
+            Ok(PreparedEvent {
+                event_id: event.event_id,
+                body,
+            })
+        })
+        .collect()
 }
 
 /// A record as read back, with the hash of its stored bytes.
@@ -576,6 +599,7 @@ impl Log {
     /// full, a fail-stopped or closed log.
     pub async fn append(&self, events: Vec<EventInput>, atomic: bool) -> Result<Vec<Receipt>> {
         self.check_request(&events)?;
+        let events = prepare(events)?;
         let (reply, receipts) = oneshot::channel();
         self.sender()?
             .send_async(Command::Append {
@@ -595,6 +619,7 @@ impl Log {
     /// As [`Log::append`], plus [`LogError::QueueFull`].
     pub async fn try_append(&self, events: Vec<EventInput>, atomic: bool) -> Result<Vec<Receipt>> {
         self.check_request(&events)?;
+        let events = prepare(events)?;
         let (reply, receipts) = oneshot::channel();
         self.sender()?
             .try_send(Command::Append {
@@ -618,6 +643,7 @@ impl Log {
     /// As [`Log::append`].
     pub fn append_blocking(&self, events: Vec<EventInput>, atomic: bool) -> Result<Vec<Receipt>> {
         self.check_request(&events)?;
+        let events = prepare(events)?;
         let (reply, receipts) = oneshot::channel();
         self.sender()?
             .send(Command::Append {

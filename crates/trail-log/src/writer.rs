@@ -11,12 +11,12 @@ use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use crate::codec::{self, RecordRef, Seal};
+use crate::codec::{self, PreparedBody, RecordSuffix, Seal};
 use crate::error::{LogError, Result};
 use crate::fs::WriteFile;
 use crate::ids::{EventIdIndex, SealedIds};
 use crate::index::{event_id_key, SegmentIndex, SPARSE_STRIDE_BYTES};
-use crate::log::{read_single, EventInput, SegmentEntry, Shared, StoredRecord};
+use crate::log::{read_single, PreparedEvent, SegmentEntry, Shared, StoredRecord};
 use crate::options::LogOptions;
 use crate::preparer::Preparer;
 use crate::proto;
@@ -26,7 +26,7 @@ use crate::types::{Durability, Head, Lsn, Receipt, RecordHash};
 /// What the writer's queue carries.
 pub(crate) enum Command {
     Append {
-        events: Vec<EventInput>,
+        events: Vec<PreparedEvent>,
         atomic: bool,
         reply: oneshot::Sender<Result<Vec<Receipt>>>,
     },
@@ -81,7 +81,7 @@ pub(crate) struct Recovered {
 struct Staged {
     key: u64,
     event_id: String,
-    event: Vec<u8>,
+    event: PreparedBody,
     receipt: Receipt,
 }
 
@@ -163,7 +163,7 @@ impl Writer {
                         if let Command::Append { events, .. } = &command {
                             bytes += events
                                 .iter()
-                                .map(EventInput::frame_bytes_max)
+                                .map(|event| event.body.frame_bytes_max())
                                 .sum::<usize>();
                         }
                         group.push(command);
@@ -261,7 +261,7 @@ impl Writer {
                     }
                     let needed: u64 = events
                         .iter()
-                        .map(|event| event.frame_bytes_max() as u64)
+                        .map(|event| event.body.frame_bytes_max() as u64)
                         .sum();
                     let fits = self
                         .active
@@ -301,12 +301,12 @@ impl Writer {
     }
 
     /// Classifies, numbers and frames one request's events into the buffer.
-    fn stage(&mut self, events: Vec<EventInput>, atomic: bool) -> Result<Vec<Receipt>> {
+    fn stage(&mut self, events: Vec<PreparedEvent>, atomic: bool) -> Result<Vec<Receipt>> {
         let mut slots = Vec::with_capacity(events.len());
         let mut request_ids: HashMap<&str, usize> = HashMap::new();
         for (index, event) in events.iter().enumerate() {
             if let Some(&earlier) = request_ids.get(event.event_id.as_str()) {
-                if !same_content(&events[earlier].encoded_event, &event.encoded_event) {
+                if !same_content(events[earlier].body.event(), event.body.event()) {
                     return Err(LogError::InvalidArgument(format!(
                         "events[{index}] and events[{earlier}] share event id {:?} but differ",
                         event.event_id
@@ -318,7 +318,7 @@ impl Writer {
             request_ids.insert(&event.event_id, index);
             slots.push(match self.find_existing(&event.event_id)? {
                 Some((receipt, stored_event)) => {
-                    if !same_content(&stored_event, &event.encoded_event) {
+                    if !same_content(&stored_event, event.body.event()) {
                         return Err(LogError::EventIdConflict {
                             event_id: event.event_id.clone(),
                             lsn: receipt.lsn,
@@ -365,24 +365,21 @@ impl Writer {
         Ok(receipts)
     }
 
-    fn stage_one(&mut self, event: EventInput, batch_last_lsn: Option<Lsn>) -> Result<Receipt> {
+    fn stage_one(&mut self, event: PreparedEvent, batch_last_lsn: Option<Lsn>) -> Result<Receipt> {
         let lsn = self.staged_tip.lsn.next();
         let recorded_at_unix_nanos = self
             .options
             .clock
             .now_unix_nanos()
             .max(self.staged_tip.recorded_at_unix_nanos);
-        let record = RecordRef {
+        let suffix = RecordSuffix {
             lsn,
             recorded_at_unix_nanos,
             prev_hash: self.staged_tip.hash,
-            kind: event.kind,
             batch_last_lsn: batch_last_lsn.unwrap_or(lsn),
             durable_lsn: self.synced_lsn,
-            event_id: &event.event_id,
-            event: &event.encoded_event,
         };
-        let hash = codec::encode_record_frame(&mut self.buffer, &record)
+        let hash = codec::encode_prepared_frame(&mut self.buffer, &event.body, &suffix)
             .map_err(|error| LogError::InvalidArgument(error.to_string()))?;
         self.staged_tip = Tip {
             lsn,
@@ -400,7 +397,7 @@ impl Writer {
         self.staged.push(Staged {
             key,
             event_id: event.event_id,
-            event: event.encoded_event,
+            event: event.body,
             receipt,
         });
         Ok(receipt)
@@ -420,7 +417,7 @@ impl Writer {
                         .find(|staged| staged.event_id == event_id)
                 });
             if let Some(staged) = staged {
-                return Ok(Some((staged.receipt, staged.event.clone())));
+                return Ok(Some((staged.receipt, staged.event.event().to_vec())));
             }
         }
         let shared = Arc::clone(&self.shared);

@@ -74,3 +74,26 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// The writer's split path (head prepared on the appending thread, tail
+    /// and hash finished by the writer) produces the very bytes and hash of
+    /// encoding the whole record at once.
+    #[test]
+    fn a_prepared_frame_is_the_whole_frame(record in record()) {
+        let mut whole = Vec::new();
+        let whole_hash = codec::encode_record_frame(&mut whole, &record.as_ref()).expect("encodes");
+        let prepared = codec::PreparedBody::new(record.kind, &record.event_id, &record.event).expect("prepares");
+        let suffix = codec::RecordSuffix {
+            lsn: record.lsn,
+            recorded_at_unix_nanos: record.recorded_at_unix_nanos,
+            prev_hash: record.prev_hash,
+            batch_last_lsn: record.batch_last_lsn,
+            durable_lsn: record.durable_lsn,
+        };
+        let mut split = Vec::new();
+        let split_hash = codec::encode_prepared_frame(&mut split, &prepared, &suffix).expect("encodes");
+        prop_assert_eq!(split, whole);
+        prop_assert_eq!(split_hash, whole_hash);
+    }
+}
