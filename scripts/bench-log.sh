@@ -31,7 +31,7 @@ for appenders in (1, 16, 64):
     print(f"| durable append, {appenders} appender(s), 512 B | {ns / 1e3:.2f} us | {1e9 / ns:,.0f} | {1e9 / ns / fsync_per_second:.1f}x |")
 ns = mean_ns("engine_cpu_512B", "4_appenders_batch_100_no_fsync")
 print(f"| engine CPU ceiling: 4 appenders x 100-event requests, no fsync | {ns / 1e3:.2f} us | {1e9 / ns:,.0f} | |")
-for bench in ("encode_frame_crc_hash", "split_frame_and_decode", "crc32_only", "blake3_chain_hash_only"):
+for bench in ("encode_frame_crc_hash", "appender_side_prepare_head", "writer_side_finish_prepared_frame", "split_frame_and_decode", "crc32_only", "blake3_chain_hash_only"):
     print(f"| codec: {bench.replace('_', ' ')} (512 B event) | {mean_ns('record_512B', bench):.0f} ns | | |")
 print()
 print(f"CPU steal during the run: {100 * (s1 - s0) / max(t1 - t0, 1):.1f}%")

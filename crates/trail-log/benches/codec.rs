@@ -1,7 +1,7 @@
 //! Per-record cost of the codec: framing + CRC + chain hash (what the writer
 //! does per event), decoding, and the two checksums alone.
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use std::hint::black_box;
 use trail_log::codec::{self, RecordRef};
 use trail_log::{Lsn, RecordHash, RecordKind};
@@ -32,6 +32,39 @@ fn codec_benches(criterion: &mut Criterion) {
                 &record(black_box(&event)),
             ))
         });
+    });
+    let prepared = codec::PreparedBody::new(RecordKind::Event, record(&event).event_id, &event)
+        .expect("prepare");
+    group.bench_function("appender_side_prepare_head", |bencher| {
+        bencher.iter(|| {
+            black_box(codec::PreparedBody::new(
+                RecordKind::Event,
+                black_box("0b7c6c1e-7d4a-4bfc-9a51-6b1f0e8f2a11"),
+                black_box(&event),
+            ))
+        })
+    });
+    let suffix = codec::RecordSuffix {
+        lsn: Lsn(123_456_789),
+        recorded_at_unix_nanos: 1_763_000_000_000_000_000,
+        prev_hash: RecordHash([9; 32]),
+        batch_last_lsn: Lsn(123_456_789),
+        durable_lsn: Lsn(123_456_700),
+    };
+    group.bench_function("writer_side_finish_prepared_frame", |bencher| {
+        // Each prepared body frames one record: clone it outside the timing.
+        bencher.iter_batched_ref(
+            || prepared.clone(),
+            |fresh| {
+                buffer.clear();
+                black_box(codec::encode_prepared_frame(
+                    &mut buffer,
+                    fresh,
+                    black_box(&suffix),
+                ))
+            },
+            BatchSize::SmallInput,
+        );
     });
     buffer.clear();
     codec::encode_record_frame(&mut buffer, &record(&event)).expect("encode");

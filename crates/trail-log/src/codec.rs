@@ -123,8 +123,12 @@ pub struct RecordSuffix {
 #[derive(Clone)]
 pub struct PreparedBody {
     bytes: Vec<u8>,
-    hasher: blake3::Hasher,
+    /// Boxed: a blake3 state is about 2 KiB, and prepared bodies move
+    /// through queues and vectors.
+    hasher: Box<blake3::Hasher>,
     event_start: usize,
+    /// Set once the hash state has absorbed a suffix.
+    framed: bool,
 }
 
 impl std::fmt::Debug for PreparedBody {
@@ -168,13 +172,14 @@ impl PreparedBody {
         if bytes.len() > FRAME_BODY_BYTES_MAX {
             return Err(CodecError::TooLarge(bytes.len()));
         }
-        let mut hasher = blake3::Hasher::new_keyed(&RECORD_HASH_KEY);
+        let mut hasher = Box::new(blake3::Hasher::new_keyed(&RECORD_HASH_KEY));
         hasher.update(&bytes);
         let event_start = bytes.len() - event.len();
         Ok(PreparedBody {
             bytes,
             hasher,
             event_start,
+            framed: false,
         })
     }
 
@@ -195,16 +200,21 @@ impl PreparedBody {
 /// Appends one record frame built from a prepared head and its suffix, and
 /// returns the record's hash: the same bytes and hash as
 /// [`encode_record_frame`] of the whole record, for a fraction of the
-/// writer's hashing.
+/// writer's hashing. Advances the prepared hash state in place (no copy of
+/// it), so a prepared body frames exactly one record.
 ///
 /// # Errors
 /// [`CodecError::TooLarge`] when the body exceeds the frame bound; the buffer
 /// is then left as it was.
+///
+/// # Panics
+/// When the prepared body was already framed (a bug in the caller).
 pub fn encode_prepared_frame(
     buffer: &mut Vec<u8>,
-    prepared: &PreparedBody,
+    prepared: &mut PreparedBody,
     suffix: &RecordSuffix,
 ) -> Result<RecordHash, CodecError> {
+    assert!(!prepared.framed, "a prepared body frames one record only");
     let frame_start = buffer.len();
     buffer.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
     buffer.extend_from_slice(&prepared.bytes);
@@ -228,9 +238,9 @@ pub fn encode_prepared_frame(
     let crc = crc32fast::hash(&buffer[body_start..]);
     buffer[frame_start..frame_start + 4].copy_from_slice(&len.to_le_bytes());
     buffer[frame_start + 4..body_start].copy_from_slice(&crc.to_le_bytes());
-    let mut hasher = prepared.hasher.clone();
-    hasher.update(&buffer[suffix_start..]);
-    Ok(RecordHash(*hasher.finalize().as_bytes()))
+    prepared.hasher.update(&buffer[suffix_start..]);
+    prepared.framed = true;
+    Ok(RecordHash(*prepared.hasher.finalize().as_bytes()))
 }
 
 /// The trailer record that closes a sealed segment.
@@ -556,7 +566,7 @@ mod tests {
         let record = sample(77);
         let mut whole = Vec::new();
         let whole_hash = encode_record_frame(&mut whole, &record.as_ref())?;
-        let prepared = PreparedBody::new(record.kind, &record.event_id, &record.event)?;
+        let mut prepared = PreparedBody::new(record.kind, &record.event_id, &record.event)?;
         assert_eq!(prepared.event(), record.event.as_slice());
         let suffix = RecordSuffix {
             lsn: record.lsn,
@@ -566,7 +576,7 @@ mod tests {
             durable_lsn: record.durable_lsn,
         };
         let mut split = vec![0xEE];
-        let split_hash = encode_prepared_frame(&mut split, &prepared, &suffix)?;
+        let split_hash = encode_prepared_frame(&mut split, &mut prepared, &suffix)?;
         assert_eq!(&split[1..], whole.as_slice());
         assert_eq!(split_hash, whole_hash);
         assert!(prepared.frame_bytes_max() >= whole.len());

@@ -58,6 +58,8 @@ impl EventInput {
 #[derive(Debug)]
 pub(crate) struct PreparedEvent {
     pub event_id: String,
+    /// `index::event_id_key` of the id.
+    pub key: u64,
     pub body: PreparedBody,
 }
 
@@ -67,8 +69,10 @@ fn prepare(events: Vec<EventInput>) -> Result<Vec<PreparedEvent>> {
         .map(|event| {
             let body = PreparedBody::new(event.kind, &event.event_id, &event.encoded_event)
                 .map_err(|error| LogError::InvalidArgument(error.to_string()))?;
+            let key = crate::index::event_id_key(&event.event_id);
             Ok(PreparedEvent {
                 event_id: event.event_id,
+                key,
                 body,
             })
         })

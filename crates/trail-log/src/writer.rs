@@ -15,7 +15,7 @@ use crate::codec::{self, PreparedBody, RecordSuffix, Seal};
 use crate::error::{LogError, Result};
 use crate::fs::WriteFile;
 use crate::ids::{EventIdIndex, SealedIds};
-use crate::index::{event_id_key, SegmentIndex, SPARSE_STRIDE_BYTES};
+use crate::index::{SegmentIndex, SPARSE_STRIDE_BYTES};
 use crate::log::{read_single, PreparedEvent, SegmentEntry, Shared, StoredRecord};
 use crate::options::LogOptions;
 use crate::preparer::Preparer;
@@ -316,7 +316,7 @@ impl Writer {
                 continue;
             }
             request_ids.insert(&event.event_id, index);
-            slots.push(match self.find_existing(&event.event_id)? {
+            slots.push(match self.find_existing(&event.event_id, event.key)? {
                 Some((receipt, stored_event)) => {
                     if !same_content(&stored_event, event.body.event()) {
                         return Err(LogError::EventIdConflict {
@@ -365,7 +365,11 @@ impl Writer {
         Ok(receipts)
     }
 
-    fn stage_one(&mut self, event: PreparedEvent, batch_last_lsn: Option<Lsn>) -> Result<Receipt> {
+    fn stage_one(
+        &mut self,
+        mut event: PreparedEvent,
+        batch_last_lsn: Option<Lsn>,
+    ) -> Result<Receipt> {
         let lsn = self.staged_tip.lsn.next();
         let recorded_at_unix_nanos = self
             .options
@@ -379,7 +383,7 @@ impl Writer {
             batch_last_lsn: batch_last_lsn.unwrap_or(lsn),
             durable_lsn: self.synced_lsn,
         };
-        let hash = codec::encode_prepared_frame(&mut self.buffer, &event.body, &suffix)
+        let hash = codec::encode_prepared_frame(&mut self.buffer, &mut event.body, &suffix)
             .map_err(|error| LogError::InvalidArgument(error.to_string()))?;
         self.staged_tip = Tip {
             lsn,
@@ -392,7 +396,7 @@ impl Writer {
             recorded_at_unix_nanos,
             duplicate: false,
         };
-        let key = event_id_key(&event.event_id);
+        let key = event.key;
         self.staged_ids.insert(key, self.staged.len());
         self.staged.push(Staged {
             key,
@@ -404,8 +408,7 @@ impl Writer {
     }
 
     /// The receipt and stored event bytes of an earlier event with this id.
-    fn find_existing(&mut self, event_id: &str) -> Result<Option<(Receipt, Vec<u8>)>> {
-        let key = event_id_key(event_id);
+    fn find_existing(&mut self, event_id: &str, key: u64) -> Result<Option<(Receipt, Vec<u8>)>> {
         if let Some(&index) = self.staged_ids.get(&key) {
             // A key shared by two ids is an accident of 64 bits; then look
             // through the staged events for the id itself.

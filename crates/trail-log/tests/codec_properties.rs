@@ -83,7 +83,7 @@ proptest! {
     fn a_prepared_frame_is_the_whole_frame(record in record()) {
         let mut whole = Vec::new();
         let whole_hash = codec::encode_record_frame(&mut whole, &record.as_ref()).expect("encodes");
-        let prepared = codec::PreparedBody::new(record.kind, &record.event_id, &record.event).expect("prepares");
+        let mut prepared = codec::PreparedBody::new(record.kind, &record.event_id, &record.event).expect("prepares");
         let suffix = codec::RecordSuffix {
             lsn: record.lsn,
             recorded_at_unix_nanos: record.recorded_at_unix_nanos,
@@ -92,7 +92,7 @@ proptest! {
             durable_lsn: record.durable_lsn,
         };
         let mut split = Vec::new();
-        let split_hash = codec::encode_prepared_frame(&mut split, &prepared, &suffix).expect("encodes");
+        let split_hash = codec::encode_prepared_frame(&mut split, &mut prepared, &suffix).expect("encodes");
         prop_assert_eq!(split, whole);
         prop_assert_eq!(split_hash, whole_hash);
     }
