@@ -8,11 +8,15 @@
 # Usage: scripts/bench-server.sh [SECONDS_PER_STEP]   (default 15)
 #   TRAIL_BENCH_DIR    where the data goes (default: target/bench-server)
 #   TRAIL_BENCH_STREAM_CLIENTS  streaming clients (default 4)
+#   TRAIL_BENCH_RSS_SECONDS     length of the last streaming run, whose job is
+#                               to append about 10 million events while the
+#                               server's peak RSS is watched (default 60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${1:-15}"
 stream_clients="${TRAIL_BENCH_STREAM_CLIENTS:-4}"
+rss_seconds="${TRAIL_BENCH_RSS_SECONDS:-60}"
 root="${TRAIL_BENCH_DIR:-$PWD/target/bench-server}"
 port=50591
 addr="http://127.0.0.1:$port"
@@ -75,6 +79,14 @@ run "unary, 16 clients" --log b16 --clients 16 --event-bytes 512
 run "unary, 64 clients" --log b64 --clients 64 --event-bytes 512
 run "AppendStream, ${stream_clients} clients x batch 100" --log bs --clients "$stream_clients" --stream --batch 100 --event-bytes 512
 
+seconds="$rss_seconds" run "AppendStream, ${stream_clients} clients x batch 100, ${rss_seconds}s (RSS run)" --log rss --clients "$stream_clients" --stream --batch 100 --event-bytes 512
+
 rss_kib="$(awk '/VmHWM/{print $2}' /proc/$server/status)"
+total=0
+for log in b1 b16 b64 bs rss; do
+  lsn="$(target/release/trail --addr "$addr" --json head --log "$log" | python3 -c 'import json,sys; print(json.load(sys.stdin)["lsn"])')"
+  total=$((total + lsn))
+done
 echo
-echo "traild peak RSS (VmHWM): $((rss_kib / 1024)) MiB; records: $(target/release/trail --addr "$addr" head --log bs | awk '{print $4}') in the streaming log"
+echo "traild peak RSS (VmHWM) over the whole run: $((rss_kib / 1024)) MiB, with $total events appended in all (log rss alone: $lsn)"
+du -sh "$root/data" | awk '{print "data on disk: " $1}'
