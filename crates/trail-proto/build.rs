@@ -6,8 +6,9 @@
 //!    here: they map onto `trail_log::proto`, so there is one Rust type. The
 //!    encoded FileDescriptorSet goes to OUT_DIR for gRPC reflection.
 //! 2. `proto/trail/v1/server_view/log.proto`, the same service with
-//!    `AppendRequest.events` as `repeated bytes`: only the server and that one
-//!    message, in module `server_view`; every other type maps onto pass 1's.
+//!    `AppendRequest.events` and `Record.event` as bytes: only the server and
+//!    those two messages, in module `server_view`; every other type maps onto
+//!    pass 1's.
 //!    Its descriptor goes to OUT_DIR too, for the test that keeps the two
 //!    files in step (never for reflection).
 
@@ -24,16 +25,15 @@ const EVENT_TYPES: [(&str, &str); 3] = [
 ];
 
 /// The types of `log.proto` the server view shares with the contract: all of
-/// them but `AppendRequest`. A type missing here is generated twice, and the
+/// them but `AppendRequest` and `Record`. A type missing here is generated twice, and the
 /// server's handlers no longer take the contract's types: the build fails in
 /// trail-server, not silently.
-const SHARED_TYPES: [&str; 10] = [
+const SHARED_TYPES: [&str; 9] = [
     "AppendResponse",
     "Receipt",
     "ReadRequest",
     "SubscribeRequest",
     "RecordKind",
-    "Record",
     "VerifyRequest",
     "VerifyResponse",
     "HeadRequest",

@@ -1,6 +1,7 @@
 //! The server view (`proto/trail/v1/server_view/log.proto`) must stay the
-//! contract (`proto/trail/v1/log.proto`) with one change: `AppendRequest`
-//! field 2 is `repeated bytes` instead of `repeated trail.v1.Event`. Anything
+//! contract (`proto/trail/v1/log.proto`) with two changes: `AppendRequest`
+//! field 2 is `repeated bytes` instead of `repeated trail.v1.Event`, and
+//! `Record` field 8 is `bytes` instead of `trail.v1.Event`. Anything
 //! else that differs (a new field, method, message, option or number) would
 //! make the server and its clients disagree on the wire, so the two compiled
 //! descriptors are compared here, comments and source positions aside.
@@ -24,35 +25,64 @@ fn file(set: &[u8], name: &str) -> Result<FileDescriptorProto> {
     Ok(found)
 }
 
+/// Checks that `message.field` is `bytes` (with `label`) in the view and an
+/// embedded `trail.v1.Event` in the contract, then makes the view's field
+/// equal to the contract's, so the rest can be compared whole.
+fn accept_event_as_bytes(
+    view: &mut FileDescriptorProto,
+    contract: &FileDescriptorProto,
+    message: &str,
+    field: &str,
+    number: i32,
+    label: Label,
+) -> Result {
+    let in_view = view
+        .message_type
+        .iter_mut()
+        .find(|candidate| candidate.name() == message)
+        .and_then(|found| {
+            found
+                .field
+                .iter_mut()
+                .find(|candidate| candidate.name() == field)
+        })
+        .ok_or_else(|| format!("the server view has no {message}.{field}"))?;
+    assert_eq!(in_view.number(), number);
+    assert_eq!(in_view.label(), label);
+    assert_eq!(in_view.r#type(), Type::Bytes);
+    assert_eq!(in_view.type_name, None);
+    let in_contract = contract
+        .message_type
+        .iter()
+        .find(|candidate| candidate.name() == message)
+        .and_then(|found| {
+            found
+                .field
+                .iter()
+                .find(|candidate| candidate.name() == field)
+        })
+        .ok_or_else(|| format!("the contract has no {message}.{field}"))?;
+    assert_eq!(in_contract.r#type(), Type::Message);
+    assert_eq!(in_contract.type_name(), ".trail.v1.Event");
+    *in_view = in_contract.clone();
+    Ok(())
+}
+
 #[test]
-fn server_view_differs_from_the_contract_only_in_append_request_events() -> Result {
+fn server_view_differs_from_the_contract_only_in_event_bytes() -> Result {
     let contract = file(trail_proto::FILE_DESCRIPTOR_SET, CONTRACT)?;
     let mut view = file(trail_proto::server_view::FILE_DESCRIPTOR_SET, VIEW)?;
 
-    // The one intended difference: events as bytes, same number and label.
-    let request = view
-        .message_type
-        .iter_mut()
-        .find(|message| message.name() == "AppendRequest")
-        .ok_or("the server view has no AppendRequest")?;
-    let events = request
-        .field
-        .iter_mut()
-        .find(|field| field.name() == "events")
-        .ok_or("the server view's AppendRequest has no events")?;
-    assert_eq!(events.number(), 2);
-    assert_eq!(events.label(), Label::Repeated);
-    assert_eq!(events.r#type(), Type::Bytes);
-    assert_eq!(events.type_name, None);
-    let contract_events = contract
-        .message_type
-        .iter()
-        .find(|message| message.name() == "AppendRequest")
-        .and_then(|message| message.field.iter().find(|field| field.name() == "events"))
-        .ok_or("the contract's AppendRequest has no events")?;
-    assert_eq!(contract_events.r#type(), Type::Message);
-    assert_eq!(contract_events.type_name(), ".trail.v1.Event");
-    *events = contract_events.clone();
+    // The two intended differences: events as bytes, same numbers and labels.
+    accept_event_as_bytes(
+        &mut view,
+        &contract,
+        "AppendRequest",
+        "events",
+        2,
+        Label::Repeated,
+    )?;
+    accept_event_as_bytes(&mut view, &contract, "Record", "event", 8, Label::Optional)?;
 
     // Everything else is the same, once the file name and the source info
     // (comments, line numbers) are set aside.

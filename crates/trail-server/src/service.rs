@@ -12,10 +12,10 @@ use tonic::{Request, Response, Status, Streaming};
 use trail_log::codec::Record as StoredBody;
 use trail_log::{EventInput, Log, LogName, Lsn, RecordKind, Store, StoredRecord};
 use trail_proto::server_view::log_server::Log as LogRpc;
-use trail_proto::server_view::AppendRequest;
+use trail_proto::server_view::{AppendRequest, Record};
 use trail_proto::v1::{
-    AppendResponse, HeadRequest, HeadResponse, ReadRequest, Receipt, Record,
-    RecordKind as ProtoKind, SubscribeRequest, VerifyRequest, VerifyResponse,
+    AppendResponse, HeadRequest, HeadResponse, ReadRequest, Receipt, RecordKind as ProtoKind,
+    SubscribeRequest, VerifyRequest, VerifyResponse,
 };
 
 use crate::limits::Limits;
@@ -285,27 +285,24 @@ impl Appender {
     }
 }
 
-/// A stored record as the wire shows it.
-///
-/// # Errors
-/// DATA_LOSS when the stored event no longer decodes.
-pub fn record_to_proto(stored: &StoredRecord) -> Result<Record, Status> {
-    let event = stored
-        .decode_event()
-        .map_err(|error| status::from_log_error(&error))?;
+/// A stored record as the wire shows it: the event goes out as the bytes
+/// that are stored (the server view's `Record.event`), never re-encoded.
+#[must_use]
+pub fn record_to_proto(stored: &StoredRecord) -> Record {
     let StoredBody {
         lsn,
         recorded_at_unix_nanos,
         prev_hash,
         kind,
         batch_last_lsn,
+        event,
         ..
     } = &stored.record;
     let (kind, compensates) = match kind {
         RecordKind::Event => (ProtoKind::Event, 0),
         RecordKind::Compensation { compensates } => (ProtoKind::Compensation, compensates.0),
     };
-    Ok(Record {
+    Record {
         lsn: lsn.0,
         recorded_at_unix_nanos: *recorded_at_unix_nanos,
         prev_hash: prev_hash.0.to_vec(),
@@ -313,8 +310,8 @@ pub fn record_to_proto(stored: &StoredRecord) -> Result<Record, Status> {
         kind: kind as i32,
         compensates,
         batch_last_lsn: batch_last_lsn.0,
-        event: Some(event),
-    })
+        event: event.clone(),
+    }
 }
 
 /// Reads `[from, to]` from disk (blocking IO) into wire records.
@@ -322,7 +319,7 @@ fn read_chunk(log: &Log, from: Lsn, to: Lsn) -> Result<Vec<Record>, Status> {
     let mut records = Vec::new();
     for item in log.read(from, to) {
         let stored = item.map_err(|error| status::from_log_error(&error))?;
-        records.push(record_to_proto(&stored)?);
+        records.push(record_to_proto(&stored));
     }
     Ok(records)
 }

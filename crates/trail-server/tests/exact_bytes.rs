@@ -227,6 +227,31 @@ async fn appended_bytes_are_stored_exactly_as_sent() -> Result {
         vec![known_fields("e-odd"), known_fields("e-canonical")]
     );
 
+    // And a reader that takes the event as bytes gets exactly what was sent
+    // (unknown fields and field order included): Read never re-encodes.
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
+    grpc.ready()
+        .await
+        .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+    let codec = ProstCodec::<ReadRequest, server_view::Record>::default();
+    let mut raw = grpc
+        .server_streaming(
+            tonic::Request::new(ReadRequest {
+                log: LOG.to_owned(),
+                from_lsn: 1,
+                to_lsn: 0,
+            }),
+            PathAndQuery::from_static("/trail.v1.Log/Read"),
+            codec,
+        )
+        .await?
+        .into_inner();
+    let mut read_bytes = Vec::new();
+    while let Some(record) = raw.next().await {
+        read_bytes.push(record?.event);
+    }
+    assert_eq!(read_bytes, vec![odd.clone(), canonical.clone()]);
+
     let _ = stop.send(());
     tokio::time::timeout(Duration::from_secs(10), task).await???;
     store.close()?;
