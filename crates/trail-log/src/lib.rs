@@ -47,7 +47,10 @@ pub mod proto {
 }
 
 pub use error::{ErrorKind, LogError};
-pub use log::{EventInput, Log, LogStats, RecordIter, StoredRecord, VerifyFailure, VerifyReport};
+pub use log::{
+    EventInput, Log, LogStats, PendingReceipts, PreparedAppend, RecordIter, StoredRecord,
+    VerifyFailure, VerifyReport,
+};
 pub use options::{Clock, LogOptions, SystemClock};
 pub use recovery::TornTail;
 pub use store::{Store, WAL_DIR_NAME};

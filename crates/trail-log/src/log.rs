@@ -101,6 +101,46 @@ impl StoredRecord {
     }
 }
 
+fn closed_or_failed(shared: &Shared) -> LogError {
+    match shared.catalog().failed.clone() {
+        Some(reason) => LogError::FailStopped {
+            log: shared.name.to_string(),
+            reason,
+        },
+        None => LogError::Closed(shared.name.to_string()),
+    }
+}
+
+/// An append checked and prepared by [`Log::prepare`], ready for
+/// [`Log::submit`].
+#[derive(Debug)]
+pub struct PreparedAppend {
+    events: Vec<PreparedEvent>,
+    atomic: bool,
+}
+
+/// The receipts of a submitted append; [`PendingReceipts::wait`] resolves
+/// once the append is durable (or failed).
+#[derive(Debug)]
+#[must_use = "an append's outcome is only known by waiting for its receipts"]
+pub struct PendingReceipts {
+    receipts: oneshot::Receiver<Result<Vec<Receipt>>>,
+    shared: Arc<Shared>,
+}
+
+impl PendingReceipts {
+    /// One receipt per event, in request order, once durable.
+    ///
+    /// # Errors
+    /// As [`Log::append`].
+    pub async fn wait(self) -> Result<Vec<Receipt>> {
+        match self.receipts.await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(closed_or_failed(&self.shared)),
+        }
+    }
+}
+
 /// A segment as readers see it.
 #[derive(Clone, Debug)]
 pub(crate) struct SegmentEntry {
@@ -584,13 +624,43 @@ impl Log {
     }
 
     fn closed_or_failed(&self) -> LogError {
-        match self.failure() {
-            Some(reason) => LogError::FailStopped {
-                log: self.shared.name.to_string(),
-                reason,
-            },
-            None => LogError::Closed(self.shared.name.to_string()),
-        }
+        closed_or_failed(&self.shared)
+    }
+
+    /// Checks, encodes and hashes the head of each event's record: the CPU
+    /// work of an append, done on the caller's thread. Nothing is queued.
+    ///
+    /// # Errors
+    /// Invalid or too large requests.
+    pub fn prepare(&self, events: Vec<EventInput>, atomic: bool) -> Result<PreparedAppend> {
+        self.check_request(&events)?;
+        Ok(PreparedAppend {
+            events: prepare(events)?,
+            atomic,
+        })
+    }
+
+    /// Queues a prepared append for the writer (waiting for queue space) and
+    /// returns its pending receipts. Appends submitted one after another by
+    /// one caller get LSNs in that order.
+    ///
+    /// # Errors
+    /// A closed or fail-stopped log.
+    pub async fn submit(&self, append: PreparedAppend) -> Result<PendingReceipts> {
+        let (reply, receipts) = oneshot::channel();
+        let PreparedAppend { events, atomic } = append;
+        self.sender()?
+            .send_async(Command::Append {
+                events,
+                atomic,
+                reply,
+            })
+            .await
+            .map_err(|_| self.closed_or_failed())?;
+        Ok(PendingReceipts {
+            receipts,
+            shared: Arc::clone(&self.shared),
+        })
     }
 
     /// Appends events and resolves once they are durable (per the log's
@@ -602,18 +672,8 @@ impl Log {
     /// Invalid or too large requests, [`LogError::EventIdConflict`], disk
     /// full, a fail-stopped or closed log.
     pub async fn append(&self, events: Vec<EventInput>, atomic: bool) -> Result<Vec<Receipt>> {
-        self.check_request(&events)?;
-        let events = prepare(events)?;
-        let (reply, receipts) = oneshot::channel();
-        self.sender()?
-            .send_async(Command::Append {
-                events,
-                atomic,
-                reply,
-            })
-            .await
-            .map_err(|_| self.closed_or_failed())?;
-        receipts.await.map_err(|_| self.closed_or_failed())?
+        let append = self.prepare(events, atomic)?;
+        self.submit(append).await?.wait().await
     }
 
     /// As [`Log::append`], but refuses with [`LogError::QueueFull`] instead

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -180,14 +180,66 @@ struct Appended {
     new_bytes: u64,
 }
 
+/// Keeps one stream's appends in request order on their way into the log,
+/// while their checking and hashing still run in parallel: each append waits
+/// for the one before it to be queued, queues itself, then lets the next go.
+struct QueueTurn {
+    previous_queued: oneshot::Receiver<()>,
+    queued: oneshot::Sender<()>,
+}
+
+impl QueueTurn {
+    /// Gives the turn up without queueing anything (the append failed
+    /// before it got that far): the next append may go once this one's
+    /// predecessor has been queued.
+    fn pass(self) {
+        tokio::spawn(async move {
+            let _ = self.previous_queued.await;
+            let _ = self.queued.send(());
+        });
+    }
+}
+
+/// Hands out [`QueueTurn`]s in request order.
+struct QueueTurns {
+    previous_queued: oneshot::Receiver<()>,
+}
+
+impl QueueTurns {
+    /// A chain whose first turn may go at once.
+    fn new() -> QueueTurns {
+        let (queued, previous_queued) = oneshot::channel();
+        let _ = queued.send(());
+        QueueTurns { previous_queued }
+    }
+
+    fn next(&mut self) -> QueueTurn {
+        let (queued, next_previous) = oneshot::channel();
+        let previous_queued = std::mem::replace(&mut self.previous_queued, next_previous);
+        QueueTurn {
+            previous_queued,
+            queued,
+        }
+    }
+}
+
 impl Appender {
     /// Checks and appends one request; answers once every event is durable,
-    /// and counts the outcome.
-    async fn append(&self, request: AppendRequest) -> Result<AppendResponse, Status> {
+    /// and counts the outcome. With a `turn`, the request enters the log's
+    /// queue only after the stream's previous request did.
+    async fn append(
+        &self,
+        request: AppendRequest,
+        turn: Option<QueueTurn>,
+    ) -> Result<AppendResponse, Status> {
         let received = Instant::now();
         let events = u64::try_from(request.events.len()).unwrap_or(u64::MAX);
         let mut metrics = None;
-        let result = self.append_checked(request, &mut metrics).await;
+        let mut turn = turn;
+        let result = self.append_checked(request, &mut metrics, &mut turn).await;
+        if let Some(turn) = turn {
+            turn.pass();
+        }
         let metrics = metrics.unwrap_or_else(|| self.metrics.unknown_log());
         match result {
             Ok(appended) => {
@@ -212,6 +264,7 @@ impl Appender {
         &self,
         request: AppendRequest,
         metrics: &mut Option<Arc<LogMetrics>>,
+        turn: &mut Option<QueueTurn>,
     ) -> Result<Appended, Status> {
         let AppendRequest {
             log,
@@ -244,9 +297,20 @@ impl Appender {
                 EventInput::new(event.event_id, bytes)
             })
             .collect();
-        let receipts = open
+        let prepared = open
             .log
-            .append(inputs, atomic)
+            .prepare(inputs, atomic)
+            .map_err(|error| status::from_log_error(&error))?;
+        if let Some(turn) = turn.as_mut() {
+            let _ = (&mut turn.previous_queued).await;
+        }
+        let pending = open.log.submit(prepared).await;
+        if let Some(turn) = turn.take() {
+            let _ = turn.queued.send(());
+        }
+        let receipts = pending
+            .map_err(|error| status::from_log_error(&error))?
+            .wait()
             .await
             .map_err(|error| status::from_log_error(&error))?;
         if receipts.len() != sent.len() {
@@ -390,7 +454,7 @@ impl LogRpc for LogService {
         request: Request<AppendRequest>,
     ) -> Result<Response<AppendResponse>, Status> {
         self.shared
-            .append(request.into_inner())
+            .append(request.into_inner(), None)
             .await
             .map(Response::new)
     }
@@ -404,14 +468,17 @@ impl LogRpc for LogService {
         let mut requests = request.into_inner();
         let in_flight = self.shared.limits.stream_appends_in_flight_max;
         // Appends run concurrently (up to `in_flight`) so one stream can fill
-        // a group commit; their handles queue in request order, so responses
-        // go out in order.
+        // a group commit and its checking and hashing use every core; they
+        // enter the log's queue in request order (so their LSNs follow the
+        // stream's order), and their handles queue in request order, so
+        // responses go out in order.
         let (pending_sender, mut pending) =
             mpsc::channel::<tokio::task::JoinHandle<Result<AppendResponse, Status>>>(in_flight);
         let (sender, receiver) = mpsc::channel(in_flight);
         let appender = self.shared.clone();
         let mut shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            let mut turns = QueueTurns::new();
             loop {
                 let next = tokio::select! {
                     next = requests.next() => next,
@@ -426,7 +493,9 @@ impl LogRpc for LogService {
                     }
                 };
                 let appender = appender.clone();
-                let handle = tokio::spawn(async move { appender.append(request).await });
+                let turn = turns.next();
+                let handle =
+                    tokio::spawn(async move { appender.append(request, Some(turn)).await });
                 if pending_sender.send(handle).await.is_err() {
                     break;
                 }

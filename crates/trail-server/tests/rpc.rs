@@ -631,7 +631,14 @@ async fn append_stream_answers_in_order_and_ends_on_error() -> Result {
     let requests: Vec<AppendRequest> = (0..20)
         .map(|n| AppendRequest {
             log: "s".to_owned(),
-            events: (0..5).map(|k| event(&format!("s{n}-{k}"))).collect(),
+            // Uneven sizes, so concurrent requests finish checking out of order.
+            events: (0..5)
+                .map(|k| {
+                    let mut event = event(&format!("s{n}-{k}"));
+                    event.payload = vec![b'x'; (n * 7919 + k * 104_729) % 20_000];
+                    event
+                })
+                .collect(),
             atomic: n % 2 == 0,
         })
         .collect();
@@ -641,11 +648,15 @@ async fn append_stream_answers_in_order_and_ends_on_error() -> Result {
         .await?
         .into_inner();
     let mut index = 0;
+    let mut last_lsn = 0;
     while let Some(response) = responses.next().await {
         let response = response?;
         assert_eq!(response.receipts.len(), 5);
         for (k, receipt) in response.receipts.iter().enumerate() {
             assert_eq!(receipt.event_id, format!("s{index}-{k}"));
+            // Requests run concurrently but enter the log in stream order.
+            assert_eq!(receipt.lsn, last_lsn + 1, "lsns follow the stream's order");
+            last_lsn = receipt.lsn;
         }
         index += 1;
     }
