@@ -410,6 +410,7 @@ pub(crate) fn verify_segments(
     progress: &mut dyn FnMut(Lsn),
 ) -> Result<VerifyReport> {
     let from = from.max(Lsn::FIRST);
+    let mut recorded_at_floor = i64::MIN;
     let mut report = VerifyReport {
         verified: 0,
         first: from,
@@ -440,7 +441,14 @@ pub(crate) fn verify_segments(
                 }
             }
         };
-        let scan = match scan_segment(file.as_ref(), path, &expected, *limit, &mut visit) {
+        let scan = match scan_segment(
+            file.as_ref(),
+            path,
+            &expected,
+            *limit,
+            recorded_at_floor,
+            &mut visit,
+        ) {
             Ok(scan) => scan,
             Err(LogError::Corruption {
                 file,
@@ -479,6 +487,7 @@ pub(crate) fn verify_segments(
             return Ok(report);
         }
         prev_hash = scan.last_hash;
+        recorded_at_floor = scan.last_recorded_at_unix_nanos;
     }
     progress(report.last);
     Ok(report)

@@ -85,6 +85,7 @@ fn scan_collecting(
     file: &dyn ReadFile,
     path: &Path,
     expected: &SegmentHeader,
+    recorded_at_floor: i64,
     progress: &mut dyn FnMut(Lsn),
 ) -> Result<(SegmentScan, Collected)> {
     let mut collected = Collected::default();
@@ -104,7 +105,7 @@ fn scan_collecting(
             progress(scanned.record.lsn);
         }
     };
-    let scan = scan_segment(file, path, expected, None, &mut visit)?;
+    let scan = scan_segment(file, path, expected, None, recorded_at_floor, &mut visit)?;
     Ok((scan, collected))
 }
 
@@ -147,7 +148,7 @@ pub(crate) fn index_sealed_segment(
     let header = SegmentHeader::decode(&header_bytes)
         .map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))?;
     let expected = SegmentHeader { log_id, ..header };
-    let (scan, collected) = scan_collecting(file.as_ref(), path, &expected, &mut |_| {})?;
+    let (scan, collected) = scan_collecting(file.as_ref(), path, &expected, i64::MIN, &mut |_| {})?;
     sealed_index(file.as_ref(), &scan, collected)
 }
 
@@ -197,6 +198,9 @@ pub(crate) fn recover(
         hash: genesis,
         recorded_at_unix_nanos: i64::MIN,
     };
+    // The last `recorded_at` of the previous segment, when it was scanned
+    // (time must not go backwards across segments either).
+    let mut recorded_at_floor = i64::MIN;
     let mut active = None;
     let mut torn_tail = None;
     let mut record_count = 0u64;
@@ -241,6 +245,8 @@ pub(crate) fn recover(
                         .recorded_at_unix_nanos
                         .max(seal.sealed_at_unix_nanos),
                 };
+                // Not scanned: its last record's time is not known here.
+                recorded_at_floor = i64::MIN;
                 ids.add_sealed(
                     SealedIds {
                         first_lsn: *first_lsn,
@@ -252,7 +258,8 @@ pub(crate) fn recover(
             }
         }
 
-        let (mut scan, collected) = scan_collecting(file.as_ref(), path, &expected, progress)?;
+        let (mut scan, collected) =
+            scan_collecting(file.as_ref(), path, &expected, recorded_at_floor, progress)?;
         if scan.seal.is_some() {
             if is_last && repair == Repair::CutTornTail {
                 finish_seal(fs, file.as_ref(), &mut scan)?;
@@ -367,6 +374,7 @@ pub(crate) fn recover(
             }
         }
         record_count += scan.record_count;
+        recorded_at_floor = scan.last_recorded_at_unix_nanos;
         tip = Tip {
             lsn: scan.last_lsn,
             hash: scan.last_hash,

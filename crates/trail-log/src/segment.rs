@@ -369,6 +369,9 @@ pub struct ScannedRecord<'a> {
     pub hash: RecordHash,
 }
 
+/// `recorded_at_floor` is the last `recorded_at` of the segment before (or
+/// `i64::MIN` when unknown): time never goes backwards across segments either.
+///
 /// Scans a segment from its header to its seal, the first bad frame or
 /// `limit` (a file offset; the file's end when `None`),
 /// checking CRCs, LSN density, chain links and batch markers, and calling
@@ -382,6 +385,7 @@ pub fn scan_segment(
     path: &Path,
     expected: &SegmentHeader,
     limit: Option<u64>,
+    recorded_at_floor: i64,
     visit: &mut dyn FnMut(&ScannedRecord<'_>),
 ) -> Result<SegmentScan> {
     let file_len = file
@@ -435,7 +439,7 @@ pub fn scan_segment(
         record_count: 0,
         last_lsn: Lsn(header.first_lsn.0 - 1),
         last_hash: header.prev_hash,
-        last_recorded_at_unix_nanos: i64::MIN,
+        last_recorded_at_unix_nanos: recorded_at_floor,
         end_offset: SEGMENT_HEADER_BYTES as u64,
         seal: None,
         damage: None,
