@@ -129,6 +129,14 @@ pub enum LogError {
         /// The decoder's message.
         reason: String,
     },
+    /// Another process has the store open.
+    #[error("data directory {root} is in use by another process (it holds {lock})")]
+    StoreLocked {
+        /// The store's root.
+        root: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// A bad option value.
     #[error("invalid option {option}: {reason}")]
     InvalidOption {
@@ -152,7 +160,9 @@ impl LogError {
             }
             LogError::EventIdConflict { .. } => ErrorKind::AlreadyExists,
             LogError::LogNotFound(_) | LogError::LsnNotFound { .. } => ErrorKind::NotFound,
-            LogError::FailStopped { .. } | LogError::Closed(_) => ErrorKind::Unavailable,
+            LogError::FailStopped { .. } | LogError::Closed(_) | LogError::StoreLocked { .. } => {
+                ErrorKind::Unavailable
+            }
             LogError::Corruption { .. } | LogError::EventDecode { .. } => ErrorKind::DataLoss,
             LogError::Io { .. } => ErrorKind::Internal,
         }

@@ -58,13 +58,9 @@ impl Store {
         let lock_path = root.join(LOCK_FILE_NAME);
         let lock = fs.lock_exclusive(&lock_path).map_err(|error| {
             if error.kind() == std::io::ErrorKind::WouldBlock {
-                LogError::InvalidOption {
-                    option: "data directory",
-                    reason: format!(
-                        "{} is in use by another process (it holds {})",
-                        root.display(),
-                        lock_path.display()
-                    ),
+                LogError::StoreLocked {
+                    root: root.to_path_buf(),
+                    lock: lock_path.clone(),
                 }
             } else {
                 LogError::io("locking", &lock_path, error)

@@ -40,10 +40,10 @@ pub enum ServerError {
     #[error("configuration: {0}")]
     Config(String),
     /// Opening or closing the store failed.
-    #[error("store: {0}")]
+    #[error("store")]
     Store(#[from] LogError),
     /// Binding the listen address failed.
-    #[error("cannot listen on {address}: {source}")]
+    #[error("cannot listen on {address}")]
     Listen {
         /// The address.
         address: SocketAddr,
@@ -51,16 +51,16 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The gRPC transport failed.
-    #[error("grpc transport: {0}")]
+    #[error("grpc transport failed")]
     Transport(#[from] tonic::transport::Error),
     /// The metrics exporter could not start.
     #[error("metrics: {0}")]
     Metrics(String),
     /// Building the reflection service failed.
-    #[error("grpc reflection: {0}")]
+    #[error("grpc reflection failed")]
     Reflection(#[from] tonic_reflection::server::Error),
     /// A blocking task panicked or was cancelled.
-    #[error("background task failed: {0}")]
+    #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
 }
 
