@@ -22,7 +22,9 @@ step "build binaries (the end-to-end tests run them as processes)"
 cargo build --workspace --bins --locked
 
 step "cargo test (every crate, every test)"
-cargo test --workspace --locked
+test_log="$(mktemp)"
+trap 'rm -f "$test_log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$test_log"
 
 if [ "$fuzz_seconds" != "0" ]; then
     step "fuzz smoke run: ${fuzz_seconds}s per target"
@@ -30,3 +32,8 @@ if [ "$fuzz_seconds" != "0" ]; then
 else
     echo "TRAIL_FUZZ_SECONDS=0: fuzz smoke run not done (CI always runs it)"
 fi
+
+# One closing line for the whole suite (cargo prints one per test binary,
+# the last of which may be a crate with no doc-tests).
+awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+     END { printf "\ntests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$test_log"
