@@ -256,8 +256,46 @@ impl FileSystem for OsFileSystem {
     }
 }
 
-/// Joins a file name to a directory (a helper that keeps call sites short).
-#[must_use]
-pub fn join(directory: &Path, name: &str) -> PathBuf {
-    directory.join(name)
+/// Zeros are written in chunks of this size, so zeroing any range needs
+/// bounded memory.
+const ZERO_CHUNK_BYTES: usize = 1 << 20;
+
+/// Writes zeros over `[from, to)` of a file (no sync).
+///
+/// # Errors
+/// Any IO error; part of the range may have been written.
+pub fn write_zeros(file: &mut dyn WriteFile, from: u64, to: u64) -> io::Result<()> {
+    let zeros = vec![
+        0u8;
+        ZERO_CHUNK_BYTES
+            .min(usize::try_from(to.saturating_sub(from)).unwrap_or(ZERO_CHUNK_BYTES))
+    ];
+    let mut offset = from;
+    while offset < to {
+        let length = (to - offset).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..length], offset)?;
+        offset += length as u64;
+    }
+    Ok(())
+}
+
+/// Replaces the file at `path` with `bytes`, atomically and durably: written
+/// to `<path>.tmp` and synced, renamed into place, and the directory synced.
+/// A crash leaves the old file or the new one (and perhaps a `.tmp`, which
+/// recovery deletes).
+///
+/// # Errors
+/// Any IO error; the file at `path` is then unchanged or wholly replaced.
+pub fn write_file_durably(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    let temporary = PathBuf::from(temporary);
+    let mut file = fs.create(&temporary)?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_all()?;
+    fs.rename(&temporary, path)?;
+    match path.parent() {
+        Some(directory) => fs.sync_dir(directory),
+        None => Ok(()),
+    }
 }

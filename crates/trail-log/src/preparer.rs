@@ -16,9 +16,6 @@ use crate::log::Shared;
 /// recovery deletes one a crash left behind: it holds only zeros.
 pub(crate) const SPARE_FILE_NAME: &str = "spare.seg.tmp";
 
-/// Zeros are written in chunks of this size.
-const CHUNK_BYTES: usize = 1 << 20;
-
 /// A zero-filled, synced file of `capacity` bytes at `path`.
 pub(crate) fn zero_filled(
     shared: &Shared,
@@ -29,16 +26,9 @@ pub(crate) fn zero_filled(
         .fs
         .create(path)
         .map_err(|error| LogError::io("creating", path, error))?;
-    let zeros = vec![0u8; CHUNK_BYTES];
-    let mut offset = 0u64;
-    while offset < capacity {
-        let length = (capacity - offset).min(CHUNK_BYTES as u64) as usize;
-        file.write_all_at(&zeros[..length], offset)
-            .map_err(|error| LogError::io("preallocating", path, error))?;
-        offset += length as u64;
-    }
-    file.sync_all()
-        .map_err(|error| LogError::io("syncing", path, error))?;
+    crate::fs::write_zeros(file.as_mut(), 0, capacity)
+        .and_then(|()| file.sync_all())
+        .map_err(|error| LogError::io("preallocating", path, error))?;
     Ok(file)
 }
 

@@ -601,33 +601,19 @@ fn zero_range(fs: &dyn FileSystem, path: &Path, from: u64, to: u64) -> Result<()
     let mut file = fs
         .open_write(path)
         .map_err(|error| LogError::io("opening for writing", path, error))?;
-    let zeros = vec![0u8; 1 << 20];
-    let mut offset = from;
-    while offset < to {
-        let length = (to - offset).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..length], offset)
-            .map_err(|error| LogError::io("cutting the torn tail of", path, error))?;
-        offset += length as u64;
-    }
-    file.sync_data()
-        .map_err(|error| LogError::io("syncing", path, error))
+    crate::fs::write_zeros(file.as_mut(), from, to)
+        .and_then(|()| file.sync_data())
+        .map_err(|error| LogError::io("cutting the torn tail of", path, error))
 }
 
+/// Writes a sealed segment's sidecar index (see [`fs::write_file_durably`]).
 pub(crate) fn write_index_file(
     fs: &dyn FileSystem,
     path: &Path,
     index: &SegmentIndex,
 ) -> Result<()> {
-    let temporary = path.with_extension("idx.tmp");
-    let mut file = fs
-        .create(&temporary)
-        .map_err(|error| LogError::io("creating", &temporary, error))?;
-    file.write_all_at(&index.encode(), 0)
-        .map_err(|error| LogError::io("writing", &temporary, error))?;
-    file.sync_all()
-        .map_err(|error| LogError::io("syncing", &temporary, error))?;
-    fs.rename(&temporary, path)
-        .map_err(|error| LogError::io("renaming into place", path, error))
+    crate::fs::write_file_durably(fs, path, &index.encode())
+        .map_err(|error| LogError::io("writing", path, error))
 }
 
 /// Name of the marker a clean close leaves in the `wal` directory.
@@ -696,17 +682,8 @@ pub(crate) fn write_clean_close(
     marker: CleanClose,
 ) -> Result<()> {
     let path = wal_dir.join(CLEAN_CLOSE_FILE_NAME);
-    let temporary = wal_dir.join(format!("{CLEAN_CLOSE_FILE_NAME}.tmp"));
-    let mut file = fs
-        .create(&temporary)
-        .map_err(|error| LogError::io("creating", &temporary, error))?;
-    file.write_all_at(&marker.encode(), 0)
-        .and_then(|()| file.sync_all())
-        .map_err(|error| LogError::io("writing", &temporary, error))?;
-    fs.rename(&temporary, &path)
-        .map_err(|error| LogError::io("renaming into place", &path, error))?;
-    fs.sync_dir(wal_dir)
-        .map_err(|error| LogError::io("syncing", wal_dir, error))
+    crate::fs::write_file_durably(fs, &path, &marker.encode())
+        .map_err(|error| LogError::io("writing", &path, error))
 }
 
 /// Keeps the bytes a torn-tail cut removes, beside the segment, for
@@ -739,12 +716,6 @@ fn quarantine(
     source
         .read_exact_at(&mut bytes, cut.offset)
         .map_err(|error| LogError::io("reading", segment_path, error))?;
-    let mut file = fs
-        .create(&path)
-        .map_err(|error| LogError::io("creating", &path, error))?;
-    file.write_all_at(&bytes, 0)
-        .and_then(|()| file.sync_all())
-        .map_err(|error| LogError::io("writing", &path, error))?;
-    fs.sync_dir(wal_dir)
-        .map_err(|error| LogError::io("syncing", wal_dir, error))
+    crate::fs::write_file_durably(fs, &path, &bytes)
+        .map_err(|error| LogError::io("writing", &path, error))
 }

@@ -497,7 +497,8 @@ impl Writer {
             let path = active.path.clone();
             let length = self.buffer.len();
             let undone = error.kind() == std::io::ErrorKind::StorageFull
-                && active.file.write_all_at(&vec![0u8; length], offset).is_ok();
+                && crate::fs::write_zeros(active.file.as_mut(), offset, offset + length as u64)
+                    .is_ok();
             self.discard_staged();
             if undone {
                 return Err(LogError::io("writing", path, error));
