@@ -325,7 +325,10 @@ fn retries_survive_a_sidecar_lost_while_running() -> TestResult {
     let sidecar = wal_dir(directory.path()).join("00000000000000000001.idx");
     std::fs::remove_file(&sidecar)?;
     let retried = append_one(&log, "early")?;
-    assert!(retried.duplicate, "the retry is found through a rebuilt sidecar");
+    assert!(
+        retried.duplicate,
+        "the retry is found through a rebuilt sidecar"
+    );
     assert_eq!((retried.lsn, retried.hash), (first.lsn, first.hash));
     assert!(sidecar.exists(), "the rebuilt sidecar was written back");
     Ok(())

@@ -6,24 +6,23 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use prost::Message;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 use tonic_prost::ProstCodec;
-use trail_log::{Durability, LogName, LogOptions, Lsn, Store};
+use trail_log::{LogName, Lsn, Store};
 use trail_proto::server_view;
 use trail_proto::v1::log_client::LogClient;
 use trail_proto::v1::state_change::Kind;
 use trail_proto::v1::{AppendResponse, Event, Outcome, ReadRequest, StateChange};
-use trail_server::Config;
+use trail_server::{Limits, Metrics};
 
-type Result<T = (), E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+mod common;
+
+use common::{sync_options, test_config, Result, Served};
 
 const LOG: &str = "exact";
 
@@ -138,25 +137,11 @@ fn stored_events(store: &Store) -> Result<Vec<Vec<u8>>> {
 #[tokio::test]
 async fn appended_bytes_are_stored_exactly_as_sent() -> Result {
     let dir = tempfile::tempdir()?;
-    let config = Config {
-        shutdown_grace_ms: 5_000,
-        ..Config::default()
-    };
-    let options = LogOptions {
-        durability: Durability::Sync,
-        ..config.log_options()
-    };
+    let config = test_config(Limits::default());
+    let options = sync_options(&config);
     let store = Arc::new(Store::open(dir.path(), options.clone())?);
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = Arc::clone(&store);
-    let task = tokio::spawn(async move {
-        trail_server::serve(&config, served, listener, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let served = Served::start(config, Arc::clone(&store), Metrics::disabled()).await?;
+    let address = served.address.clone();
     let channel = Endpoint::from_shared(address)?.connect().await?;
 
     let odd = hand_encoded("e-odd");
@@ -252,8 +237,7 @@ async fn appended_bytes_are_stored_exactly_as_sent() -> Result {
     }
     assert_eq!(read_bytes, vec![odd.clone(), canonical.clone()]);
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), task).await???;
+    served.stop().await?;
     store.close()?;
     drop(store);
 

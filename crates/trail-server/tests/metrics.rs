@@ -7,14 +7,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
-use trail_log::{Durability, LogOptions, Store};
+use tokio::net::TcpStream;
+use trail_log::Store;
 use trail_proto::v1::log_client::LogClient;
 use trail_proto::v1::{AppendRequest, Event, Outcome};
-use trail_server::{Config, Metrics};
+use trail_server::{Limits, Metrics};
 
-type Result<T = (), E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+mod common;
+
+use common::{sync_options, test_config, Result, Served};
 
 fn event(id: &str) -> Event {
     Event {
@@ -80,29 +81,15 @@ fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 #[tokio::test]
 async fn appends_show_up_on_the_metrics_endpoint() -> Result {
     let dir = tempfile::tempdir()?;
-    let config = Config {
-        shutdown_grace_ms: 5_000,
-        ..Config::default()
-    };
-    let options = LogOptions {
-        durability: Durability::Sync,
-        ..config.log_options()
-    };
+    let config = test_config(Limits::default());
+    let options = sync_options(&config);
     let store = Arc::new(Store::open(dir.path(), options)?);
     let (metrics, endpoint) = Metrics::start(([127, 0, 0, 1], 0).into())?;
     let metrics_address = endpoint.address();
     assert!(metrics_address.ip().is_loopback() && metrics_address.port() != 0);
 
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let address = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let served = Arc::clone(&store);
-    let task = tokio::spawn(async move {
-        trail_server::serve_with_metrics(&config, served, listener, metrics, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let served = Served::start(config, Arc::clone(&store), metrics).await?;
+    let address = served.address.clone();
     let mut client = LogClient::connect(address).await?;
 
     client.append(append("audit", &["a", "b", "c"])).await?;
@@ -216,8 +203,7 @@ async fn appends_show_up_on_the_metrics_endpoint() -> Result {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let _ = stop.send(());
-    tokio::time::timeout(Duration::from_secs(10), task).await???;
+    served.stop().await?;
     drop(endpoint);
     store.close()?;
     Ok(())

@@ -7,29 +7,28 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
 use trail_log::fault::{FaultPlan, FaultyFileSystem};
 use trail_log::fs::OsFileSystem;
-use trail_log::{Durability, LogOptions, Store};
+use trail_log::{LogOptions, Store};
 use trail_proto::v1::log_client::LogClient;
 use trail_proto::v1::state_change::Kind;
 use trail_proto::v1::{
     AppendRequest, Event, HeadRequest, Outcome, ReadRequest, Record, StateChange, SubscribeRequest,
     VerifyRequest,
 };
-use trail_server::{Config, Limits, ServerError};
+use trail_server::{Limits, Metrics};
 
-type Result<T = (), E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+mod common;
+
+use common::{sync_options, test_config, Result, Served};
 
 struct TestServer {
     client: LogClient<Channel>,
     address: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), ServerError>>,
+    served: Served,
     store: Arc<Store>,
     _dir: tempfile::TempDir,
 }
@@ -41,16 +40,11 @@ impl TestServer {
 
     async fn start_with(limits: Limits, plan: Option<FaultPlan>) -> Result<TestServer> {
         let dir = tempfile::tempdir()?;
-        let config = Config {
-            limits,
-            shutdown_grace_ms: 5_000,
-            ..Config::default()
-        };
+        let config = test_config(limits);
         let options = LogOptions {
-            durability: Durability::Sync,
             segment_bytes: 4 << 20,
             group_bytes_max: 1 << 20,
-            ..config.log_options()
+            ..sync_options(&config)
         };
         let store = match plan {
             None => Store::open(dir.path(), options)?,
@@ -61,32 +55,20 @@ impl TestServer {
             )?,
         };
         let store = Arc::new(store);
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let address = format!("http://{}", listener.local_addr()?);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let served = Arc::clone(&store);
-        let task = tokio::spawn(async move {
-            trail_server::serve(&config, served, listener, async {
-                let _ = stopped.await;
-            })
-            .await
-        });
+        let served = Served::start(config, Arc::clone(&store), Metrics::disabled()).await?;
+        let address = served.address.clone();
         let client = LogClient::connect(address.clone()).await?;
         Ok(TestServer {
             client,
             address,
-            stop: Some(stop),
-            task,
+            served,
             store,
             _dir: dir,
         })
     }
 
-    async fn stop(mut self) -> Result {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        tokio::time::timeout(Duration::from_secs(10), self.task).await???;
+    async fn stop(self) -> Result {
+        self.served.stop().await?;
         self.store.close()?;
         Ok(())
     }
@@ -581,10 +563,7 @@ async fn a_fail_stopped_log_is_unavailable_and_still_readable() -> Result {
         1
     );
     // Shutdown still completes; the store reports the failed log on close.
-    if let Some(stop) = server.stop.take() {
-        let _ = stop.send(());
-    }
-    tokio::time::timeout(Duration::from_secs(10), server.task).await???;
+    server.served.stop().await?;
     let _ = server.store.close();
     Ok(())
 }

@@ -1,0 +1,71 @@
+//! A real server on a free 127.0.0.1 port for the integration tests: start
+//! it over a store, stop it (bounded wait), nothing else.
+#![allow(dead_code)] // each test binary uses a part
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use trail_log::{Durability, LogOptions, Store};
+use trail_server::{Config, Limits, Metrics, ServerError};
+
+pub type Result<T = (), E = Box<dyn std::error::Error + Send + Sync>> = std::result::Result<T, E>;
+
+/// How long a stopping server may take before the test fails.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The tests' configuration: these limits, a short shutdown grace.
+pub fn test_config(limits: Limits) -> Config {
+    Config {
+        limits,
+        shutdown_grace_ms: 5_000,
+        ..Config::default()
+    }
+}
+
+/// The configuration's log options in `Sync` mode (whatever the default).
+pub fn sync_options(config: &Config) -> LogOptions {
+    LogOptions {
+        durability: Durability::Sync,
+        ..config.log_options()
+    }
+}
+
+/// A running server.
+pub struct Served {
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::result::Result<(), ServerError>>,
+}
+
+impl Served {
+    /// Serves `store` on a free loopback port.
+    pub async fn start(config: Config, store: Arc<Store>, metrics: Metrics) -> Result<Served> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let address = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            trail_server::serve_with_metrics(&config, store, listener, metrics, async {
+                let _ = stopped.await;
+            })
+            .await
+        });
+        Ok(Served {
+            address,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    /// Shuts the server down and waits for it; fails if it returned an error
+    /// or took longer than [`STOP_TIMEOUT`].
+    pub async fn stop(mut self) -> Result {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        tokio::time::timeout(STOP_TIMEOUT, self.task).await???;
+        Ok(())
+    }
+}
