@@ -38,15 +38,17 @@ pub enum LogError {
     #[error("invalid request: {0}")]
     InvalidArgument(String),
     /// Something the caller sent is above a limit.
-    #[error("{what} is {size} bytes; the limit is {limit} ({setting})")]
+    #[error("{what} is {size} {unit}; the limit is {limit} ({setting})")]
     TooLarge {
         /// What is too large, e.g. `events[2]`.
         what: String,
         /// Its size.
         size: u64,
+        /// What `size` and `limit` count, e.g. `bytes`.
+        unit: &'static str,
         /// The limit.
         limit: u64,
-        /// The option that sets the limit.
+        /// The configuration key that sets the limit.
         setting: &'static str,
     },
     /// The log's append queue is full: back off and retry.
@@ -77,6 +79,17 @@ pub enum LogError {
         lsn: Lsn,
         /// The log's durable head.
         head: Lsn,
+    },
+    /// The LSN is in the log's archived prefix: its segment is not on
+    /// local disk.
+    #[error("lsn {lsn} of log {log} is archived; the local log starts at lsn {first_local}")]
+    NotLocal {
+        /// The log.
+        log: String,
+        /// The LSN asked for.
+        lsn: Lsn,
+        /// The first LSN on local disk.
+        first_local: Lsn,
     },
     /// No space left on the device; nothing was written, the log goes on
     /// once space returns.
@@ -121,14 +134,6 @@ pub enum LogError {
         #[source]
         source: Arc<io::Error>,
     },
-    /// An event's bytes are not a `trail.v1.Event`.
-    #[error("lsn {lsn}: stored event does not decode: {reason}")]
-    EventDecode {
-        /// The record.
-        lsn: Lsn,
-        /// The decoder's message.
-        reason: String,
-    },
     /// Another process has the store open.
     #[error("data directory {root} is in use by another process (it holds {lock})")]
     StoreLocked {
@@ -159,11 +164,13 @@ impl LogError {
                 ErrorKind::ResourceExhausted
             }
             LogError::EventIdConflict { .. } => ErrorKind::AlreadyExists,
-            LogError::LogNotFound(_) | LogError::LsnNotFound { .. } => ErrorKind::NotFound,
+            LogError::LogNotFound(_) | LogError::LsnNotFound { .. } | LogError::NotLocal { .. } => {
+                ErrorKind::NotFound
+            }
             LogError::FailStopped { .. } | LogError::Closed(_) | LogError::StoreLocked { .. } => {
                 ErrorKind::Unavailable
             }
-            LogError::Corruption { .. } | LogError::EventDecode { .. } => ErrorKind::DataLoss,
+            LogError::Corruption { .. } => ErrorKind::DataLoss,
             LogError::Io { .. } => ErrorKind::Internal,
         }
     }

@@ -226,22 +226,6 @@ fn search_table(fs: &dyn FileSystem, sealed: &SealedSegmentIds, key: u64) -> Res
     Ok(lsns)
 }
 
-/// Reads and checks a sidecar index.
-pub(crate) fn read_index(fs: &dyn FileSystem, path: &std::path::Path) -> Result<SegmentIndex> {
-    let file = fs
-        .open_read(path)
-        .map_err(|error| LogError::io("opening", path, error))?;
-    let len = file
-        .len()
-        .map_err(|error| LogError::io("reading the length of", path, error))?;
-    let len = usize::try_from(len)
-        .map_err(|_| LogError::corruption(path, 0, Lsn::ZERO, "index file too large"))?;
-    let mut bytes = vec![0u8; len];
-    file.read_exact_at(&mut bytes, 0)
-        .map_err(|error| LogError::io("reading", path, error))?;
-    SegmentIndex::decode(&bytes).map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,14 @@
 //! keys for the idempotency check. Derived from the segment and rebuilt from
 //! it whenever missing or damaged.
 
-use crate::types::Lsn;
+use std::path::Path;
+
+use crate::error::{LogError, Result};
+use crate::fs::{FileSystem, ReadFile};
+use crate::segment::{
+    check_sealed_end, scan_segment, ScannedRecord, SegmentHeader, SegmentScan, SEGMENT_HEADER_BYTES,
+};
+use crate::types::{Lsn, RecordHash};
 
 /// The magic an index file starts with.
 pub const INDEX_MAGIC: [u8; 8] = *b"TRAILIDX";
@@ -155,6 +162,140 @@ pub fn seek_offset(sparse: &[(Lsn, u64)], lsn: Lsn, segment_start: u64) -> u64 {
     } else {
         sparse[position - 1].1
     }
+}
+
+/// What a full scan of a segment collects besides the scan itself.
+#[derive(Default)]
+pub(crate) struct Collected {
+    pub sparse: Vec<(Lsn, u64)>,
+    pub keys: Vec<(u64, Lsn)>,
+}
+
+pub(crate) fn scan_collecting(
+    file: &dyn ReadFile,
+    path: &Path,
+    expected: &SegmentHeader,
+    recorded_at_floor: i64,
+    progress: &mut dyn FnMut(Lsn),
+) -> Result<(SegmentScan, Collected)> {
+    let mut collected = Collected::default();
+    let mut visit = |scanned: &ScannedRecord<'_>| {
+        let offset = scanned.offset;
+        if collected
+            .sparse
+            .last()
+            .is_none_or(|(_, last)| offset >= last + SPARSE_STRIDE_BYTES)
+        {
+            collected.sparse.push((scanned.record.lsn, offset));
+        }
+        collected
+            .keys
+            .push((event_id_key(&scanned.record.event_id), scanned.record.lsn));
+        if scanned.record.lsn.0.is_multiple_of(4096) {
+            progress(scanned.record.lsn);
+        }
+    };
+    let scan = scan_segment(file, path, expected, None, recorded_at_floor, &mut visit)?;
+    Ok((scan, collected))
+}
+
+/// Builds a sealed segment's sidecar index by scanning it.
+pub(crate) fn index_sealed_segment(
+    fs: &dyn FileSystem,
+    path: &Path,
+    log_id: RecordHash,
+) -> Result<SegmentIndex> {
+    let file = fs
+        .open_read(path)
+        .map_err(|error| LogError::io("opening", path, error))?;
+    let mut header_bytes = [0u8; SEGMENT_HEADER_BYTES];
+    file.read_exact_at(&mut header_bytes, 0)
+        .map_err(|error| LogError::io("reading the header of", path, error))?;
+    let header = SegmentHeader::decode(&header_bytes)
+        .map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))?;
+    let expected = SegmentHeader { log_id, ..header };
+    let (scan, collected) = scan_collecting(file.as_ref(), path, &expected, i64::MIN, &mut |_| {})?;
+    sealed_index(file.as_ref(), &scan, collected)
+}
+
+/// A sealed segment's index from a full scan, after checking that the
+/// segment ends exactly with its seal and footer.
+pub(crate) fn sealed_index(
+    file: &dyn ReadFile,
+    scan: &SegmentScan,
+    collected: Collected,
+) -> Result<SegmentIndex> {
+    if let Some(damage) = &scan.damage {
+        return Err(LogError::corruption(
+            &scan.path,
+            damage.offset,
+            damage.lsn,
+            damage.reason.clone(),
+        ));
+    }
+    check_sealed_end(file, scan).map_err(|(offset, reason)| {
+        LogError::corruption(&scan.path, offset, scan.last_lsn.next(), reason)
+    })?;
+    Ok(index_from_scan(scan, collected))
+}
+
+/// The index a full scan of a segment with a seal implies.
+pub(crate) fn index_from_scan(scan: &SegmentScan, mut collected: Collected) -> SegmentIndex {
+    let seal_offset = scan.seal.map_or(scan.end_offset, |(_, offset)| offset);
+    collected.keys.sort_unstable();
+    SegmentIndex {
+        first_lsn: scan.header.first_lsn,
+        last_lsn: scan.last_lsn,
+        segment_bytes: scan.file_len,
+        seal_offset,
+        sparse: collected.sparse,
+        ids: collected.keys,
+    }
+}
+
+/// Writes a sealed segment's sidecar index (see [`crate::fs::write_file_durably`]).
+pub(crate) fn write_index_file(
+    fs: &dyn FileSystem,
+    path: &Path,
+    index: &SegmentIndex,
+) -> Result<()> {
+    crate::fs::write_file_durably(fs, path, &index.encode())
+        .map_err(|error| LogError::io("writing", path, error))
+}
+
+/// Reads and checks a sidecar index.
+pub(crate) fn read_index(fs: &dyn FileSystem, path: &std::path::Path) -> Result<SegmentIndex> {
+    let file = fs
+        .open_read(path)
+        .map_err(|error| LogError::io("opening", path, error))?;
+    let len = file
+        .len()
+        .map_err(|error| LogError::io("reading the length of", path, error))?;
+    let len = usize::try_from(len)
+        .map_err(|_| LogError::corruption(path, 0, Lsn::ZERO, "index file too large"))?;
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0)
+        .map_err(|error| LogError::io("reading", path, error))?;
+    SegmentIndex::decode(&bytes).map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))
+}
+
+/// Rebuilds a sealed segment's sidecar from the segment itself, and writes
+/// it back (best effort: the answer is right either way).
+pub(crate) fn rebuild_sidecar(
+    shared: &crate::catalog::Shared,
+    first_lsn: Lsn,
+) -> Result<SegmentIndex> {
+    let path = shared
+        .wal_dir
+        .join(crate::segment::segment_file_name(first_lsn));
+    let index = index_sealed_segment(shared.fs.as_ref(), &path, shared.genesis)?;
+    let index_path = shared
+        .wal_dir
+        .join(crate::segment::index_file_name(first_lsn));
+    if let Err(error) = write_index_file(shared.fs.as_ref(), &index_path, &index) {
+        tracing::warn!(%error, "could not rewrite a segment index");
+    }
+    Ok(index)
 }
 
 #[cfg(test)]

@@ -23,16 +23,24 @@
 
 #![warn(missing_docs)]
 
+pub mod append;
+pub mod background;
+pub mod catalog;
 pub mod codec;
 pub mod error;
 pub mod fault;
+pub mod follow;
 pub mod fs;
 pub mod index;
 pub mod offline;
 pub mod options;
+pub mod prefix;
+pub mod read;
 pub mod segment;
 pub mod types;
+pub mod verify;
 
+mod clean_close;
 mod ids;
 mod log;
 mod preparer;
@@ -40,18 +48,16 @@ mod recovery;
 mod store;
 mod writer;
 
-/// Protobuf messages generated from `proto/trail/v1/event.proto`.
-#[allow(missing_docs, clippy::all, clippy::pedantic)]
-pub mod proto {
-    include!(concat!(env!("OUT_DIR"), "/trail.v1.rs"));
-}
-
+pub use append::{AppendLimits, EventInput, PreparedAppend};
+pub use background::BackgroundStatus;
+pub use catalog::{RetentionHold, SegmentEvent, SegmentInfo};
 pub use error::{ErrorKind, LogError};
-pub use log::{
-    EventInput, Log, LogStats, PendingReceipts, PreparedAppend, RecordIter, StoredRecord,
-    VerifyFailure, VerifyReport,
-};
-pub use options::{Clock, LogOptions, SystemClock};
+pub use follow::Follower;
+pub use log::{Log, LogStats, PendingReceipts};
+pub use options::{Clock, LogOptions, ManualClock, SameBytes, SameContent, SystemClock};
+pub use prefix::ArchivedPrefix;
+pub use read::{RecordIter, StoredRecord};
 pub use recovery::TornTail;
 pub use store::{Store, WAL_DIR_NAME};
 pub use types::{Durability, Head, InvalidLogName, LogName, Lsn, Receipt, RecordHash, RecordKind};
+pub use verify::{VerifyFailure, VerifyReport};

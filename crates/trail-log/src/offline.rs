@@ -1,16 +1,19 @@
 //! Read-only access to a copy of a data directory, with no server: what the
-//! CLI's `inspect` and offline `verify` use. Nothing here writes.
+//! CLI's `inspect` and offline `verify` use. Nothing here writes: both run
+//! the planning half of recovery (which never writes), and verification
+//! then re-hashes every local segment through the same path as
+//! `Log::verify`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use crate::codec::genesis_hash;
 use crate::error::{LogError, Result};
 use crate::fs::{FileSystem, OsFileSystem};
-use crate::log::VerifyReport;
-use crate::recovery::{list_segments, recover, Repair, TornTail};
+use crate::prefix::ArchivedPrefix;
+use crate::recovery::{analyze, Depth, TornTail};
 use crate::store::WAL_DIR_NAME;
-use crate::types::{LogName, Lsn};
+use crate::types::{LogName, Lsn, RecordHash};
+use crate::verify::{verify_range, VerifyFailure, VerifyReport};
 
 /// One segment file as found on disk.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,118 +35,134 @@ pub struct SegmentSummary {
 pub struct LogSummary {
     /// The log.
     pub name: LogName,
-    /// Its segments, oldest first.
+    /// Its local segments, oldest first.
     pub segments: Vec<SegmentSummary>,
     /// A torn tail recovery would cut, if any.
     pub torn_tail: Option<TornTail>,
+    /// Where the local log starts when its earlier records are archived.
+    pub archived_prefix: Option<ArchivedPrefix>,
 }
 
-/// Lists every log under `root` with its segments. Reads every segment.
+/// The logs under `root`, sorted (directories with a `wal` inside).
 ///
 /// # Errors
-/// IO errors and corruption (naming file, offset and LSN).
-pub fn inspect(root: &Path) -> Result<Vec<LogSummary>> {
-    let fs: Arc<dyn FileSystem> = Arc::new(OsFileSystem);
+/// IO errors listing `root`.
+pub fn list_logs(root: &Path) -> Result<Vec<LogName>> {
+    let fs = OsFileSystem;
     let names = fs
         .list_dir(root)
         .map_err(|error| LogError::io("listing", root, error))?;
     let mut logs: Vec<LogName> = names
         .iter()
         .filter_map(|name| LogName::new(name).ok().filter(|log| log.as_str() == name))
+        .filter(|log| fs.exists(&wal_dir(root, log)).unwrap_or(false))
         .collect();
     logs.sort();
-    let mut summaries = Vec::new();
-    for name in logs {
-        let wal_dir = root.join(name.as_str()).join(WAL_DIR_NAME);
-        if !fs.exists(&wal_dir).unwrap_or(false) {
-            continue;
-        }
-        let recovery = recover(
-            fs.as_ref(),
-            &wal_dir,
-            genesis_hash(name.as_str()),
-            false,
-            Repair::ReadOnly,
-            &mut |_| {},
-        )?;
-        let mut segments = Vec::new();
-        for (entry, (_, path)) in recovery
-            .catalog
-            .segments
-            .iter()
-            .zip(list_segments(fs.as_ref(), &wal_dir)?)
-        {
-            let bytes = fs
-                .open_read(&path)
-                .and_then(|file| file.len())
-                .map_err(|error| LogError::io("reading the length of", &path, error))?;
-            segments.push(SegmentSummary {
-                file: path,
-                first_lsn: entry.first_lsn,
-                last_lsn: (entry.last_lsn >= entry.first_lsn).then_some(entry.last_lsn),
-                bytes,
-                sealed: entry.sealed,
-            });
-        }
-        summaries.push(LogSummary {
-            name,
-            segments,
-            torn_tail: recovery.torn_tail,
-        });
-    }
-    Ok(summaries)
+    Ok(logs)
 }
 
-/// Verifies a whole log in a data directory without modifying it: every
-/// record's CRC, LSN, chain link, every seal and segment boundary. A torn
-/// tail (never acknowledged) is not a failure; damage to synced data is.
+fn wal_dir(root: &Path, name: &LogName) -> PathBuf {
+    root.join(name.as_str()).join(WAL_DIR_NAME)
+}
+
+/// Describes one log's files (headers, seals, footers, sidecars and the
+/// active segment; sealed segments are not re-hashed).
 ///
 /// # Errors
-/// IO errors, and [`LogError::LogNotFound`] when the log is not there.
-pub fn verify(root: &Path, name: &LogName, progress: &mut dyn FnMut(Lsn)) -> Result<VerifyReport> {
+/// IO errors, [`LogError::LogNotFound`], and corruption (naming file,
+/// offset and LSN).
+pub fn inspect_log(root: &Path, name: &LogName) -> Result<LogSummary> {
     let fs = OsFileSystem;
-    let wal_dir = root.join(name.as_str()).join(WAL_DIR_NAME);
+    let wal_dir = existing_wal_dir(&fs, root, name)?;
+    let plan = analyze(
+        &fs,
+        &wal_dir,
+        genesis_hash(name.as_str()),
+        Depth::Quick,
+        &mut |_| {},
+    )?;
+    let segments = plan
+        .catalog
+        .segments
+        .iter()
+        .map(|entry| SegmentSummary {
+            file: entry.path.clone(),
+            first_lsn: entry.first_lsn,
+            last_lsn: (entry.last_lsn >= entry.first_lsn).then_some(entry.last_lsn),
+            bytes: entry.file_bytes,
+            sealed: entry.sealed,
+        })
+        .collect();
+    Ok(LogSummary {
+        name: name.clone(),
+        segments,
+        torn_tail: plan.torn_tail,
+        archived_prefix: plan.catalog.prefix,
+    })
+}
+
+/// Lists every log under `root` with its segments.
+///
+/// # Errors
+/// As [`inspect_log`], for the first log that fails.
+pub fn inspect(root: &Path) -> Result<Vec<LogSummary>> {
+    list_logs(root)?
+        .iter()
+        .map(|name| inspect_log(root, name))
+        .collect()
+}
+
+fn existing_wal_dir(fs: &dyn FileSystem, root: &Path, name: &LogName) -> Result<PathBuf> {
+    let wal_dir = wal_dir(root, name);
     if !fs
         .exists(&wal_dir)
         .map_err(|error| LogError::io("looking for", &wal_dir, error))?
     {
         return Err(LogError::LogNotFound(name.to_string()));
     }
-    match recover(
-        &fs,
-        &wal_dir,
-        genesis_hash(name.as_str()),
-        true,
-        Repair::ReadOnly,
-        progress,
-    ) {
-        Ok(recovery) => {
-            let tip = recovery.recovered.tip;
-            Ok(VerifyReport {
-                verified: recovery.record_count,
-                first: Lsn::FIRST,
-                last: tip.lsn,
-                head_hash: tip.hash,
-                failure: None,
-            })
-        }
+    Ok(wal_dir)
+}
+
+/// Verifies a whole log in a data directory without modifying it: every
+/// record's CRC, LSN, chain link, every seal and segment boundary, from
+/// genesis or from the archived prefix's hash. A torn tail (bytes past the
+/// durable end that the next open would cut) is not a failure; it is
+/// reported in [`VerifyReport::torn_tail`]. Damage to synced data is.
+///
+/// # Errors
+/// IO errors, and [`LogError::LogNotFound`] when the log is not there.
+pub fn verify(root: &Path, name: &LogName, progress: &mut dyn FnMut(Lsn)) -> Result<VerifyReport> {
+    let fs = OsFileSystem;
+    let wal_dir = existing_wal_dir(&fs, root, name)?;
+    let genesis = genesis_hash(name.as_str());
+    let plan = match analyze(&fs, &wal_dir, genesis, Depth::Quick, &mut |_| {}) {
+        Ok(plan) => plan,
         Err(LogError::Corruption {
             file,
             offset,
             lsn,
             reason,
-        }) => Ok(VerifyReport {
-            verified: lsn.0.saturating_sub(1),
-            first: Lsn::FIRST,
-            last: Lsn(lsn.0.saturating_sub(1)),
-            head_hash: crate::types::RecordHash::default(),
-            failure: Some(crate::log::VerifyFailure {
+        }) => {
+            let mut report = VerifyReport::empty(Lsn::FIRST, RecordHash::default());
+            report.failure = Some(VerifyFailure {
                 lsn,
                 file,
                 offset,
                 reason,
-            }),
-        }),
-        Err(error) => Err(error),
-    }
+            });
+            return Ok(report);
+        }
+        Err(error) => return Err(error),
+    };
+    let mut report = verify_range(
+        &fs,
+        genesis,
+        &plan.catalog.segments,
+        plan.catalog.prefix.as_ref(),
+        Lsn::FIRST,
+        plan.tip.lsn,
+        progress,
+    )?;
+    report.torn_tail = plan.torn_tail;
+    Ok(report)
 }

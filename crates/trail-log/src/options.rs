@@ -1,9 +1,11 @@
 //! Per-log options, checked once at open.
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::append::{keys, AppendLimits};
 use crate::codec::FRAME_BODY_BYTES_MAX;
 use crate::error::{LogError, Result};
 use crate::segment::{SEAL_RESERVE_BYTES, SEGMENT_HEADER_BYTES};
@@ -13,15 +15,22 @@ use crate::types::Durability;
 /// (frame header, version byte, enum tags and worst-case varints).
 pub const RECORD_OVERHEAD_BYTES_MAX: usize = 128;
 
-/// Where the log reads the time for `recorded_at`.
+/// Where the log reads the time: the wall clock for `recorded_at`, and a
+/// monotonic clock for its timers (age-based sealing, interval syncs). A
+/// test drives both with [`ManualClock`] instead of sleeping.
 pub trait Clock: Send + Sync + fmt::Debug {
     /// Now, in unix nanoseconds.
     fn now_unix_nanos(&self) -> i64;
+    /// Time since an arbitrary fixed origin; never goes backwards.
+    fn monotonic(&self) -> Duration;
 }
 
-/// The system's wall clock.
+/// The system's clocks.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
+
+/// The origin of [`SystemClock::monotonic`].
+static MONOTONIC_ORIGIN: LazyLock<Instant> = LazyLock::new(Instant::now);
 
 impl Clock for SystemClock {
     fn now_unix_nanos(&self) -> i64 {
@@ -30,6 +39,66 @@ impl Clock for SystemClock {
             .map_or(0, |since| {
                 i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
             })
+    }
+
+    fn monotonic(&self) -> Duration {
+        MONOTONIC_ORIGIN.elapsed()
+    }
+}
+
+/// A clock that moves only when told to (tests). After moving it, call
+/// [`crate::Log::run_timers`] so the writer looks at its timers at once.
+#[derive(Debug)]
+pub struct ManualClock {
+    unix_nanos: AtomicI64,
+    monotonic_nanos: AtomicU64,
+}
+
+impl ManualClock {
+    /// A clock at the given wall time, monotonic time zero.
+    #[must_use]
+    pub fn new(unix_nanos: i64) -> ManualClock {
+        ManualClock {
+            unix_nanos: AtomicI64::new(unix_nanos),
+            monotonic_nanos: AtomicU64::new(0),
+        }
+    }
+
+    /// Moves both clocks forward.
+    pub fn advance(&self, by: Duration) {
+        let nanos = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.monotonic_nanos.fetch_add(nanos, Ordering::SeqCst);
+        self.unix_nanos
+            .fetch_add(i64::try_from(nanos).unwrap_or(i64::MAX), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_unix_nanos(&self) -> i64 {
+        self.unix_nanos.load(Ordering::SeqCst)
+    }
+
+    fn monotonic(&self) -> Duration {
+        Duration::from_nanos(self.monotonic_nanos.load(Ordering::SeqCst))
+    }
+}
+
+/// Decides whether a retried event is the same as the stored one, so the
+/// retry gets the original receipt instead of ALREADY_EXISTS. The engine
+/// does not know the event schema: the server gives it the rule, the way
+/// it gives the clock.
+pub trait SameContent: Send + Sync + fmt::Debug {
+    /// Whether `sent` carries the same event as `stored`.
+    fn same_content(&self, stored: &[u8], sent: &[u8]) -> bool;
+}
+
+/// The rule the engine uses unless told otherwise: equal bytes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SameBytes;
+
+impl SameContent for SameBytes {
+    fn same_content(&self, stored: &[u8], sent: &[u8]) -> bool {
+        stored == sent
     }
 }
 
@@ -49,15 +118,18 @@ pub struct LogOptions {
     /// Most bytes the writer puts in one write + fsync, and the most one
     /// append request may carry.
     pub group_bytes_max: usize,
-    /// Largest encoded event.
-    pub event_bytes_max: usize,
-    /// Most events in one append request.
-    pub batch_events_max: usize,
-    /// Longest event id, in bytes.
-    pub event_id_bytes_max: usize,
-    /// Check every record of every segment when the log opens (slower start,
-    /// but damage anywhere is found before the log takes writes).
+    /// What one append request may carry.
+    pub append: AppendLimits,
+    /// Re-hash every record of every sealed segment before the log opens
+    /// (start-up time grows with the log). Without it, sealed segments are
+    /// trusted at open by header, seal, footer and sidecar, and re-hashed in
+    /// the background when `verify_in_background` is set; the active segment
+    /// is always scanned, and every read checks the chain it passes.
     pub verify_on_open: bool,
+    /// Re-hash the sealed segments trusted at open on a background thread.
+    pub verify_in_background: bool,
+    /// Whether a retried event is the same as the stored one.
+    pub same_content: Arc<dyn SameContent>,
     /// In `Sync` mode, prepare the next (zero-filled) segment on a
     /// background thread, so rolling over does not stall appends. Turn off
     /// for deterministic simulation.
@@ -74,10 +146,10 @@ impl Default for LogOptions {
             segment_age_max: None,
             queue_depth: 4096,
             group_bytes_max: 4 << 20,
-            event_bytes_max: 1 << 20,
-            batch_events_max: 10_000,
-            event_id_bytes_max: 256,
-            verify_on_open: true,
+            append: AppendLimits::default(),
+            verify_on_open: false,
+            verify_in_background: true,
+            same_content: Arc::new(SameBytes),
             prepare_segments_ahead: true,
             clock: Arc::new(SystemClock),
         }
@@ -94,46 +166,51 @@ impl LogOptions {
             |option: &'static str, reason: String| Err(LogError::InvalidOption { option, reason });
         if !(64 * 1024..=(4u64 << 30)).contains(&self.segment_bytes) {
             return invalid(
-                "segment_bytes",
+                "log.segment_bytes",
                 format!("{} is outside 64 KiB..=4 GiB", self.segment_bytes),
             );
         }
         let usable = (self.segment_bytes - SEGMENT_HEADER_BYTES as u64 - SEAL_RESERVE_BYTES) / 2;
         if self.group_bytes_max as u64 > usable {
             return invalid(
-                "group_bytes_max",
+                keys::GROUP_BYTES_MAX,
                 format!("{} is above half of a segment's usable space ({usable}); raise segment_bytes or lower it", self.group_bytes_max),
             );
         }
-        let record_max = self.event_bytes_max + self.event_id_bytes_max + RECORD_OVERHEAD_BYTES_MAX;
+        let append = &self.append;
+        let record_max =
+            append.event_bytes_max + append.event_id_bytes_max + RECORD_OVERHEAD_BYTES_MAX;
         if record_max > self.group_bytes_max || record_max > FRAME_BODY_BYTES_MAX {
             return invalid(
-                "event_bytes_max",
+                keys::EVENT_BYTES_MAX,
                 format!(
-                    "a record of {record_max} bytes (event_bytes_max + event_id_bytes_max + {RECORD_OVERHEAD_BYTES_MAX}) must fit group_bytes_max ({}) and the frame limit ({FRAME_BODY_BYTES_MAX})",
+                    "a record of {record_max} bytes ({} + {} + {RECORD_OVERHEAD_BYTES_MAX}) must fit {} ({}) and the frame limit ({FRAME_BODY_BYTES_MAX})",
+                    keys::EVENT_BYTES_MAX,
+                    keys::EVENT_ID_BYTES_MAX,
+                    keys::GROUP_BYTES_MAX,
                     self.group_bytes_max
                 ),
             );
         }
-        if self.event_id_bytes_max == 0 {
-            return invalid("event_id_bytes_max", "must be at least 1".into());
+        if append.event_id_bytes_max == 0 {
+            return invalid(keys::EVENT_ID_BYTES_MAX, "must be at least 1".into());
         }
         if !(1..=1_000_000).contains(&self.queue_depth) {
             return invalid(
-                "queue_depth",
+                "log.queue_depth",
                 format!("{} is outside 1..=1000000", self.queue_depth),
             );
         }
-        if !(1..=1_000_000).contains(&self.batch_events_max) {
+        if !(1..=1_000_000).contains(&append.events_per_request_max) {
             return invalid(
-                "batch_events_max",
-                format!("{} is outside 1..=1000000", self.batch_events_max),
+                keys::EVENTS_PER_REQUEST_MAX,
+                format!("{} is outside 1..=1000000", append.events_per_request_max),
             );
         }
         if let Durability::Interval(interval) = self.durability {
             if interval.is_zero() || interval > Duration::from_secs(60) {
                 return invalid(
-                    "durability",
+                    "log.fsync_interval_ms",
                     format!("interval {interval:?} is outside (0, 60s]"),
                 );
             }
@@ -142,7 +219,7 @@ impl LogOptions {
             .segment_age_max
             .is_some_and(|age| age < Duration::from_millis(10))
         {
-            return invalid("segment_age_max", "must be at least 10ms".into());
+            return invalid("log.segment_age_max_secs", "must be at least 10ms".into());
         }
         Ok(())
     }

@@ -127,6 +127,16 @@ pub fn decode_footer(bytes: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(slice8(&bytes[..8])))
 }
 
+/// The first LSN a sidecar's file name names.
+#[must_use]
+pub fn parse_index_file_name(name: &str) -> Option<Lsn> {
+    let digits = name.strip_suffix(".idx")?;
+    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Lsn)
+}
+
 /// `<first_lsn:020>.seg`
 #[must_use]
 pub fn segment_file_name(first_lsn: Lsn) -> String {
@@ -632,4 +642,55 @@ pub fn max_durable_watermark_after(
         position += 1;
     }
     best
+}
+
+/// Checks that a sealed segment ends exactly with its seal and footer.
+pub(crate) fn check_sealed_end(
+    file: &dyn ReadFile,
+    scan: &SegmentScan,
+) -> std::result::Result<(), (u64, String)> {
+    let Some((_, seal_offset)) = scan.seal else {
+        return Err((scan.end_offset, "sealed segment has no valid seal".into()));
+    };
+    let mut seal_frame = vec![0u8; (scan.file_len.saturating_sub(seal_offset)) as usize];
+    file.read_exact_at(&mut seal_frame, seal_offset)
+        .map_err(|error| (seal_offset, error.to_string()))?;
+    let frame_len = codec::split_frame(&seal_frame)
+        .map_err(|error| (seal_offset, error.to_string()))?
+        .1;
+    let footer = &seal_frame[frame_len..];
+    if footer.len() != FOOTER_BYTES || decode_footer(footer) != Some(seal_offset) {
+        return Err((
+            seal_offset + frame_len as u64,
+            "sealed segment does not end with its footer".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// How many CRC-valid record frames start somewhere in `bytes` (a torn
+/// tail): what cutting those bytes drops, for the warning that says so.
+#[must_use]
+pub fn count_valid_record_frames(bytes: &[u8]) -> u64 {
+    let mut count = 0;
+    let mut position = 0usize;
+    while position + FRAME_HEADER_BYTES < bytes.len() {
+        let candidate = &bytes[position..];
+        let declared = u32::from_le_bytes(slice4(&candidate[..4])) as usize;
+        let plausible = declared != 0
+            && declared <= FRAME_BODY_BYTES_MAX
+            && FRAME_HEADER_BYTES + declared <= candidate.len()
+            && candidate[FRAME_HEADER_BYTES] == codec::BODY_FORMAT_VERSION;
+        if plausible {
+            if let Ok((body, frame_len)) = codec::split_frame(candidate) {
+                if matches!(codec::decode_body(body), Ok(Body::Record(_))) {
+                    count += 1;
+                    position += frame_len;
+                    continue;
+                }
+            }
+        }
+        position += 1;
+    }
+    count
 }

@@ -6,16 +6,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
+use crate::catalog::{Counters, RetentionGate, Shared, SEGMENT_EVENTS_CAPACITY};
 use crate::codec::genesis_hash;
 use crate::error::{LogError, Result};
 use crate::fs::{FileSystem, OsFileSystem};
-use crate::log::{Log, Shared};
+use crate::log::Log;
 use crate::options::LogOptions;
-use crate::recovery::{recover, Repair};
+use crate::recovery::{analyze, repair, Depth};
 use crate::types::{Head, LogName};
-use crate::writer::Writer;
+use crate::writer::{Writer, WriterStart};
 
 /// Name of the directory inside a log's directory that holds its segments.
 pub const WAL_DIR_NAME: &str = "wal";
@@ -177,6 +178,9 @@ impl Store {
     }
 }
 
+/// Opens a log: plan (read and decide), repair (the only writes), then
+/// hand the log to its writer, and start re-hashing in the background the
+/// sealed segments the plan trusted.
 fn open_log(
     fs: Arc<dyn FileSystem>,
     wal_dir: PathBuf,
@@ -184,30 +188,44 @@ fn open_log(
     options: LogOptions,
 ) -> Result<Log> {
     let genesis = genesis_hash(name.as_str());
-    let recovery = recover(
-        fs.as_ref(),
-        &wal_dir,
-        genesis,
-        options.verify_on_open,
-        Repair::CutTornTail,
-        &mut |_| {},
-    )?;
-    let tip = recovery.recovered.tip;
+    let depth = if options.verify_on_open {
+        Depth::Full
+    } else {
+        Depth::Quick
+    };
+    let mut plan = analyze(fs.as_ref(), &wal_dir, genesis, depth, &mut |_| {})?;
+    let active_file = repair(fs.as_ref(), &wal_dir, &plan)?;
+    let tip = plan.tip;
     let (head, _) = watch::channel(Head {
         lsn: tip.lsn,
         hash: tip.hash,
     });
+    let (segment_events, _) = broadcast::channel(SEGMENT_EVENTS_CAPACITY);
+    let active = match (plan.active.take(), active_file) {
+        (Some(tail), Some(file)) => Some((tail, file)),
+        _ => None,
+    };
+    let unverified = std::mem::take(&mut plan.unverified);
     let shared = Arc::new(Shared {
-        counters: crate::log::Counters::default(),
+        counters: Counters::default(),
         name: name.clone(),
         wal_dir,
         fs,
         genesis,
-        catalog: RwLock::new(recovery.catalog),
+        catalog: RwLock::new(plan.catalog),
         head,
+        segment_events,
+        retention: RetentionGate::default(),
+        background: crate::background::BackgroundVerification::default(),
+        closed: std::sync::atomic::AtomicBool::new(false),
     });
+    let start = WriterStart {
+        active,
+        tip,
+        ids: plan.ids,
+    };
     let (sender, receiver) = flume::bounded(options.queue_depth);
-    let writer = Writer::new(Arc::clone(&shared), options.clone(), recovery.recovered);
+    let writer = Writer::new(Arc::clone(&shared), options.clone(), start);
     let thread = std::thread::Builder::new()
         .name(format!("trail-writer-{name}"))
         .spawn(move || writer.run(&receiver))
@@ -218,10 +236,16 @@ fn open_log(
                 error,
             )
         })?;
+    let verifier = if options.verify_in_background {
+        crate::background::start(&shared, unverified)
+    } else {
+        None
+    };
     Ok(Log {
         shared,
         options,
         sender: Mutex::new(Some(sender)),
         writer: Mutex::new(Some(thread)),
+        verifier: Mutex::new(verifier),
     })
 }

@@ -109,64 +109,68 @@ fn retries_return_the_original_receipt_for_the_logs_whole_life() -> TestResult {
 }
 
 #[test]
-fn duplicates_inside_one_request_and_one_group() -> TestResult {
+fn an_event_id_repeated_inside_one_request_is_refused() -> TestResult {
     let directory = tempfile::tempdir()?;
     let (_store, log) = open(directory.path(), small_segments())?;
-    let receipts = log.append_blocking(
+    for request in [
         vec![event("a", 100), event("b", 100), event("a", 100)],
-        false,
-    )?;
-    assert_eq!(receipts[0].lsn, Lsn(1));
-    assert_eq!(receipts[1].lsn, Lsn(2));
-    assert!(receipts[2].duplicate);
-    assert_eq!(receipts[2].lsn, Lsn(1));
-    let error = log
-        .append_blocking(vec![event("c", 100), event("c", 120)], false)
-        .expect_err("same id, other content");
-    assert_eq!(error.kind(), ErrorKind::InvalidArgument);
-    assert_eq!(log.head().lsn, Lsn(2), "a refused request appends nothing");
+        vec![event("c", 100), event("c", 120)],
+    ] {
+        let error = log
+            .append_blocking(request, false)
+            .expect_err("an id repeated within a request");
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+        assert!(
+            error.to_string().contains("repeats an earlier event id"),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        log.head().lsn,
+        Lsn::ZERO,
+        "a refused request appends nothing"
+    );
     Ok(())
 }
 
-#[test]
-fn same_event_encoded_differently_is_a_duplicate() -> TestResult {
-    use prost::Message;
-    let directory = tempfile::tempdir()?;
-    let (_store, log) = open(directory.path(), small_segments())?;
-    let event = trail_log::proto::Event {
-        event_id: "enc".into(),
-        actor: "alice".into(),
-        action: "read".into(),
-        resource: "doc/1".into(),
-        ..Default::default()
-    };
-    let canonical = event.encode_to_vec();
-    // The same fields in another order: a valid encoding of the same event.
-    let mut reordered = trail_log::proto::Event {
-        resource: "doc/1".into(),
-        ..Default::default()
+/// The server's rule for "same content", as the engine is given it: here,
+/// equal once ASCII case is ignored.
+#[derive(Debug)]
+struct IgnoreCase;
+
+impl trail_log::SameContent for IgnoreCase {
+    fn same_content(&self, stored: &[u8], sent: &[u8]) -> bool {
+        stored.eq_ignore_ascii_case(sent)
     }
-    .encode_to_vec();
-    reordered.extend(
-        trail_log::proto::Event {
-            event_id: "enc".into(),
-            actor: "alice".into(),
-            action: "read".into(),
-            ..Default::default()
-        }
-        .encode_to_vec(),
+}
+
+#[test]
+fn retries_are_compared_by_the_rule_the_engine_is_given() -> TestResult {
+    let directory = tempfile::tempdir()?;
+    let options = trail_log::LogOptions {
+        same_content: std::sync::Arc::new(IgnoreCase),
+        ..small_segments()
+    };
+    let (_store, log) = open(directory.path(), options)?;
+    let input = |bytes: &[u8]| trail_log::EventInput::new("enc".into(), bytes.to_vec());
+    let first = log.append_blocking(vec![input(b"Refund 42")], false)?[0];
+    let same = log.append_blocking(vec![input(b"REFUND 42")], false)?[0];
+    assert!(same.duplicate);
+    assert_eq!(same.lsn, first.lsn);
+    let other = log.append_blocking(vec![input(b"refund 43")], false);
+    assert!(
+        matches!(other, Err(LogError::EventIdConflict { .. })),
+        "{other:?}"
     );
-    assert_ne!(canonical, reordered);
-    let first = log.append_blocking(
-        vec![trail_log::EventInput::new("enc".into(), canonical)],
-        false,
-    )?[0];
-    let second = log.append_blocking(
-        vec![trail_log::EventInput::new("enc".into(), reordered)],
-        false,
-    )?[0];
-    assert!(second.duplicate);
-    assert_eq!(second.lsn, first.lsn);
+    // With the default rule, only equal bytes are the same.
+    let plain_directory = tempfile::tempdir()?;
+    let (_plain_store, plain) = open(plain_directory.path(), small_segments())?;
+    plain.append_blocking(vec![input(b"Refund 42")], false)?;
+    let differs = plain.append_blocking(vec![input(b"REFUND 42")], false);
+    assert!(
+        matches!(differs, Err(LogError::EventIdConflict { .. })),
+        "{differs:?}"
+    );
     Ok(())
 }
 
@@ -197,7 +201,10 @@ fn limits_are_enforced_with_named_settings() -> TestResult {
         .append_blocking(vec![event("big", 5000)], false)
         .expect_err("event above the limit");
     assert_eq!(too_big.kind(), ErrorKind::ResourceExhausted);
-    assert!(too_big.to_string().contains("event_bytes_max"), "{too_big}");
+    assert!(
+        too_big.to_string().contains("limits.event_bytes_max"),
+        "{too_big}"
+    );
     let empty_id = log
         .append_blocking(vec![event("", 10)], false)
         .expect_err("empty id");

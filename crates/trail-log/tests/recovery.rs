@@ -8,6 +8,7 @@ use std::path::Path;
 
 use common::*;
 use proptest::prelude::*;
+use trail_log::LogOptions;
 use trail_log::{ErrorKind, LogError, Lsn};
 
 fn write_log(root: &Path, count: usize) -> Result<Vec<(String, trail_log::Receipt)>, LogError> {
@@ -60,7 +61,11 @@ fn frame_offset(path: &Path, n: usize) -> u64 {
 }
 
 fn expect_corruption(root: &Path, file: &Path) -> (u64, Lsn, String) {
-    match open(root, small_segments()) {
+    expect_corruption_with(root, file, small_segments())
+}
+
+fn expect_corruption_with(root: &Path, file: &Path, options: LogOptions) -> (u64, Lsn, String) {
+    match open(root, options) {
         Err(LogError::Corruption {
             file: found,
             offset,
@@ -75,6 +80,13 @@ fn expect_corruption(root: &Path, file: &Path) -> (u64, Lsn, String) {
     }
 }
 
+fn verify_at_open() -> LogOptions {
+    LogOptions {
+        verify_on_open: true,
+        ..small_segments()
+    }
+}
+
 #[test]
 fn flipped_bit_in_a_sealed_segment_refuses_to_open_and_touches_nothing() -> TestResult {
     let directory = tempfile::tempdir()?;
@@ -85,15 +97,59 @@ fn flipped_bit_in_a_sealed_segment_refuses_to_open_and_touches_nothing() -> Test
     let offset = frame_offset(target, 10) + 20;
     flip_bit(target, offset, 3)?;
     let before = snapshot(directory.path());
-    let (found_offset, lsn, reason) = expect_corruption(directory.path(), target);
+    let (found_offset, lsn, reason) =
+        expect_corruption_with(directory.path(), target, verify_at_open());
     assert_eq!(found_offset, frame_offset(target, 10));
     assert_eq!(lsn, Lsn(11));
     assert!(reason.contains("checksum"), "{reason}");
     assert_eq!(snapshot(directory.path()), before, "files are untouched");
-    let error = open(directory.path(), small_segments())
+    let error = open(directory.path(), verify_at_open())
         .err()
         .map(|error| error.kind());
     assert_eq!(error, Some(ErrorKind::DataLoss));
+    Ok(())
+}
+
+/// Without `verify_on_open`, sealed segments are trusted at open by their
+/// seal and sidecar: the log opens, background verification finds the
+/// damage (file, offset, lsn), and every read across it refuses it.
+#[test]
+fn flipped_bit_in_a_sealed_segment_is_found_in_the_background_and_by_reads() -> TestResult {
+    let directory = tempfile::tempdir()?;
+    write_log(directory.path(), 800)?;
+    let segments = segment_files(directory.path());
+    let target = &segments[0];
+    let damaged_offset = frame_offset(target, 10);
+    flip_bit(target, damaged_offset + 20, 3)?;
+    let before = snapshot(directory.path());
+    let (store, log) = open(directory.path(), small_segments())?;
+    assert_eq!(log.head().lsn, Lsn(800), "the log opens");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        let status = log.background_verification();
+        if !status.running || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let failure = status
+        .failure
+        .expect("background verification found the damage");
+    assert_eq!(failure.file, *target);
+    assert_eq!(failure.offset, damaged_offset);
+    assert_eq!(failure.lsn, Lsn(11));
+    assert!(status.segments_total >= 1);
+    let read: Result<Vec<_>, _> = log.read(Lsn(5), Lsn(20)).collect();
+    match read {
+        Err(LogError::Corruption { file, lsn, .. }) => {
+            assert_eq!(file, *target);
+            assert_eq!(lsn, Lsn(11));
+        }
+        other => panic!("a read across the damage must fail, got {other:?}"),
+    }
+    drop(log);
+    store.close()?;
+    assert_eq!(snapshot(directory.path()), before, "nothing was repaired");
     Ok(())
 }
 

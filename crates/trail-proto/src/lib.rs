@@ -1,14 +1,14 @@
-//! Generated code for Trail's gRPC contract, `proto/trail/v1/log.proto`.
-//!
-//! The event messages (`Event`, `StateChange`, `Outcome`) are the ones
-//! `trail-log` generates from `event.proto`, re-exported here so callers need
-//! only this crate.
+//! Generated code for Trail's gRPC contract, `proto/trail/v1/log.proto`,
+//! and the event schema it imports (`event.proto`): this crate owns the
+//! schema; the log engine stores events as bytes. [`content`] says when two
+//! encodings carry the same event (the rule the engine is given for
+//! idempotent retries).
+
+pub mod content;
 
 /// Messages and the `Log` service's client and server for package `trail.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
-    pub use trail_log::proto::{state_change, Event, Outcome, StateChange};
-
     include!(concat!(env!("OUT_DIR"), "/trail.v1.rs"));
 }
 

@@ -4,10 +4,11 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use trail_log::{Durability, LogOptions};
+use trail_log::{AppendLimits, Durability, LogOptions};
 
 use crate::limits::Limits;
 use crate::ServerError;
@@ -253,9 +254,12 @@ impl Config {
             queue_depth: self.log.queue_depth,
             group_bytes_max: self.log.group_bytes_max,
             verify_on_open: self.log.verify_on_open,
-            event_bytes_max: self.limits.event_bytes_max,
-            batch_events_max: self.limits.events_per_request_max,
-            event_id_bytes_max: self.limits.event_id_bytes_max,
+            append: AppendLimits {
+                events_per_request_max: self.limits.events_per_request_max,
+                event_bytes_max: self.limits.event_bytes_max,
+                event_id_bytes_max: self.limits.event_id_bytes_max,
+            },
+            same_content: Arc::new(crate::content::ProtoEventContent),
             ..LogOptions::default()
         }
     }

@@ -11,6 +11,7 @@
 //! ```
 
 pub mod config;
+pub mod content;
 pub mod limits;
 pub mod metrics;
 pub mod service;

@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use prost::Message;
 use tonic::{Code, Status};
-use trail_log::proto::{state_change::Kind, Event, Outcome, StateChange};
 use trail_log::LogName;
+use trail_proto::v1::{state_change::Kind, Event, Outcome, StateChange};
 
 use crate::limits::Limits;
 

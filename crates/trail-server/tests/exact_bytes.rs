@@ -163,13 +163,35 @@ async fn appended_bytes_are_stored_exactly_as_sent() -> Result {
     assert_eq!(stored_events(&store)?, vec![odd.clone(), canonical.clone()]);
 
     // A retry with the same bytes, or with another encoding of the same
-    // event, gets the original receipt.
+    // event (the known fields in canonical order, the unknown ones after
+    // them), gets the original receipt.
     let again = append_raw(&channel, vec![odd.clone()]).await?.receipts;
     assert_eq!((again[0].lsn, again[0].duplicate), (1, true));
     assert_eq!(again[0].hash, receipts[0].hash);
-    let reencoded = known_fields("e-odd").encode_to_vec();
-    let again = append_raw(&channel, vec![reencoded]).await?.receipts;
+    let mut reordered = known_fields("e-odd").encode_to_vec();
+    reordered.extend(length_delimited(99, b"a field this server does not know"));
+    reordered.extend(varint_field(1000, 7));
+    assert_ne!(reordered, odd);
+    let again = append_raw(&channel, vec![reordered]).await?.receipts;
     assert_eq!((again[0].lsn, again[0].duplicate), (1, true));
+
+    // A retry that drops (or changes) a field this build does not know is
+    // other content: passing it as a duplicate would silently drop bytes.
+    for other in [
+        known_fields("e-odd").encode_to_vec(),
+        [
+            known_fields("e-odd").encode_to_vec(),
+            length_delimited(99, b"a field this server does not know"),
+            varint_field(1000, 8),
+        ]
+        .concat(),
+    ] {
+        let conflict = append_raw(&channel, vec![other])
+            .await
+            .err()
+            .ok_or("other content passed as a duplicate")?;
+        assert_eq!(conflict.code(), Code::AlreadyExists, "{conflict:?}");
+    }
 
     // Bytes that are not an event are refused, naming the event.
     let refused = append_raw(&channel, vec![canonical.clone(), vec![0x0a, 0xff]])

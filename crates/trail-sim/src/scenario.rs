@@ -252,6 +252,11 @@ impl Clock for StepClock {
     fn now_unix_nanos(&self) -> i64 {
         self.0.fetch_add(1_000_000, Ordering::Relaxed)
     }
+
+    fn monotonic(&self) -> std::time::Duration {
+        // No timers run in the scenario (no age-based sealing, Sync mode).
+        std::time::Duration::ZERO
+    }
 }
 
 /// Options the scenario opens its log with.
@@ -263,12 +268,16 @@ pub fn sim_log_options() -> LogOptions {
         segment_age_max: None,
         queue_depth: 16,
         group_bytes_max: 16 * 1024,
-        event_bytes_max: EVENT_BYTES_MAX,
-        batch_events_max: 64,
-        event_id_bytes_max: 64,
+        append: trail_log::AppendLimits {
+            events_per_request_max: 64,
+            event_bytes_max: EVENT_BYTES_MAX,
+            event_id_bytes_max: 64,
+        },
         verify_on_open: true,
+        verify_in_background: false,
         prepare_segments_ahead: false,
         clock: Arc::new(StepClock::new()),
+        same_content: Arc::new(trail_log::SameBytes),
     }
 }
 

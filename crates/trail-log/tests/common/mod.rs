@@ -14,7 +14,10 @@ pub fn small_segments() -> LogOptions {
     LogOptions {
         segment_bytes: 64 * 1024,
         group_bytes_max: 16 * 1024,
-        event_bytes_max: 4 * 1024,
+        append: trail_log::AppendLimits {
+            event_bytes_max: 4 * 1024,
+            ..trail_log::AppendLimits::default()
+        },
         ..LogOptions::default()
     }
 }

@@ -1,0 +1,127 @@
+//! Background verification: the sealed segments a log trusted at open (by
+//! header, seal, footer and sidecar, without re-hashing them) are re-hashed
+//! on a thread of their own after the log opened, with progress the server
+//! reports as a metric. Damage found there is reported, never repaired: the
+//! reads of that segment fail on the same check.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+
+use crate::catalog::Shared;
+use crate::types::Lsn;
+use crate::verify::{verify_range, VerifyFailure};
+
+/// How far background verification has come.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BackgroundStatus {
+    /// Sealed segments it has to re-hash.
+    pub segments_total: u64,
+    /// Segments re-hashed and found sound.
+    pub segments_verified: u64,
+    /// Records in those segments.
+    pub records_verified: u64,
+    /// True while it runs.
+    pub running: bool,
+    /// The first damage it found; it stops there.
+    pub failure: Option<VerifyFailure>,
+}
+
+/// A log's background verification state.
+#[derive(Debug, Default)]
+pub(crate) struct BackgroundVerification {
+    status: Mutex<BackgroundStatus>,
+    stop: AtomicBool,
+}
+
+impl BackgroundVerification {
+    pub fn status(&self) -> BackgroundStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut BackgroundStatus)) {
+        change(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// Asks the thread to stop after the segment it is on.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Starts re-hashing `segments` (first LSNs, oldest first) on a thread.
+pub(crate) fn start(shared: &Arc<Shared>, segments: Vec<Lsn>) -> Option<JoinHandle<()>> {
+    if segments.is_empty() {
+        return None;
+    }
+    shared.background.update(|status| {
+        status.segments_total = segments.len() as u64;
+        status.running = true;
+    });
+    let shared = Arc::clone(shared);
+    let name = format!("trail-verify-{}", shared.name);
+    let spawned = std::thread::Builder::new()
+        .name(name)
+        .spawn(move || run(&shared, &segments));
+    match spawned {
+        Ok(handle) => Some(handle),
+        Err(error) => {
+            tracing::warn!(%error, "could not start background verification");
+            None
+        }
+    }
+}
+
+fn run(shared: &Shared, segments: &[Lsn]) {
+    for first_lsn in segments {
+        if shared.background.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let (catalog_segments, prefix) = {
+            let catalog = shared.catalog();
+            (catalog.segments.clone(), catalog.prefix.clone())
+        };
+        let Some(entry) = catalog_segments
+            .iter()
+            .find(|entry| entry.first_lsn == *first_lsn)
+        else {
+            continue;
+        };
+        let outcome = verify_range(
+            shared.fs.as_ref(),
+            shared.genesis,
+            &catalog_segments,
+            prefix.as_ref(),
+            entry.first_lsn,
+            entry.last_lsn,
+            &mut |_| {},
+        );
+        match outcome {
+            Ok(report) if report.failure.is_none() => shared.background.update(|status| {
+                status.segments_verified += 1;
+                status.records_verified += report.verified;
+            }),
+            Ok(report) => {
+                if let Some(failure) = &report.failure {
+                    tracing::error!(
+                        log = %shared.name, file = %failure.file.display(), offset = failure.offset,
+                        lsn = %failure.lsn, reason = %failure.reason,
+                        "background verification found damage in a sealed segment; reads of it fail"
+                    );
+                }
+                shared
+                    .background
+                    .update(|status| status.failure = report.failure);
+                break;
+            }
+            Err(error) => {
+                tracing::warn!(log = %shared.name, %error, "background verification stopped");
+                break;
+            }
+        }
+    }
+    shared.background.update(|status| status.running = false);
+}
