@@ -102,7 +102,11 @@ fn open(root: &Path, full: bool) -> Result {
         false,
     )?;
     let appended = start.elapsed();
-    let bytes: u64 = log.segments().iter().map(|segment| segment.data_bytes).sum();
+    let bytes: u64 = log
+        .segments()
+        .iter()
+        .map(|segment| segment.data_bytes)
+        .sum();
     println!(
         "opened {:.2} GiB, {} segments, head {}: head answered after {opened:.3?}, first durable append (lsn {}) after {appended:.3?}",
         bytes as f64 / f64::from(1u32 << 30),

@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 
 use crate::codec::PreparedBody;
+use crate::codec::RECORD_OVERHEAD_BYTES_MAX;
 use crate::error::{LogError, Result};
-use crate::options::RECORD_OVERHEAD_BYTES_MAX;
 use crate::types::RecordKind;
 
 /// One event to append: its id and the producer's encoding of it.

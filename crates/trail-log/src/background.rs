@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use crate::catalog::Shared;
-use crate::types::Lsn;
+use crate::catalog::SegmentEntry;
+use crate::fs::FileSystem;
+use crate::prefix::ArchivedPrefix;
+use crate::types::{LogName, Lsn, RecordHash};
 use crate::verify::{verify_range, VerifyFailure};
 
 /// How far background verification has come.
@@ -52,20 +54,29 @@ impl BackgroundVerification {
     }
 }
 
+/// What the verifier reads the log through: the catalog is the writer's,
+/// so the verifier asks for a snapshot of it before each segment.
+pub(crate) struct VerifierInputs {
+    pub name: LogName,
+    pub fs: Arc<dyn FileSystem>,
+    pub genesis: RecordHash,
+    pub state: Arc<BackgroundVerification>,
+    pub catalog: Box<dyn Fn() -> (Vec<SegmentEntry>, Option<ArchivedPrefix>) + Send>,
+}
+
 /// Starts re-hashing `segments` (first LSNs, oldest first) on a thread.
-pub(crate) fn start(shared: &Arc<Shared>, segments: Vec<Lsn>) -> Option<JoinHandle<()>> {
+pub(crate) fn start(inputs: VerifierInputs, segments: Vec<Lsn>) -> Option<JoinHandle<()>> {
     if segments.is_empty() {
         return None;
     }
-    shared.background.update(|status| {
+    inputs.state.update(|status| {
         status.segments_total = segments.len() as u64;
         status.running = true;
     });
-    let shared = Arc::clone(shared);
-    let name = format!("trail-verify-{}", shared.name);
+    let name = format!("trail-verify-{}", inputs.name);
     let spawned = std::thread::Builder::new()
         .name(name)
-        .spawn(move || run(&shared, &segments));
+        .spawn(move || run(&inputs, &segments));
     match spawned {
         Ok(handle) => Some(handle),
         Err(error) => {
@@ -75,15 +86,13 @@ pub(crate) fn start(shared: &Arc<Shared>, segments: Vec<Lsn>) -> Option<JoinHand
     }
 }
 
-fn run(shared: &Shared, segments: &[Lsn]) {
+fn run(inputs: &VerifierInputs, segments: &[Lsn]) {
+    let state = &inputs.state;
     for first_lsn in segments {
-        if shared.background.stop.load(Ordering::Acquire) {
+        if state.stop.load(Ordering::Acquire) {
             break;
         }
-        let (catalog_segments, prefix) = {
-            let catalog = shared.catalog();
-            (catalog.segments.clone(), catalog.prefix.clone())
-        };
+        let (catalog_segments, prefix) = (inputs.catalog)();
         let Some(entry) = catalog_segments
             .iter()
             .find(|entry| entry.first_lsn == *first_lsn)
@@ -91,8 +100,8 @@ fn run(shared: &Shared, segments: &[Lsn]) {
             continue;
         };
         let outcome = verify_range(
-            shared.fs.as_ref(),
-            shared.genesis,
+            inputs.fs.as_ref(),
+            inputs.genesis,
             &catalog_segments,
             prefix.as_ref(),
             entry.first_lsn,
@@ -100,28 +109,26 @@ fn run(shared: &Shared, segments: &[Lsn]) {
             &mut |_| {},
         );
         match outcome {
-            Ok(report) if report.failure.is_none() => shared.background.update(|status| {
+            Ok(report) if report.failure.is_none() => state.update(|status| {
                 status.segments_verified += 1;
                 status.records_verified += report.verified;
             }),
             Ok(report) => {
                 if let Some(failure) = &report.failure {
                     tracing::error!(
-                        log = %shared.name, file = %failure.file.display(), offset = failure.offset,
+                        log = %inputs.name, file = %failure.file.display(), offset = failure.offset,
                         lsn = %failure.lsn, reason = %failure.reason,
                         "background verification found damage in a sealed segment; reads of it fail"
                     );
                 }
-                shared
-                    .background
-                    .update(|status| status.failure = report.failure);
+                state.update(|status| status.failure = report.failure);
                 break;
             }
             Err(error) => {
-                tracing::warn!(log = %shared.name, %error, "background verification stopped");
+                tracing::warn!(log = %inputs.name, %error, "background verification stopped");
                 break;
             }
         }
     }
-    shared.background.update(|status| status.running = false);
+    state.update(|status| status.running = false);
 }

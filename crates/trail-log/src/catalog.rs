@@ -1,23 +1,17 @@
 //! The segment catalog: what the writer publishes about a log's segments for
 //! everyone else (readers, followers, the archive), the notifications it
-//! sends when a segment is created or sealed, and the retention gate that
-//! decides when a sealed segment may leave the local disk.
+//! sends when a segment is created or sealed, and the positions (tips)
+//! recovery hands the writer.
 //!
 //! The writer is the only one that changes the catalog; everyone else reads
 //! a snapshot of it (`Log::segments`) or waits for a change
-//! (`Log::segment_events`, `Log::watch_head`). `docs/FOLLOWERS.md` states
-//! the contract.
+//! (`Log::segment_events`, `Log::watch_head`). `docs/ENGINE.md` states the
+//! contract.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use tokio::sync::{broadcast, watch};
-
-use crate::fs::FileSystem;
 use crate::prefix::ArchivedPrefix;
-use crate::types::{Head, LogName, Lsn, RecordHash};
+use crate::types::{Lsn, RecordHash};
 
 /// How many segment events a slow listener may fall behind before it is
 /// told it lagged (and should re-read [`crate::Log::segments`]).
@@ -113,114 +107,6 @@ impl Catalog {
         self.prefix
             .as_ref()
             .map_or(Lsn::FIRST, |prefix| prefix.first_lsn)
-    }
-}
-
-/// Counters the writer keeps, for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub groups: AtomicU64,
-    pub records: AtomicU64,
-    pub bytes: AtomicU64,
-    pub syncs: AtomicU64,
-}
-
-/// State shared by a log's handle, its readers, followers and its writer.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub counters: Counters,
-    pub name: LogName,
-    /// `<root>/<log>/wal`
-    pub wal_dir: PathBuf,
-    pub fs: Arc<dyn FileSystem>,
-    pub genesis: RecordHash,
-    pub catalog: RwLock<Catalog>,
-    pub head: watch::Sender<Head>,
-    pub segment_events: broadcast::Sender<SegmentEvent>,
-    pub retention: RetentionGate,
-    pub background: crate::background::BackgroundVerification,
-    /// Set when the writer has exited: followers stop waiting.
-    pub closed: std::sync::atomic::AtomicBool,
-}
-
-impl Shared {
-    pub fn catalog(&self) -> RwLockReadGuard<'_, Catalog> {
-        self.catalog.read().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub fn catalog_mut(&self) -> RwLockWriteGuard<'_, Catalog> {
-        self.catalog.write().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Tells listeners; nobody listening is fine.
-    pub fn announce(&self, event: SegmentEvent) {
-        let _ = self.segment_events.send(event);
-    }
-}
-
-/// The holders of a log's sealed segments. A holder (the archive, a
-/// follower that reads from files) says up to which LSN it no longer needs
-/// the local files; a sealed segment may leave the local disk only when
-/// every holder released all of it.
-#[derive(Debug, Default)]
-pub(crate) struct RetentionGate {
-    next_id: AtomicU64,
-    /// Holder id -> (name, released through this LSN).
-    holders: Mutex<BTreeMap<u64, (String, Lsn)>>,
-}
-
-impl RetentionGate {
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, (String, Lsn)>> {
-        self.holders.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    pub fn hold(&self, name: &str) -> u64 {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, (name.to_owned(), Lsn::ZERO));
-        id
-    }
-
-    pub fn release_through(&self, id: u64, lsn: Lsn) {
-        if let Some((_, released)) = self.lock().get_mut(&id) {
-            // Releasing is monotonic: a holder cannot take back a release.
-            *released = (*released).max(lsn);
-        }
-    }
-
-    pub fn drop_holder(&self, id: u64) {
-        self.lock().remove(&id);
-    }
-
-    /// The LSN through which every holder released, `None` with no holder.
-    pub fn released_through(&self) -> Option<Lsn> {
-        self.lock().values().map(|(_, released)| *released).min()
-    }
-
-    pub fn holders(&self) -> Vec<(String, Lsn)> {
-        self.lock().values().cloned().collect()
-    }
-}
-
-/// A claim on a log's sealed segments: while it exists, the engine keeps
-/// every local sealed segment past what it released. Dropping it releases
-/// everything.
-#[derive(Debug)]
-pub struct RetentionHold {
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) id: u64,
-}
-
-impl RetentionHold {
-    /// This holder no longer needs the local files of LSNs up to `lsn`
-    /// (monotonic: a smaller value than before changes nothing).
-    pub fn release_through(&self, lsn: Lsn) {
-        self.shared.retention.release_through(self.id, lsn);
-    }
-}
-
-impl Drop for RetentionHold {
-    fn drop(&mut self) {
-        self.shared.retention.drop_holder(self.id);
     }
 }
 

@@ -13,6 +13,16 @@ pub const FRAME_HEADER_BYTES: usize = 8;
 /// The largest body a frame may declare. Checked before anything is
 /// allocated, so a damaged length can never make a reader allocate more.
 pub const FRAME_BODY_BYTES_MAX: usize = 8 << 20;
+/// Upper bound of a record frame's size beyond its event id and event bytes
+/// (frame header, version byte, enum tags and worst-case varints).
+pub const RECORD_OVERHEAD_BYTES_MAX: usize = 128;
+/// Worst-case bytes of a record body besides its event id and event:
+/// version byte, body tag, kind (tag + an LSN varint for a compensation),
+/// the two length varints, four u64 varints, one i64 varint and the hash.
+const RECORD_FIXED_BYTES_MAX: usize = 1 + 1 + (1 + 9) + 2 * 9 + 4 * 9 + 9 + 32;
+// A frame's worst-case overhead must fit the bound the limits are checked
+// against, or an event just under every limit could overflow a group.
+const _: () = assert!(FRAME_HEADER_BYTES + RECORD_FIXED_BYTES_MAX <= RECORD_OVERHEAD_BYTES_MAX);
 /// The version byte every body starts with.
 pub const BODY_FORMAT_VERSION: u8 = 1;
 /// blake3 `derive_key` context of the record-hash key.

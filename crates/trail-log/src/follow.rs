@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use crate::catalog::Shared;
 use crate::error::{LogError, Result};
 use crate::read::{ChainReader, StoredRecord};
+use crate::shared::Shared;
 use crate::types::{Head, Lsn, RecordHash};
 
 /// A reader that follows a log's durable head. Blocking IO happens only in

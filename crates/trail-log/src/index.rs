@@ -282,17 +282,15 @@ pub(crate) fn read_index(fs: &dyn FileSystem, path: &std::path::Path) -> Result<
 /// Rebuilds a sealed segment's sidecar from the segment itself, and writes
 /// it back (best effort: the answer is right either way).
 pub(crate) fn rebuild_sidecar(
-    shared: &crate::catalog::Shared,
+    fs: &dyn FileSystem,
+    wal_dir: &Path,
+    log_id: RecordHash,
     first_lsn: Lsn,
 ) -> Result<SegmentIndex> {
-    let path = shared
-        .wal_dir
-        .join(crate::segment::segment_file_name(first_lsn));
-    let index = index_sealed_segment(shared.fs.as_ref(), &path, shared.genesis)?;
-    let index_path = shared
-        .wal_dir
-        .join(crate::segment::index_file_name(first_lsn));
-    if let Err(error) = write_index_file(shared.fs.as_ref(), &index_path, &index) {
+    let path = wal_dir.join(crate::segment::segment_file_name(first_lsn));
+    let index = index_sealed_segment(fs, &path, log_id)?;
+    let index_path = wal_dir.join(crate::segment::index_file_name(first_lsn));
+    if let Err(error) = write_index_file(fs, &index_path, &index) {
         tracing::warn!(%error, "could not rewrite a segment index");
     }
     Ok(index)

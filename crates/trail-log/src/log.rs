@@ -11,12 +11,14 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::append::{prepare, EventInput, PreparedAppend};
 use crate::background::BackgroundStatus;
-use crate::catalog::{RetentionHold, SegmentEvent, SegmentInfo, Shared};
+use crate::catalog::{SegmentEvent, SegmentInfo};
 use crate::error::{LogError, Result};
 use crate::follow::Follower;
 use crate::options::LogOptions;
 use crate::prefix::ArchivedPrefix;
 use crate::read::{ChainReader, RecordIter};
+use crate::retention::RetentionHold;
+use crate::shared::Shared;
 use crate::types::{Head, LogName, Lsn, Receipt, RecordHash};
 use crate::verify::{verify_range, VerifyReport};
 use crate::writer::Command;
@@ -184,7 +186,7 @@ impl Log {
     pub fn hold_segments(&self, holder: &str) -> RetentionHold {
         RetentionHold {
             id: self.shared.retention.hold(holder),
-            shared: Arc::clone(&self.shared),
+            gate: Arc::clone(&self.shared.retention),
         }
     }
 

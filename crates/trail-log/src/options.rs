@@ -6,14 +6,10 @@ use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::append::{keys, AppendLimits};
-use crate::codec::FRAME_BODY_BYTES_MAX;
+use crate::codec::{FRAME_BODY_BYTES_MAX, RECORD_OVERHEAD_BYTES_MAX};
 use crate::error::{LogError, Result};
 use crate::segment::{SEAL_RESERVE_BYTES, SEGMENT_HEADER_BYTES};
 use crate::types::Durability;
-
-/// Upper bound of a record frame's size beyond its event id and event bytes
-/// (frame header, version byte, enum tags and worst-case varints).
-pub const RECORD_OVERHEAD_BYTES_MAX: usize = 128;
 
 /// Where the log reads the time: the wall clock for `recorded_at`, and a
 /// monotonic clock for its timers (age-based sealing, interval syncs). A

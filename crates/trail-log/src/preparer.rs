@@ -8,9 +8,9 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
-use crate::catalog::Shared;
 use crate::error::{LogError, Result};
 use crate::fs::WriteFile;
+use crate::shared::Shared;
 
 /// Name of the spare segment in the `wal` directory. It ends in `.tmp`, so
 /// recovery deletes one a crash left behind: it holds only zeros.

@@ -6,12 +6,13 @@
 
 use std::sync::Arc;
 
-use crate::catalog::{SegmentEntry, Shared};
+use crate::catalog::SegmentEntry;
 use crate::codec::{self, Body, Record};
 use crate::error::{LogError, Result};
 use crate::fs::{FileSystem, ReadFile};
 use crate::index::seek_offset;
 use crate::segment::{FrameCursor, FrameStep, SEGMENT_HEADER_BYTES};
+use crate::shared::Shared;
 use crate::types::{Lsn, RecordHash};
 
 /// A record as read back: decoded, with its stored body bytes and their

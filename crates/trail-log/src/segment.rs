@@ -300,6 +300,27 @@ impl FrameCursor {
     }
 }
 
+/// A torn tail found at the end of the active segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The segment.
+    pub file: PathBuf,
+    /// Where the kept log ends.
+    pub offset: u64,
+    /// Bytes after it that were not zero.
+    pub bytes: u64,
+    /// Records of an incomplete atomic batch dropped with it.
+    pub dropped_batch_records: u64,
+    /// Records the cut drops: frames in the cut bytes that still pass their
+    /// CRC, the frame the damage hit, and the dropped batch's records. A
+    /// torn write was never acknowledged; only damage inside the last group
+    /// synced before a crash (FORMAT.md §8) can make some of them
+    /// acknowledged ones.
+    pub cut_records: u64,
+    /// The last LSN kept.
+    pub kept_lsn: Lsn,
+}
+
 /// Why a scan stopped before the end of the segment's data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Damage {

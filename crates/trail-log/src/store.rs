@@ -8,13 +8,16 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use tokio::sync::{broadcast, watch};
 
-use crate::catalog::{Counters, RetentionGate, Shared, SEGMENT_EVENTS_CAPACITY};
+use crate::background::{BackgroundVerification, VerifierInputs};
+use crate::catalog::SEGMENT_EVENTS_CAPACITY;
 use crate::codec::genesis_hash;
 use crate::error::{LogError, Result};
 use crate::fs::{FileSystem, OsFileSystem};
 use crate::log::Log;
 use crate::options::LogOptions;
 use crate::recovery::{analyze, repair, Depth};
+use crate::retention::RetentionGate;
+use crate::shared::{Counters, Shared};
 use crate::types::{Head, LogName};
 use crate::writer::{Writer, WriterStart};
 
@@ -215,8 +218,8 @@ fn open_log(
         catalog: RwLock::new(plan.catalog),
         head,
         segment_events,
-        retention: RetentionGate::default(),
-        background: crate::background::BackgroundVerification::default(),
+        retention: Arc::new(RetentionGate::default()),
+        background: Arc::new(BackgroundVerification::default()),
         closed: std::sync::atomic::AtomicBool::new(false),
     });
     let start = WriterStart {
@@ -237,7 +240,18 @@ fn open_log(
             )
         })?;
     let verifier = if options.verify_in_background {
-        crate::background::start(&shared, unverified)
+        let catalog = Arc::clone(&shared);
+        let inputs = VerifierInputs {
+            name: shared.name.clone(),
+            fs: Arc::clone(&shared.fs),
+            genesis: shared.genesis,
+            state: Arc::clone(&shared.background),
+            catalog: Box::new(move || {
+                let catalog = catalog.catalog();
+                (catalog.segments.clone(), catalog.prefix.clone())
+            }),
+        };
+        crate::background::start(inputs, unverified)
     } else {
         None
     };

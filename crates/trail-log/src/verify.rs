@@ -11,8 +11,7 @@ use crate::catalog::SegmentEntry;
 use crate::error::{LogError, Result};
 use crate::fs::FileSystem;
 use crate::prefix::ArchivedPrefix;
-use crate::recovery::TornTail;
-use crate::segment::{scan_segment, ScannedRecord, SegmentHeader};
+use crate::segment::{scan_segment, ScannedRecord, SegmentHeader, TornTail};
 use crate::types::{Lsn, RecordHash};
 
 /// Where verification found the log wrong.

@@ -113,8 +113,11 @@ fn format_v1_files_open_read_verify_and_take_appends() -> TestResult {
     let receipts = std::fs::read_to_string(fixture_dir().join("receipts.txt"))?;
     // Offline verification reads the fixture where it is, and changes nothing.
     for name in ["audit", "archived"] {
-        let report =
-            trail_log::offline::verify(&fixture_dir().join("data"), &LogName::new(name)?, &mut |_| {})?;
+        let report = trail_log::offline::verify(
+            &fixture_dir().join("data"),
+            &LogName::new(name)?,
+            &mut |_| {},
+        )?;
         assert_eq!(report.failure, None, "{name}");
         assert_eq!(report.torn_tail, None, "{name}");
     }
@@ -122,14 +125,19 @@ fn format_v1_files_open_read_verify_and_take_appends() -> TestResult {
     copy_tree(&fixture_dir().join("data"), copy.path())?;
     let store = Store::open(copy.path(), options())?;
     for name in ["audit", "archived"] {
-        let log = store.get(&LogName::new(name)?)?.ok_or("fixture log missing")?;
+        let log = store
+            .get(&LogName::new(name)?)?
+            .ok_or("fixture log missing")?;
         let first_local = log.first_local_lsn();
         if name == "archived" {
             assert!(first_local > Lsn(1), "the prefix record was read");
         }
         let mut count = 0u64;
         let mut last = Lsn::ZERO;
-        for line in receipts.lines().filter(|line| line.starts_with(&format!("{name} "))) {
+        for line in receipts
+            .lines()
+            .filter(|line| line.starts_with(&format!("{name} ")))
+        {
             let mut fields = line.split(' ').skip(1);
             let lsn = Lsn(fields.next().ok_or("lsn")?.parse()?);
             let hash = RecordHash::from_hex(fields.next().ok_or("hash")?)?;

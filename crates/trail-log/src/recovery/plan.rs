@@ -20,7 +20,7 @@ use crate::segment::{
 };
 use crate::types::{Lsn, RecordHash};
 
-use super::TornTail;
+use crate::segment::TornTail;
 
 /// One write recovery must make before the log takes writes, in the order
 /// the plan lists them.

@@ -11,7 +11,7 @@ use crate::index::write_index_file;
 use crate::segment::{self, FOOTER_BYTES};
 
 use super::plan::{Plan, RepairStep};
-use super::TornTail;
+use crate::segment::TornTail;
 
 /// Carries out the plan's repairs; returns the active segment opened for
 /// writing, when there is one.

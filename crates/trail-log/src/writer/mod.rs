@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::append::PreparedEvent;
-use crate::catalog::{ActiveTail, Shared, Tip};
+use crate::catalog::{ActiveTail, Tip};
 use crate::clean_close::{write_clean_close, CleanClose};
 use crate::codec::PreparedBody;
 use crate::error::{LogError, Result};
@@ -29,6 +29,7 @@ use crate::ids::EventIdIndex;
 use crate::options::LogOptions;
 use crate::preparer::Preparer;
 use crate::segment::SEAL_RESERVE_BYTES;
+use crate::shared::Shared;
 use crate::types::{Durability, Lsn, Receipt, RecordHash};
 
 /// What the writer's queue carries.

@@ -2,7 +2,7 @@
 //! footer, trimmed length, sync, sidecar) and create the next one (from the
 //! preparer's zero-filled spare, or preallocated here).
 
-use crate::catalog::{SegmentEntry, SegmentEvent, Shared};
+use crate::catalog::{SegmentEntry, SegmentEvent};
 use crate::codec::{self, Seal};
 use crate::error::{LogError, Result};
 use crate::fs::WriteFile;
@@ -10,6 +10,7 @@ use crate::ids::SealedIds;
 use crate::index::{write_index_file, SegmentIndex};
 use crate::preparer::{zero_filled, Preparer};
 use crate::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
+use crate::shared::Shared;
 use crate::types::{Durability, Lsn};
 
 use super::{ActiveSegment, Writer};

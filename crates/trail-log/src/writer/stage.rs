@@ -159,7 +159,14 @@ impl Writer {
             }
         }
         let shared = Arc::clone(&self.shared);
-        let mut rebuild = |first_lsn: Lsn| rebuild_sidecar(&shared, first_lsn);
+        let mut rebuild = |first_lsn: Lsn| {
+            rebuild_sidecar(
+                shared.fs.as_ref(),
+                &shared.wal_dir,
+                shared.genesis,
+                first_lsn,
+            )
+        };
         let candidates = self
             .ids
             .candidates(self.shared.fs.as_ref(), key, &mut rebuild)?;
