@@ -657,7 +657,25 @@ async fn append_stream_answers_in_order_and_ends_on_error() -> Result {
         .into_inner();
     assert!(responses.next().await.ok_or("no first response")?.is_ok());
     let second = responses.next().await.ok_or("no second response")?;
-    assert_status(second, Code::InvalidArgument, "events[0].resource");
+    assert_status(
+        second,
+        Code::InvalidArgument,
+        "request 2 of the stream: events[0].resource",
+    );
+    assert!(
+        responses.next().await.is_none(),
+        "the stream ends at the error"
+    );
+    // The request after the failed one was not appended: the client saw no
+    // answer for it, so it must not land unseen.
+    let head = server
+        .client
+        .head(HeadRequest {
+            log: "s".to_owned(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(head.lsn, 101);
     server.stop().await
 }
 

@@ -44,33 +44,35 @@ struct Appended {
 /// Keeps one stream's appends in request order on their way into the log,
 /// while their checking and hashing still run in parallel: each append waits
 /// for the one before it to be queued, queues itself, then lets the next go.
+/// The signal also says whether the one before was queued at all: once a
+/// request of a stream fails before reaching the log, no request after it
+/// enters the log (the client sees an error for the failed one and nothing
+/// after it, so nothing after it may land unseen).
 struct QueueTurn {
-    previous_queued: oneshot::Receiver<()>,
-    queued: oneshot::Sender<()>,
+    /// `true` once the previous request is in the log's queue; `false` (or
+    /// dropped) when it, or one before it, never will be.
+    previous_queued: oneshot::Receiver<bool>,
+    queued: oneshot::Sender<bool>,
 }
 
 impl QueueTurn {
     /// Gives the turn up without queueing anything (the append failed
-    /// before it got that far): the next append may go once this one's
-    /// predecessor has been queued.
-    fn pass(self) {
-        tokio::spawn(async move {
-            let _ = self.previous_queued.await;
-            let _ = self.queued.send(());
-        });
+    /// before it got that far): no later request of the stream may queue.
+    fn refuse(self) {
+        let _ = self.queued.send(false);
     }
 }
 
 /// Hands out [`QueueTurn`]s in request order.
 struct QueueTurns {
-    previous_queued: oneshot::Receiver<()>,
+    previous_queued: oneshot::Receiver<bool>,
 }
 
 impl QueueTurns {
     /// A chain whose first turn may go at once.
     fn new() -> QueueTurns {
         let (queued, previous_queued) = oneshot::channel();
-        let _ = queued.send(());
+        let _ = queued.send(true);
         QueueTurns { previous_queued }
     }
 
@@ -104,7 +106,7 @@ impl Appender {
         let mut turn = turn;
         let result = self.append_checked(request, &mut metrics, &mut turn).await;
         if let Some(turn) = turn {
-            turn.pass();
+            turn.refuse();
         }
         let metrics = metrics.unwrap_or_else(|| self.metrics.unknown_log());
         match result {
@@ -168,11 +170,17 @@ impl Appender {
             .prepare(inputs, atomic)
             .map_err(|error| status::from_log_error(&error))?;
         if let Some(turn) = turn.as_mut() {
-            let _ = (&mut turn.previous_queued).await;
+            // A sender dropped without an answer is a failed task: treat it
+            // like a refusal rather than let this request land after a gap.
+            if !(&mut turn.previous_queued).await.unwrap_or(false) {
+                return Err(Status::aborted(
+                    "not appended: a request before it in the stream failed",
+                ));
+            }
         }
         let pending = open.log.submit(prepared).await;
         if let Some(turn) = turn.take() {
-            let _ = turn.queued.send(());
+            let _ = turn.queued.send(true);
         }
         let receipts = pending
             .map_err(|error| status::from_log_error(&error))?
@@ -215,9 +223,33 @@ impl Appender {
     }
 }
 
+/// One entry of a stream's response queue, in request order.
+enum Pending {
+    /// An append that is running or done.
+    Append(tokio::task::JoinHandle<Result<AppendResponse, Status>>),
+    /// The stream's last entry: a request that could not be read (it did
+    /// not decode, was over `limits.request_bytes_max`, or the transport
+    /// failed), or the server stopped reading because it is shutting down.
+    Failed(Status),
+}
+
+/// `status` with the 1-based position of the request it is about, so a
+/// client of a long stream knows which request failed:
+/// `request 3 of the stream: events[0].actor: empty`.
+fn at_position(position: u64, status: &Status) -> Status {
+    Status::new(
+        status.code(),
+        format!("request {position} of the stream: {}", status.message()),
+    )
+}
+
 /// Serves one `AppendStream`: reads `requests`, appends them concurrently
 /// (up to `limits.stream_appends_in_flight_max`), and answers in request
-/// order on the returned stream.
+/// order on the returned stream. The stream ends with the first failure:
+/// every request before it has its response, the failed request's error
+/// names its position, and no request after it is appended (unless the
+/// failure came from the log's writer after later requests were already
+/// queued: see `docs/OPERATIONS.md`, "AppendStream").
 pub(super) fn stream(
     appender: Appender,
     mut shutdown: watch::Receiver<bool>,
@@ -229,42 +261,60 @@ pub(super) fn stream(
     // enter the log's queue in request order (so their LSNs follow the
     // stream's order), and their handles queue in request order, so
     // responses go out in order.
-    let (pending_sender, mut pending) =
-        mpsc::channel::<tokio::task::JoinHandle<Result<AppendResponse, Status>>>(in_flight);
+    let (pending_sender, mut pending) = mpsc::channel::<Pending>(in_flight);
     let (sender, receiver) = mpsc::channel(in_flight);
     tokio::spawn(async move {
         let mut turns = QueueTurns::new();
+        let mut position = 0u64;
         loop {
             let next = tokio::select! {
                 next = requests.next() => next,
-                () = stopped(&mut shutdown) => break,
+                () = stopped(&mut shutdown) => Some(Err(Status::unavailable(
+                    "not read: the server is shutting down",
+                ))),
+                // The answer stream ended (an earlier request failed, or the
+                // client went away): read no more.
+                () = pending_sender.closed() => break,
             };
-            let request = match next {
+            position += 1;
+            let entry = match next {
                 None => break,
-                Some(Ok(request)) => request,
+                Some(Ok(request)) => {
+                    let appender = appender.clone();
+                    let turn = turns.next();
+                    Pending::Append(tokio::spawn(async move {
+                        appender
+                            .append(request, Some(turn))
+                            .await
+                            .map_err(|status| at_position(position, &status))
+                    }))
+                }
+                // Reported, never swallowed: a stream that ends early must
+                // not look like one the client finished.
                 Some(Err(status)) => {
-                    tracing::debug!(%status, "append stream ended by the client");
-                    break;
+                    tracing::debug!(%status, position, "append stream: a request could not be read");
+                    Pending::Failed(at_position(position, &status))
                 }
             };
-            let appender = appender.clone();
-            let turn = turns.next();
-            let handle = tokio::spawn(async move { appender.append(request, Some(turn)).await });
-            if pending_sender.send(handle).await.is_err() {
+            let last = matches!(entry, Pending::Failed(_));
+            if pending_sender.send(entry).await.is_err() || last {
                 break;
             }
         }
     });
     tokio::spawn(async move {
-        while let Some(handle) = pending.recv().await {
-            let response = handle.await.unwrap_or_else(|error| {
-                Err(Status::internal(format!("append task failed: {error}")))
-            });
+        while let Some(entry) = pending.recv().await {
+            let response = match entry {
+                Pending::Append(handle) => handle.await.unwrap_or_else(|error| {
+                    Err(Status::internal(format!("append task failed: {error}")))
+                }),
+                Pending::Failed(status) => Err(status),
+            };
             let failed = response.is_err();
             if sender.send(response).await.is_err() || failed {
-                // The stream ends with the first error; appends already in
-                // flight still complete, and a retry with the same event
-                // ids gets their receipts.
+                // The stream ends with the first error. Requests after it
+                // that were already read stop at their turn and are not
+                // appended; a retry with the same event ids is safe.
                 return;
             }
         }
