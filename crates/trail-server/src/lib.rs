@@ -114,10 +114,10 @@ pub async fn serve_with_metrics(
     });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<LogServer<LogService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(trail_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: grpcurl and Postman speak v1, but Python's
+    // grpcio-reflection and older grpcurl/grpcui builds ask v1alpha only.
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
     let log_server = LogServer::new(service)
         .max_decoding_message_size(limits.request_bytes_max)
         .max_encoding_message_size(limits.request_bytes_max.max(limits.event_bytes_max * 2));
@@ -135,6 +135,7 @@ pub async fn serve_with_metrics(
         .max_concurrent_streams(limits.streams_per_connection_max)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(log_server)
         .serve_with_incoming_shutdown(incoming, signal);
 
@@ -152,6 +153,17 @@ pub async fn serve_with_metrics(
         sampler.abort();
     }
     Ok(())
+}
+
+/// What gRPC reflection describes: Trail's contract, health, and both
+/// reflection services (so either version lists both).
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(trail_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
 /// Binds the configured address, printing `listening on ADDR` on stdout (so

@@ -722,3 +722,65 @@ async fn health_and_reflection_are_served() -> Result {
     assert!(names.iter().any(|name| name == "trail.v1.Log"), "{names:?}");
     server.stop().await
 }
+
+/// Python's grpcio-reflection and older grpcurl builds speak only
+/// `grpc.reflection.v1alpha`; it lists the same services as v1.
+#[tokio::test]
+async fn reflection_v1alpha_lists_the_services() -> Result {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+
+    let server = TestServer::start().await?;
+    let channel = tonic::transport::Endpoint::from_shared(server.address.clone())?
+        .connect()
+        .await?;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let requests = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "trail.v1.Log".to_owned(),
+            )),
+        },
+    ];
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await?
+        .into_inner();
+    let answer = tokio::time::timeout(Duration::from_secs(10), answers.next())
+        .await?
+        .ok_or("no reflection answer")??;
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        return Err(format!("unexpected reflection answer {answer:?}").into());
+    };
+    let names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    for wanted in [
+        "trail.v1.Log",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|name| name == wanted),
+            "{wanted} not in {names:?}"
+        );
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(10), answers.next())
+        .await?
+        .ok_or("no second reflection answer")??;
+    let Some(MessageResponse::FileDescriptorResponse(files)) = answer.message_response else {
+        return Err(format!("unexpected reflection answer {answer:?}").into());
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+    server.stop().await
+}
