@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
-use trail_log::{LogError, Store};
+use trail_log::{ErrorKind, LogError, LogName, Store};
 use trail_proto::server_view::log_server::LogServer;
 
 pub use config::{Config, DurabilityMode};
@@ -83,13 +83,51 @@ pub async fn serve(
 
 /// [`serve`], recording into `metrics` (started with [`Metrics::start`];
 /// the caller owns its endpoint) and sampling the logs' writer counters
-/// every [`metrics::SAMPLE_INTERVAL`].
+/// every [`metrics::SAMPLE_INTERVAL`]. Opens every log in the store first
+/// ([`open_logs`]); damaged ones are served as out of service.
 ///
 /// # Errors
-/// [`ServerError`] when the transport fails.
+/// [`ServerError`] when the transport fails, or a log fails to open for a
+/// reason other than damage.
 pub async fn serve_with_metrics(
     config: &Config,
     store: Arc<Store>,
+    listener: TcpListener,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let opener = Arc::clone(&store);
+    let damaged = tokio::task::spawn_blocking(move || open_logs(&opener)).await??;
+    serve_opened(config, store, damaged, listener, metrics, shutdown).await
+}
+
+/// Opens (recovers) every log in `store`, so recovery, and damage, show
+/// before anything is served. A log whose stored data is damaged (the
+/// engine's DATA_LOSS kind: corruption found while opening) does not stop
+/// the others: it is returned with its error, to be served out of service.
+/// Blocking IO: call it off the async workers.
+///
+/// # Errors
+/// Listing the store failed, or a log failed to open for another reason
+/// (an IO error, which is more likely the machine's than the log's).
+pub fn open_logs(store: &Store) -> Result<Vec<(LogName, LogError)>, LogError> {
+    let mut damaged = Vec::new();
+    for name in store.list()? {
+        match store.get(&name) {
+            Ok(_) => {}
+            Err(error) if error.kind() == ErrorKind::DataLoss => damaged.push((name, error)),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(damaged)
+}
+
+/// [`serve_with_metrics`] over logs [`open_logs`] has opened, `damaged`
+/// being what it found damaged.
+async fn serve_opened(
+    config: &Config,
+    store: Arc<Store>,
+    damaged: Vec<(LogName, LogError)>,
     listener: TcpListener,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -98,6 +136,9 @@ pub async fn serve_with_metrics(
     let limits = config.limits.clone();
     let sampling = metrics.enabled();
     let service = LogService::with_metrics(store, limits.clone(), stopping.clone(), metrics);
+    for (name, error) in &damaged {
+        service.quarantine(name, error);
+    }
     let sampler = sampling.then(|| {
         let service = service.clone();
         let mut stopping = stopping.clone();
@@ -190,14 +231,9 @@ pub async fn run(
     })?;
     let store = tokio::task::spawn_blocking(move || Store::open(&root, options)).await??;
     // Open every log now, so recovery (and damage) shows before serving.
-    let store = tokio::task::spawn_blocking(move || -> Result<Store, LogError> {
-        for name in store.list()? {
-            store.get(&name)?;
-        }
-        Ok(store)
-    })
-    .await??;
     let store = Arc::new(store);
+    let opener = Arc::clone(&store);
+    let damaged = tokio::task::spawn_blocking(move || open_logs(&opener)).await??;
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -225,7 +261,15 @@ pub async fn run(
         println!("metrics on {metrics_address}");
     }
 
-    let served = serve_with_metrics(&config, Arc::clone(&store), listener, metrics, shutdown).await;
+    let served = serve_opened(
+        &config,
+        Arc::clone(&store),
+        damaged,
+        listener,
+        metrics,
+        shutdown,
+    )
+    .await;
     drop(endpoint);
     let closer = Arc::clone(&store);
     let closed = tokio::task::spawn_blocking(move || closer.close()).await?;

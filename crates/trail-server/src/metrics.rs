@@ -20,6 +20,7 @@
 //! | `trail_log_records_total` | counter | `log`: records the writer appended |
 //! | `trail_log_written_bytes_total` | counter | `log`: frame bytes written |
 //! | `trail_log_syncs_total` | counter | `log`: fdatasync/fsync calls |
+//! | `trail_log_damaged` | gauge | `log`: 1 for a log out of service because its stored data is damaged |
 //!
 //! The writer's counters start at zero when the server opens the log. The
 //! mean group commit size is
@@ -58,6 +59,7 @@ const LOG_GROUPS: &str = "trail_log_groups_total";
 const LOG_RECORDS: &str = "trail_log_records_total";
 const LOG_WRITTEN_BYTES: &str = "trail_log_written_bytes_total";
 const LOG_SYNCS: &str = "trail_log_syncs_total";
+const LOG_DAMAGED: &str = "trail_log_damaged";
 
 /// Upper bounds of the latency buckets, seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -192,6 +194,18 @@ impl Metrics {
         }))
     }
 
+    /// Marks `log` as damaged and out of service: `trail_log_damaged{log}`
+    /// = 1 (the series exists only for damaged logs, so
+    /// `trail_log_damaged > 0` alerts on any).
+    pub fn log_damaged(&self, log: &str) {
+        if let Some(recorder) = &self.recorder {
+            let log = SharedString::from_owned(log.to_owned());
+            recorder
+                .register_gauge(&key(LOG_DAMAGED, &log, None), &METADATA)
+                .set(1.0);
+        }
+    }
+
     /// The Prometheus text exposition of everything recorded (what
     /// `/metrics` answers); empty when metrics are off.
     #[must_use]
@@ -232,6 +246,13 @@ fn describe(recorder: &PrometheusRecorder) {
         QUEUE_DEPTH.into(),
         Some(Unit::Count),
         SharedString::const_str("Appends waiting in the log's queue for its writer (sampled)"),
+    );
+    recorder.describe_gauge(
+        LOG_DAMAGED.into(),
+        Some(Unit::Count),
+        SharedString::const_str(
+            "1 for a log out of service because its stored data is damaged (found when it was opened)",
+        ),
     );
 }
 

@@ -140,6 +140,11 @@ impl Appender {
             atomic,
         } = request;
         let name = validate::log_name(&log)?;
+        if let Some(damaged) = self.cache.damaged(&name) {
+            let status = damaged.status(&name);
+            *metrics = Some(damaged.metrics);
+            return Err(status);
+        }
         let cached = self.cache.get(&name);
         if let Some(open) = &cached {
             *metrics = Some(Arc::clone(&open.metrics));

@@ -1,11 +1,12 @@
-//! Open logs by name, so handlers find a log without blocking IO, and the
-//! one way a handler opens (or creates) a log the first time it is asked for.
+//! Open logs by name, so handlers find a log without blocking IO; logs
+//! found damaged, kept out of service; and the one way a handler opens (or
+//! creates) a log the first time it is asked for.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tonic::Status;
-use trail_log::{Log, LogName, Store};
+use trail_log::{ErrorKind, Log, LogError, LogName, Store};
 
 use crate::metrics::{LogMetrics, Metrics};
 use crate::status;
@@ -17,13 +18,39 @@ pub(super) struct OpenLog {
     pub(super) metrics: Arc<LogMetrics>,
 }
 
-/// Open logs by name, so handlers find a log without blocking IO.
+/// A log that did not open because its stored data is damaged: it stays
+/// out of service (every request answers DATA_LOSS) while the server's
+/// other logs go on, and is not reopened (recovery would only find the same
+/// damage again, at the cost of a full scan per request).
+#[derive(Clone)]
+pub(super) struct Damaged {
+    /// What the engine found: file, offset, LSN and reason.
+    pub(super) damage: String,
+    /// Its metric handles, so refused appends are counted under its name.
+    pub(super) metrics: Arc<LogMetrics>,
+}
+
+impl Damaged {
+    /// The status every request to the log gets.
+    pub(super) fn status(&self, name: &LogName) -> Status {
+        Status::data_loss(format!(
+            "log {name} is damaged and out of service: {}",
+            self.damage
+        ))
+    }
+}
+
+/// Open logs by name, so handlers find a log without blocking IO, and the
+/// logs kept out of service.
 #[derive(Default)]
-pub(super) struct LogCache(RwLock<HashMap<LogName, OpenLog>>);
+pub(super) struct LogCache {
+    open: RwLock<HashMap<LogName, OpenLog>>,
+    damaged: RwLock<BTreeMap<LogName, Damaged>>,
+}
 
 impl LogCache {
     pub(super) fn get(&self, name: &LogName) -> Option<OpenLog> {
-        self.0
+        self.open
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
@@ -32,7 +59,7 @@ impl LogCache {
 
     /// Caches `log` unless another task cached it first; returns the cached one.
     fn insert(&self, name: LogName, log: Arc<Log>, metrics: &Metrics) -> OpenLog {
-        self.0
+        self.open
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(name)
@@ -44,12 +71,48 @@ impl LogCache {
     }
 
     pub(super) fn all(&self) -> Vec<OpenLog> {
-        self.0
+        self.open
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .cloned()
             .collect()
+    }
+
+    /// The damage that keeps `name` out of service, if it is.
+    pub(super) fn damaged(&self, name: &LogName) -> Option<Damaged> {
+        self.damaged
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Takes `name` out of service because opening it failed with `error`
+    /// (damaged data); says so in the server's log and its metrics.
+    pub(super) fn quarantine(
+        &self,
+        name: &LogName,
+        error: &LogError,
+        metrics: &Metrics,
+    ) -> Damaged {
+        let mut damaged = self.damaged.write().unwrap_or_else(PoisonError::into_inner);
+        damaged
+            .entry(name.clone())
+            .or_insert_with(|| {
+                tracing::error!(
+                    log = %name,
+                    %error,
+                    "log is damaged: out of service (requests to it answer DATA_LOSS); the other logs are served. \
+                     Copy its directory and run `trail verify --dir DATA_DIR --log {name}` on the copy"
+                );
+                metrics.log_damaged(name.as_str());
+                Damaged {
+                    damage: error.to_string(),
+                    metrics: metrics.for_log(name.as_str()),
+                }
+            })
+            .clone()
     }
 }
 
@@ -65,6 +128,9 @@ pub(super) async fn find_log(
     if let Some(log) = cache.get(&name) {
         return Ok(log);
     }
+    if let Some(damaged) = cache.damaged(&name) {
+        return Err(damaged.status(&name));
+    }
     let opener = Arc::clone(store);
     let wanted = name.clone();
     let found = tokio::task::spawn_blocking(move || {
@@ -76,7 +142,10 @@ pub(super) async fn find_log(
     })
     .await
     .map_err(|error| Status::internal(format!("opening the log failed: {error}")))?
-    .map_err(|error| status::from_log_error(&error))?;
+    .map_err(|error| match error.kind() {
+        ErrorKind::DataLoss => cache.quarantine(&name, &error, metrics).status(&name),
+        _ => status::from_log_error(&error),
+    })?;
     match found {
         Some(log) => Ok(cache.insert(name, log, metrics)),
         None => Err(status::log_not_found(&name)),

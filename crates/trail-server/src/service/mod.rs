@@ -23,7 +23,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
-use trail_log::{Log, Store};
+use trail_log::{Log, LogError, LogName, Store};
 use trail_proto::server_view::log_server::Log as LogRpc;
 use trail_proto::server_view::{AppendRequest, Record};
 use trail_proto::v1::{
@@ -84,6 +84,16 @@ impl LogService {
         for open in self.shared.cache.all() {
             open.metrics.sample(&open.log);
         }
+    }
+
+    /// Takes `name` out of service because opening it failed with `error`
+    /// (damaged data): requests to it answer DATA_LOSS with `error`'s text,
+    /// `Head` reports it, `trail_log_damaged{log}` is 1, and an error line
+    /// goes to the server's log.
+    pub fn quarantine(&self, name: &LogName, error: &LogError) {
+        self.shared
+            .cache
+            .quarantine(name, error, &self.shared.metrics);
     }
 
     /// The log a read-side request names; NOT_FOUND when it does not exist.
