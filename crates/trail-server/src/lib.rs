@@ -13,6 +13,7 @@
 pub mod config;
 pub mod limits;
 pub mod metrics;
+pub mod request_limit;
 pub mod service;
 pub mod status;
 pub mod validate;
@@ -159,9 +160,15 @@ async fn serve_opened(
     // grpcio-reflection and older grpcurl/grpcui builds ask v1alpha only.
     let reflection = reflection_builder().build_v1()?;
     let reflection_v1alpha = reflection_builder().build_v1alpha()?;
-    let log_server = LogServer::new(service)
-        .max_decoding_message_size(limits.request_bytes_max)
-        .max_encoding_message_size(limits.request_bytes_max.max(limits.event_bytes_max * 2));
+    // request_limit refuses a request over request_bytes_max with the
+    // status every limit uses; tonic's own check (OUT_OF_RANGE) stays
+    // behind it at the same size as a second guard.
+    let log_server = request_limit::RequestLimit::new(
+        LogServer::new(service)
+            .max_decoding_message_size(limits.request_bytes_max)
+            .max_encoding_message_size(limits.request_bytes_max.max(limits.event_bytes_max * 2)),
+        limits.request_bytes_max,
+    );
 
     let signal = async move {
         shutdown.await;

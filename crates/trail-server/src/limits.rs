@@ -9,7 +9,10 @@ use crate::ServerError;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// The largest gRPC message the server decodes (tonic's decoding limit).
+    /// The largest gRPC request message, as encoded. Checked on the wire
+    /// before tonic decodes anything (`crate::request_limit`); also tonic's
+    /// decoding limit. Together with the event limits it must fit one group
+    /// commit (`log.group_bytes_max`; see `Config::validate`).
     pub request_bytes_max: usize,
     /// Events in one append request.
     pub events_per_request_max: usize,
@@ -41,7 +44,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            request_bytes_max: 16 << 20,
+            // 3 MiB: with 1,000 events of the longest id, a request's
+            // records still fit the default 4 MiB group commit.
+            request_bytes_max: 3 << 20,
             events_per_request_max: 1_000,
             event_bytes_max: 64 << 10,
             event_id_bytes_max: 128,
@@ -90,12 +95,32 @@ impl Limits {
             ));
         }
         // An event must fit in a request, or the limit on events could never
-        // be reached and clients would see a transport error instead.
+        // be reached and clients would see the request limit instead.
         if self.event_bytes_max > self.request_bytes_max {
             return Err(ServerError::Config(format!(
-                "limits.event_bytes_max ({}) is larger than limits.request_bytes_max ({})",
+                "limits.event_bytes_max ({}) is larger than limits.request_bytes_max ({}); \
+                 an event that large could never arrive",
                 self.event_bytes_max, self.request_bytes_max
             )));
+        }
+        // Each part of an event must fit an event, or its own limit could
+        // never be reached.
+        let parts = [
+            ("event_id_bytes_max", self.event_id_bytes_max),
+            ("field_bytes_max", self.field_bytes_max),
+            ("attribute_key_bytes_max", self.attribute_key_bytes_max),
+            ("attribute_value_bytes_max", self.attribute_value_bytes_max),
+            ("payload_bytes_max", self.payload_bytes_max),
+            ("change_bytes_max", self.change_bytes_max),
+        ];
+        for (name, value) in parts {
+            if value > self.event_bytes_max {
+                return Err(ServerError::Config(format!(
+                    "limits.{name} ({value}) is larger than limits.event_bytes_max ({}); \
+                     an event could never reach it",
+                    self.event_bytes_max
+                )));
+            }
         }
         Ok(())
     }

@@ -216,3 +216,49 @@ async fn undecodable_unary_request_is_invalid_argument() -> Result {
     assert_eq!(server.unary(good("u-1")).await?.receipts.len(), 1);
     server.stop().await
 }
+
+/// Limits small enough that an oversized request is cheap to send.
+fn small_requests() -> Limits {
+    Limits {
+        request_bytes_max: 64 << 10,
+        event_bytes_max: 32 << 10,
+        payload_bytes_max: 16 << 10,
+        change_bytes_max: 16 << 10,
+        ..Limits::default()
+    }
+}
+
+/// A message of `bytes` bytes; its content never matters, since it is
+/// refused by its length prefix before it is read.
+fn oversized(bytes: usize) -> Vec<u8> {
+    vec![0x0a; bytes]
+}
+
+#[tokio::test]
+async fn a_request_over_the_decode_limit_is_resource_exhausted_naming_the_key() -> Result {
+    let server = Server::start(small_requests()).await?;
+    let expected = "request is 100000 bytes; the limit is 65536 (limits.request_bytes_max)";
+    let unary = server.unary(oversized(100_000)).await;
+    assert_error(&unary, Code::ResourceExhausted, &[expected]);
+    if let Err(status) = &unary {
+        assert_eq!(status.message(), expected);
+    }
+    // Exactly at the limit passes the size check: it is then read, and
+    // refused for what it says, not for its size.
+    let at_limit = server.unary(oversized(64 << 10)).await;
+    assert_error(&at_limit, Code::InvalidArgument, &[]);
+    assert_eq!(server.unary(good("u-1")).await?.receipts.len(), 1);
+
+    let answers = server
+        .stream(vec![good("s-1"), oversized(100_000), good("s-3")])
+        .await?;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers[0].is_ok(), "{answers:?}");
+    assert_error(
+        &answers[1],
+        Code::ResourceExhausted,
+        &[&format!("request 2 of the stream: {expected}")],
+    );
+    assert_eq!(server.head()?, 2);
+    server.stop().await
+}
