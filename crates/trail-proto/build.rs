@@ -74,9 +74,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let view_dir = out_dir.join("server_view");
     std::fs::create_dir_all(&view_dir)?;
+    // Requests that do not decode are the client's error: see src/codec.rs.
     let mut server = tonic_prost_build::configure()
         .build_client(false)
         .build_server(true)
+        .codec_path("crate::codec::ServerCodec")
         .out_dir(&view_dir)
         .btree_map(".");
     for name in SHARED_TYPES {

@@ -4,9 +4,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+use prost::Message;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use trail_e2e::{trail_path, Error, Traild};
+use trail_e2e::{read_log, trail_path, Error, Traild};
+use trail_log::{EventInput, LogName, LogOptions, Store, WAL_DIR_NAME};
+use trail_proto::v1::{Event, Outcome};
 
 fn trail(args: &[&str]) -> Result<Output, Error> {
     Ok(Command::new(trail_path()).args(args).output()?)
@@ -193,5 +197,185 @@ fn append_file_read_json_and_verify_offline() -> Result<(), Error> {
     assert!(segments
         .iter()
         .any(|segment| segment["log"] == "cli" && segment["first_lsn"] == 1));
+    Ok(())
+}
+
+/// Events per log in the damage test: enough 1 KiB events for a few
+/// 64 KiB segments.
+const DAMAGE_EVENTS: u64 = 150;
+
+/// Writes logs `good` and `bad` under `data` with small segments, then
+/// flips a byte inside the first record of `bad`'s first (sealed) segment.
+/// Returns that file.
+fn two_logs_one_damaged(data: &Path) -> Result<PathBuf, Error> {
+    let store = Store::open(
+        data,
+        LogOptions {
+            segment_bytes: 64 << 10,
+            group_bytes_max: 16 << 10,
+            append: trail_log::AppendLimits {
+                event_bytes_max: 4 << 10,
+                ..trail_log::AppendLimits::default()
+            },
+            ..LogOptions::default()
+        },
+    )?;
+    for log in ["good", "bad"] {
+        let log = store.get_or_create(&LogName::new(log)?)?;
+        for n in 1..=DAMAGE_EVENTS {
+            let event = Event {
+                event_id: format!("e{n}"),
+                actor: "alice".to_owned(),
+                action: "login".to_owned(),
+                resource: "user/alice".to_owned(),
+                outcome: Outcome::Success as i32,
+                payload: vec![b'x'; 1_000],
+                ..Event::default()
+            };
+            log.append_blocking(
+                vec![EventInput::new(
+                    event.event_id.clone(),
+                    event.encode_to_vec(),
+                )],
+                false,
+            )?;
+        }
+    }
+    store.close()?;
+    drop(store);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(data.join("bad").join(WAL_DIR_NAME))?
+        .map(|entry| entry.map(|entry| entry.path()))
+        .collect::<Result<_, _>>()?;
+    files.retain(|path| path.extension().is_some_and(|extension| extension == "seg"));
+    files.sort();
+    assert!(
+        files.len() >= 2,
+        "the damaged segment must be a sealed one: {files:?}"
+    );
+    let mut bytes = std::fs::read(&files[0])?;
+    bytes[trail_log::segment::SEGMENT_HEADER_BYTES + 40] ^= 0x01;
+    std::fs::write(&files[0], bytes)?;
+    Ok(files[0].clone())
+}
+
+/// A damaged log: offline verify of its neighbour is not affected, its own
+/// report (JSON) names file, offset and LSN; `traild` starts anyway, serves
+/// the neighbour, and answers for the damaged one with its damage.
+#[test]
+fn a_damaged_log_is_reported_and_does_not_stop_the_others() -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let damaged = two_logs_one_damaged(&data)?;
+    let data_arg = data.to_str().unwrap();
+
+    let good = trail(&["--json", "verify", "--dir", data_arg, "--log", "good"])?;
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    let report = &json_lines(&good)?[0];
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["verified"], DAMAGE_EVENTS);
+
+    let bad = trail(&["--json", "verify", "--dir", data_arg, "--log", "bad"])?;
+    assert_eq!(bad.status.code(), Some(1));
+    let report = &json_lines(&bad)?[0];
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["damage"]["file"], damaged.display().to_string());
+    assert_eq!(report["damage"]["lsn"], 1);
+    assert!(
+        report["damage"]["offset"].as_u64().unwrap() >= 96,
+        "{report}"
+    );
+    assert!(!report["damage"]["reason"].as_str().unwrap().is_empty());
+
+    // Every outcome has a JSON report, a missing log too.
+    let missing = trail(&["--json", "verify", "--dir", data_arg, "--log", "missing"])?;
+    assert_eq!(missing.status.code(), Some(1));
+    let report = &json_lines(&missing)?[0];
+    assert_eq!(
+        (report["log"].as_str(), report["ok"].as_bool()),
+        (Some("missing"), Some(false))
+    );
+    assert!(
+        report["error"].as_str().unwrap().contains("missing"),
+        "{report}"
+    );
+
+    let server = Traild::start(&data, &[])?;
+    let addr = server.address.clone();
+    let head = trail(&["--addr", &addr, "--json", "head", "--log", "good"])?;
+    assert!(
+        head.status.success(),
+        "{}",
+        String::from_utf8_lossy(&head.stderr)
+    );
+    assert_eq!(json_lines(&head)?[0]["lsn"], DAMAGE_EVENTS);
+    // traild opens `bad` (its sealed segments are trusted by their seals at
+    // open) and takes it out of service as soon as background verification
+    // has re-hashed the damaged segment: moments after start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let head = loop {
+        let head = trail(&["--addr", &addr, "--json", "head", "--log", "bad"])?;
+        if head.status.code() == Some(1) || std::time::Instant::now() > deadline {
+            break head;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(head.status.code(), Some(1));
+    let damage = json_lines(&head)?[0]["damage"].as_str().unwrap().to_owned();
+    assert!(
+        damage.contains(&damaged.display().to_string()) && damage.contains("(lsn 1)"),
+        "{damage}"
+    );
+    let append = trail(&[
+        "--addr",
+        &addr,
+        "append",
+        "--log",
+        "bad",
+        "--actor",
+        "a",
+        "--action",
+        "b",
+        "--resource",
+        "r",
+    ])?;
+    assert_eq!(append.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&append.stderr);
+    assert!(
+        stderr.contains("DataLoss") && stderr.contains("log bad is damaged"),
+        "{stderr}"
+    );
+    let append = trail(&[
+        "--addr",
+        &addr,
+        "append",
+        "--log",
+        "good",
+        "--actor",
+        "a",
+        "--action",
+        "b",
+        "--resource",
+        "r",
+    ])?;
+    assert!(
+        append.status.success(),
+        "{}",
+        String::from_utf8_lossy(&append.stderr)
+    );
+
+    let log_file = server.log_file.clone();
+    let status = server.terminate()?;
+    assert!(status.success(), "traild exited with {status}");
+    let log = read_log(&log_file);
+    assert!(
+        log.lines().any(|line| line.contains("ERROR")
+            && line.contains("log is damaged")
+            && line.contains("bad")),
+        "{log}"
+    );
     Ok(())
 }

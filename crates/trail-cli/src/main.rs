@@ -461,10 +461,20 @@ async fn head(addr: &str, json: bool, log: &str) -> anyhow::Result<()> {
         .await
         .map_err(|status| status_error(&status))?
         .into_inner();
+    let damaged = !head.damage.is_empty();
     if json {
-        print_json(
-            &serde_json::json!({ "log": display_log(log), "lsn": head.lsn, "hash": hex::encode(&head.hash) }),
-        )
+        print_json(&serde_json::json!({
+            "log": display_log(log),
+            "lsn": head.lsn,
+            "hash": hex::encode(&head.hash),
+            "damage": damaged.then_some(&head.damage),
+        }))?;
+    } else if damaged {
+        println!(
+            "log {}  DAMAGED, out of service: {}",
+            display_log(log),
+            head.damage
+        );
     } else {
         println!(
             "log {}  lsn {}  hash {}",
@@ -472,8 +482,11 @@ async fn head(addr: &str, json: bool, log: &str) -> anyhow::Result<()> {
             head.lsn,
             hex::encode(&head.hash)
         );
-        Ok(())
     }
+    if damaged {
+        bail!("log {} is damaged: {}", display_log(log), head.damage);
+    }
+    Ok(())
 }
 
 fn display_log(log: &str) -> &str {
@@ -543,34 +556,61 @@ async fn verify_online(
     }
 }
 
+/// Offline verify of one log. Reads only that log's files, so damage in
+/// another log of the same directory does not get in the way. With
+/// `--json` it prints one report for every outcome (ok, damage, or an
+/// error such as a missing log), then exits 1 unless the log verified.
 fn verify_offline(json: bool, dir: &Path, log: &str) -> anyhow::Result<()> {
-    let name = trail_log::LogName::new(log).map_err(|error| anyhow!("--log: {error}"))?;
-    // The bar's length is the log's last LSN as the segment files say.
-    let summaries = trail_log::offline::inspect(dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?;
-    let total = summaries
-        .iter()
-        .find(|summary| summary.name == name)
-        .ok_or_else(|| anyhow!("no log {name} in {}", dir.display()))?
-        .segments
-        .iter()
-        .filter_map(|segment| segment.last_lsn)
-        .map(|lsn| lsn.0)
-        .max()
-        .unwrap_or(0);
+    let name = match trail_log::LogName::new(log) {
+        Ok(name) => name,
+        Err(error) => {
+            let error = anyhow!("--log: {error}");
+            if json {
+                print_json(&serde_json::json!({
+                    "log": log,
+                    "ok": false,
+                    "error": format!("{error:#}"),
+                }))?;
+            }
+            return Err(error);
+        }
+    };
+    // The engine offers no per-log summary without reading every log, so
+    // the bar counts records without a length.
     let bar = if json {
         ProgressBar::hidden()
     } else {
-        ProgressBar::new(total)
+        ProgressBar::no_length()
     };
-    if let Ok(style) =
-        ProgressStyle::with_template("{bar:40} {pos}/{len} records {per_sec} eta {eta}")
-    {
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {pos} records verified {per_sec}") {
         bar.set_style(style);
     }
-    let report = trail_log::offline::verify(dir, &name, &mut |lsn| bar.set_position(lsn.0))
-        .with_context(|| format!("verifying log {name} in {}", dir.display()))?;
+    let result = trail_log::offline::verify(dir, &name, &mut |lsn| bar.set_position(lsn.0));
     bar.finish_and_clear();
+    let report = match result {
+        Ok(report) => report,
+        Err(error) => {
+            if json {
+                let mut value = serde_json::json!({
+                    "log": name.as_str(),
+                    "ok": false,
+                    "error": error.to_string(),
+                });
+                if let trail_log::LogError::Corruption {
+                    file,
+                    offset,
+                    lsn,
+                    reason,
+                } = &error
+                {
+                    value["damage"] = damage_json(file, *offset, lsn.0, reason);
+                }
+                print_json(&value)?;
+            }
+            return Err(anyhow::Error::new(error)
+                .context(format!("verifying log {name} in {}", dir.display())));
+        }
+    };
     let ok = report.failure.is_none();
     if json {
         print_json(&serde_json::json!({
@@ -579,9 +619,11 @@ fn verify_offline(json: bool, dir: &Path, log: &str) -> anyhow::Result<()> {
             "verified": report.verified,
             "first_lsn": report.first.0,
             "head_lsn": report.last.0,
-            "head_hash": report.head_hash.to_hex(),
+            // After damage the engine knows no verified head hash.
+            "head_hash": ok.then(|| report.head_hash.to_hex()),
             "first_bad_lsn": report.failure.as_ref().map_or(0, |failure| failure.lsn.0),
             "reason": report.failure.as_ref().map(|failure| format!("{} (file {}, offset {})", failure.reason, failure.file.display(), failure.offset)),
+            "damage": report.failure.as_ref().map(|failure| damage_json(&failure.file, failure.offset, failure.lsn.0, &failure.reason)),
         }))?;
     } else {
         match &report.failure {
@@ -603,6 +645,16 @@ fn verify_offline(json: bool, dir: &Path, log: &str) -> anyhow::Result<()> {
         None => Ok(()),
         Some(failure) => bail!("log {name} failed verification at lsn {}", failure.lsn),
     }
+}
+
+/// Where and what the damage is, as `verify --json` reports it.
+fn damage_json(file: &Path, offset: u64, lsn: u64, reason: &str) -> serde_json::Value {
+    serde_json::json!({
+        "file": file.display().to_string(),
+        "offset": offset,
+        "lsn": lsn,
+        "reason": reason,
+    })
 }
 
 fn inspect(json: bool, dir: &Path) -> anyhow::Result<()> {

@@ -137,7 +137,7 @@ impl AppendLimits {
             return Err(LogError::TooLarge {
                 what: "append request".into(),
                 size: total as u64,
-                unit: "bytes on disk",
+                unit: "bytes",
                 limit: group_bytes_max as u64,
                 setting: keys::GROUP_BYTES_MAX,
             });

@@ -34,6 +34,9 @@ pub struct BackgroundStatus {
 pub(crate) struct BackgroundVerification {
     status: Mutex<BackgroundStatus>,
     stop: AtomicBool,
+    /// Set with `status.failure`: the check every request may make is an
+    /// atomic load, not a lock.
+    damaged: AtomicBool,
 }
 
 impl BackgroundVerification {
@@ -46,6 +49,14 @@ impl BackgroundVerification {
 
     fn update(&self, change: impl FnOnce(&mut BackgroundStatus)) {
         change(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    /// The damage found, if any (cheap when there is none).
+    pub fn damage(&self) -> Option<VerifyFailure> {
+        if !self.damaged.load(Ordering::Acquire) {
+            return None;
+        }
+        self.status().failure
     }
 
     /// Asks the thread to stop after the segment it is on.
@@ -122,6 +133,7 @@ fn run(inputs: &VerifierInputs, segments: &[Lsn]) {
                     );
                 }
                 state.update(|status| status.failure = report.failure);
+                state.damaged.store(true, Ordering::Release);
                 break;
             }
             Err(error) => {

@@ -220,6 +220,14 @@ impl Log {
         self.shared.background.status()
     }
 
+    /// Damage background verification found in a sealed segment, if any:
+    /// reads across it fail; the server takes such a log out of service.
+    /// An atomic load when there is none.
+    #[must_use]
+    pub fn background_damage(&self) -> Option<crate::verify::VerifyFailure> {
+        self.shared.background.damage()
+    }
+
     /// Makes the writer check its timers (age-based sealing, interval
     /// syncs) now; for tests that move a [`crate::ManualClock`].
     pub fn run_timers(&self) {

@@ -6,6 +6,8 @@
 
 pub mod content;
 
+pub mod codec;
+
 /// Messages and the `Log` service's client and server for package `trail.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {
@@ -19,8 +21,9 @@ pub mod v1 {
 /// which has the same wire encoding as `repeated Event`). The server stores
 /// those bytes as they are instead of decoding and re-encoding them.
 ///
-/// Only the server is generated; every message but `AppendRequest` is the
-/// one in [`v1`]. Clients and reflection use [`v1`] and
+/// Only the server is generated, with [`codec::ServerCodec`] (a request
+/// that does not decode is INVALID_ARGUMENT); every message but
+/// `AppendRequest` and `Record` is the one in [`v1`]. Clients and reflection use [`v1`] and
 /// [`FILE_DESCRIPTOR_SET`].
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod server_view {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use trail_log::codec::RECORD_OVERHEAD_BYTES_MAX;
 use trail_log::{AppendLimits, Durability, LogOptions};
 
 use crate::limits::Limits;
@@ -119,8 +120,12 @@ pub struct LogConfig {
     pub queue_depth: usize,
     /// The most bytes one group commit writes.
     pub group_bytes_max: usize,
-    /// Verify every sealed segment's chain when a log opens.
+    /// Re-hash every record of every sealed segment before a log opens
+    /// (start-up time then grows with the log).
     pub verify_on_open: bool,
+    /// Re-hash the sealed segments trusted at open on a background thread
+    /// (a log found damaged there is taken out of service).
+    pub verify_in_background: bool,
 }
 
 impl Default for LogConfig {
@@ -134,6 +139,7 @@ impl Default for LogConfig {
             queue_depth: options.queue_depth,
             group_bytes_max: options.group_bytes_max,
             verify_on_open: options.verify_on_open,
+            verify_in_background: options.verify_in_background,
         }
     }
 }
@@ -228,9 +234,40 @@ impl Config {
             ));
         }
         self.limits.validate()?;
+        self.request_fits_a_group()?;
         self.log_options()
             .validate()
             .map_err(|error| ServerError::Config(format!("log settings: {error}")))?;
+        Ok(())
+    }
+
+    /// The engine refuses an append whose records could exceed one group
+    /// commit (`log.group_bytes_max`): each event's record is at most its
+    /// encoding plus its id plus `RECORD_OVERHEAD_BYTES_MAX`. A request
+    /// that passed `limits.request_bytes_max` must never meet that second,
+    /// different refusal, so the largest request's records must fit.
+    fn request_fits_a_group(&self) -> Result<(), ServerError> {
+        let limits = &self.limits;
+        let records_max = limits
+            .events_per_request_max
+            .saturating_mul(
+                limits
+                    .event_id_bytes_max
+                    .saturating_add(RECORD_OVERHEAD_BYTES_MAX),
+            )
+            .saturating_add(limits.request_bytes_max);
+        if records_max > self.log.group_bytes_max {
+            return Err(ServerError::Config(format!(
+                "limits.request_bytes_max ({}) + limits.events_per_request_max ({}) x \
+                 (limits.event_id_bytes_max ({}) + {RECORD_OVERHEAD_BYTES_MAX} bytes of record overhead) \
+                 = {records_max} bytes is larger than log.group_bytes_max ({}); \
+                 lower limits.request_bytes_max or raise log.group_bytes_max",
+                limits.request_bytes_max,
+                limits.events_per_request_max,
+                limits.event_id_bytes_max,
+                self.log.group_bytes_max
+            )));
+        }
         Ok(())
     }
 
@@ -254,6 +291,7 @@ impl Config {
             queue_depth: self.log.queue_depth,
             group_bytes_max: self.log.group_bytes_max,
             verify_on_open: self.log.verify_on_open,
+            verify_in_background: self.log.verify_in_background,
             append: AppendLimits {
                 events_per_request_max: self.limits.events_per_request_max,
                 event_bytes_max: self.limits.event_bytes_max,
@@ -292,6 +330,51 @@ mod tests {
         let error = Config::from_toml("listen_addr = \"127.0.0.1:7000\"\n");
         assert!(
             matches!(error, Err(ServerError::Config(message)) if message.contains("listen_addr"))
+        );
+    }
+
+    #[test]
+    fn the_defaults_are_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn limits_that_depend_on_each_other_are_compared() {
+        let mut config = Config::default();
+        config.limits.request_bytes_max = 4 << 20;
+        let message = match config.validate() {
+            Err(ServerError::Config(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            message.contains("limits.request_bytes_max") && message.contains("log.group_bytes_max"),
+            "{message}"
+        );
+        config.log.group_bytes_max = 8 << 20;
+        assert!(config.validate().is_ok());
+
+        let mut config = Config::default();
+        config.limits.payload_bytes_max = config.limits.event_bytes_max + 1;
+        let message = match config.validate() {
+            Err(ServerError::Config(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            message.contains("limits.payload_bytes_max")
+                && message.contains("limits.event_bytes_max"),
+            "{message}"
+        );
+
+        let mut config = Config::default();
+        config.limits.event_bytes_max = config.limits.request_bytes_max + 1;
+        let message = match config.validate() {
+            Err(ServerError::Config(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(
+            message.contains("limits.event_bytes_max")
+                && message.contains("limits.request_bytes_max"),
+            "{message}"
         );
     }
 

@@ -14,6 +14,7 @@ pub mod config;
 pub mod content;
 pub mod limits;
 pub mod metrics;
+pub mod request_limit;
 pub mod service;
 pub mod status;
 pub mod validate;
@@ -26,7 +27,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
-use trail_log::{LogError, Store};
+use trail_log::{ErrorKind, LogError, LogName, Store};
 use trail_proto::server_view::log_server::LogServer;
 
 pub use config::{Config, DurabilityMode};
@@ -84,13 +85,51 @@ pub async fn serve(
 
 /// [`serve`], recording into `metrics` (started with [`Metrics::start`];
 /// the caller owns its endpoint) and sampling the logs' writer counters
-/// every [`metrics::SAMPLE_INTERVAL`].
+/// every [`metrics::SAMPLE_INTERVAL`]. Opens every log in the store first
+/// ([`open_logs`]); damaged ones are served as out of service.
 ///
 /// # Errors
-/// [`ServerError`] when the transport fails.
+/// [`ServerError`] when the transport fails, or a log fails to open for a
+/// reason other than damage.
 pub async fn serve_with_metrics(
     config: &Config,
     store: Arc<Store>,
+    listener: TcpListener,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let opener = Arc::clone(&store);
+    let damaged = tokio::task::spawn_blocking(move || open_logs(&opener)).await??;
+    serve_opened(config, store, damaged, listener, metrics, shutdown).await
+}
+
+/// Opens (recovers) every log in `store`, so recovery, and damage, show
+/// before anything is served. A log whose stored data is damaged (the
+/// engine's DATA_LOSS kind: corruption found while opening) does not stop
+/// the others: it is returned with its error, to be served out of service.
+/// Blocking IO: call it off the async workers.
+///
+/// # Errors
+/// Listing the store failed, or a log failed to open for another reason
+/// (an IO error, which is more likely the machine's than the log's).
+pub fn open_logs(store: &Store) -> Result<Vec<(LogName, LogError)>, LogError> {
+    let mut damaged = Vec::new();
+    for name in store.list()? {
+        match store.get(&name) {
+            Ok(_) => {}
+            Err(error) if error.kind() == ErrorKind::DataLoss => damaged.push((name, error)),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(damaged)
+}
+
+/// [`serve_with_metrics`] over logs [`open_logs`] has opened, `damaged`
+/// being what it found damaged.
+async fn serve_opened(
+    config: &Config,
+    store: Arc<Store>,
+    damaged: Vec<(LogName, LogError)>,
     listener: TcpListener,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -99,6 +138,9 @@ pub async fn serve_with_metrics(
     let limits = config.limits.clone();
     let sampling = metrics.enabled();
     let service = LogService::with_metrics(store, limits.clone(), stopping.clone(), metrics);
+    for (name, error) in &damaged {
+        service.quarantine(name, error);
+    }
     let sampler = sampling.then(|| {
         let service = service.clone();
         let mut stopping = stopping.clone();
@@ -115,13 +157,19 @@ pub async fn serve_with_metrics(
     });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<LogServer<LogService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(trail_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let log_server = LogServer::new(service)
-        .max_decoding_message_size(limits.request_bytes_max)
-        .max_encoding_message_size(limits.request_bytes_max.max(limits.event_bytes_max * 2));
+    // Both reflection versions: grpcurl and Postman speak v1, but Python's
+    // grpcio-reflection and older grpcurl/grpcui builds ask v1alpha only.
+    let reflection = reflection_builder().build_v1()?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha()?;
+    // request_limit refuses a request over request_bytes_max with the
+    // status every limit uses; tonic's own check (OUT_OF_RANGE) stays
+    // behind it at the same size as a second guard.
+    let log_server = request_limit::RequestLimit::new(
+        LogServer::new(service)
+            .max_decoding_message_size(limits.request_bytes_max)
+            .max_encoding_message_size(limits.request_bytes_max.max(limits.event_bytes_max * 2)),
+        limits.request_bytes_max,
+    );
 
     let signal = async move {
         shutdown.await;
@@ -136,6 +184,7 @@ pub async fn serve_with_metrics(
         .max_concurrent_streams(limits.streams_per_connection_max)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(log_server)
         .serve_with_incoming_shutdown(incoming, signal);
 
@@ -153,6 +202,17 @@ pub async fn serve_with_metrics(
         sampler.abort();
     }
     Ok(())
+}
+
+/// What gRPC reflection describes: Trail's contract, health, and both
+/// reflection services (so either version lists both).
+fn reflection_builder() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(trail_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET)
 }
 
 /// Binds the configured address, printing `listening on ADDR` on stdout (so
@@ -179,14 +239,9 @@ pub async fn run(
     })?;
     let store = tokio::task::spawn_blocking(move || Store::open(&root, options)).await??;
     // Open every log now, so recovery (and damage) shows before serving.
-    let store = tokio::task::spawn_blocking(move || -> Result<Store, LogError> {
-        for name in store.list()? {
-            store.get(&name)?;
-        }
-        Ok(store)
-    })
-    .await??;
     let store = Arc::new(store);
+    let opener = Arc::clone(&store);
+    let damaged = tokio::task::spawn_blocking(move || open_logs(&opener)).await??;
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -214,7 +269,15 @@ pub async fn run(
         println!("metrics on {metrics_address}");
     }
 
-    let served = serve_with_metrics(&config, Arc::clone(&store), listener, metrics, shutdown).await;
+    let served = serve_opened(
+        &config,
+        Arc::clone(&store),
+        damaged,
+        listener,
+        metrics,
+        shutdown,
+    )
+    .await;
     drop(endpoint);
     let closer = Arc::clone(&store);
     let closed = tokio::task::spawn_blocking(move || closer.close()).await?;

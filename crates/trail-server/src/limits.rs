@@ -9,7 +9,10 @@ use crate::ServerError;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// The largest gRPC message the server decodes (tonic's decoding limit).
+    /// The largest gRPC request message, as encoded. Checked on the wire
+    /// before tonic decodes anything (`crate::request_limit`); also tonic's
+    /// decoding limit. Together with the event limits it must fit one group
+    /// commit (`log.group_bytes_max`; see `Config::validate`).
     pub request_bytes_max: usize,
     /// Events in one append request.
     pub events_per_request_max: usize,
@@ -33,15 +36,26 @@ pub struct Limits {
     pub streams_per_connection_max: u32,
     /// Append requests of one `AppendStream` in flight at once.
     pub stream_appends_in_flight_max: usize,
-    /// Records a `Read` or `Subscribe` reads from disk per step; the gRPC
-    /// stream's flow control holds a slow reader back between steps.
+    /// Records a `Read` or `Subscribe` reads from disk per step (at most
+    /// 32: what one stream buffers); the gRPC stream's flow control holds a
+    /// slow reader back between steps.
     pub read_chunk_records: usize,
+    /// Disk reads of `Read` and `Subscribe` streams running at once, server
+    /// wide: each runs on a blocking thread, so this bounds the threads
+    /// (and their allocator arenas) that many readers can occupy.
+    pub disk_reads_in_flight_max: usize,
 }
+
+/// The most records a `Read` or `Subscribe` stream reads ahead of its
+/// client; what a stalled reader can hold.
+pub const READ_CHUNK_RECORDS_MAX: usize = 32;
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            request_bytes_max: 16 << 20,
+            // 3 MiB: with 1,000 events of the longest id, a request's
+            // records still fit the default 4 MiB group commit.
+            request_bytes_max: 3 << 20,
             events_per_request_max: 1_000,
             event_bytes_max: 64 << 10,
             event_id_bytes_max: 128,
@@ -53,7 +67,8 @@ impl Default for Limits {
             change_bytes_max: 48 << 10,
             streams_per_connection_max: 256,
             stream_appends_in_flight_max: 16,
-            read_chunk_records: 256,
+            read_chunk_records: 32,
+            disk_reads_in_flight_max: 4,
         }
     }
 }
@@ -76,6 +91,7 @@ impl Limits {
                 self.stream_appends_in_flight_max,
             ),
             ("read_chunk_records", self.read_chunk_records),
+            ("disk_reads_in_flight_max", self.disk_reads_in_flight_max),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -84,18 +100,51 @@ impl Limits {
                 )));
             }
         }
+        if self.read_chunk_records > READ_CHUNK_RECORDS_MAX {
+            return Err(ServerError::Config(format!(
+                "limits.read_chunk_records ({}) is above {READ_CHUNK_RECORDS_MAX}: a stream \
+                 buffers at most that many records, so a stalled reader holds no more",
+                self.read_chunk_records
+            )));
+        }
+        if self.disk_reads_in_flight_max > 1024 {
+            return Err(ServerError::Config(format!(
+                "limits.disk_reads_in_flight_max ({}) is above 1024 (each is a thread)",
+                self.disk_reads_in_flight_max
+            )));
+        }
         if self.streams_per_connection_max == 0 {
             return Err(ServerError::Config(
                 "limits.streams_per_connection_max must be at least 1".to_owned(),
             ));
         }
         // An event must fit in a request, or the limit on events could never
-        // be reached and clients would see a transport error instead.
+        // be reached and clients would see the request limit instead.
         if self.event_bytes_max > self.request_bytes_max {
             return Err(ServerError::Config(format!(
-                "limits.event_bytes_max ({}) is larger than limits.request_bytes_max ({})",
+                "limits.event_bytes_max ({}) is larger than limits.request_bytes_max ({}); \
+                 an event that large could never arrive",
                 self.event_bytes_max, self.request_bytes_max
             )));
+        }
+        // Each part of an event must fit an event, or its own limit could
+        // never be reached.
+        let parts = [
+            ("event_id_bytes_max", self.event_id_bytes_max),
+            ("field_bytes_max", self.field_bytes_max),
+            ("attribute_key_bytes_max", self.attribute_key_bytes_max),
+            ("attribute_value_bytes_max", self.attribute_value_bytes_max),
+            ("payload_bytes_max", self.payload_bytes_max),
+            ("change_bytes_max", self.change_bytes_max),
+        ];
+        for (name, value) in parts {
+            if value > self.event_bytes_max {
+                return Err(ServerError::Config(format!(
+                    "limits.{name} ({value}) is larger than limits.event_bytes_max ({}); \
+                     an event could never reach it",
+                    self.event_bytes_max
+                )));
+            }
         }
         Ok(())
     }

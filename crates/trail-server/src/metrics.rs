@@ -20,6 +20,9 @@
 //! | `trail_log_records_total` | counter | `log`: records the writer appended |
 //! | `trail_log_written_bytes_total` | counter | `log`: frame bytes written |
 //! | `trail_log_syncs_total` | counter | `log`: fdatasync/fsync calls |
+//! | `trail_log_damaged` | gauge | `log`: 1 for a log out of service because its stored data is damaged |
+//! | `trail_log_segments_to_verify` | gauge | `log`: sealed segments trusted at open, to be re-hashed in the background |
+//! | `trail_log_segments_verified` | gauge | `log`: of those, re-hashed and found sound so far |
 //!
 //! The writer's counters start at zero when the server opens the log. The
 //! mean group commit size is
@@ -54,10 +57,13 @@ const APPEND_BYTES: &str = "trail_append_bytes_total";
 const APPEND_LATENCY: &str = "trail_append_latency_seconds";
 const APPEND_REQUEST_EVENTS: &str = "trail_append_request_events";
 const QUEUE_DEPTH: &str = "trail_log_queue_depth";
+const SEGMENTS_TO_VERIFY: &str = "trail_log_segments_to_verify";
+const SEGMENTS_VERIFIED: &str = "trail_log_segments_verified";
 const LOG_GROUPS: &str = "trail_log_groups_total";
 const LOG_RECORDS: &str = "trail_log_records_total";
 const LOG_WRITTEN_BYTES: &str = "trail_log_written_bytes_total";
 const LOG_SYNCS: &str = "trail_log_syncs_total";
+const LOG_DAMAGED: &str = "trail_log_damaged";
 
 /// Upper bounds of the latency buckets, seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: [f64; 16] = [
@@ -192,6 +198,18 @@ impl Metrics {
         }))
     }
 
+    /// Marks `log` as damaged and out of service: `trail_log_damaged{log}`
+    /// = 1 (the series exists only for damaged logs, so
+    /// `trail_log_damaged > 0` alerts on any).
+    pub fn log_damaged(&self, log: &str) {
+        if let Some(recorder) = &self.recorder {
+            let log = SharedString::from_owned(log.to_owned());
+            recorder
+                .register_gauge(&key(LOG_DAMAGED, &log, None), &METADATA)
+                .set(1.0);
+        }
+    }
+
     /// The Prometheus text exposition of everything recorded (what
     /// `/metrics` answers); empty when metrics are off.
     #[must_use]
@@ -233,6 +251,27 @@ fn describe(recorder: &PrometheusRecorder) {
         Some(Unit::Count),
         SharedString::const_str("Appends waiting in the log's queue for its writer (sampled)"),
     );
+    recorder.describe_gauge(
+        SEGMENTS_TO_VERIFY.into(),
+        Some(Unit::Count),
+        SharedString::const_str(
+            "Sealed segments trusted at open (seal, footer, sidecar) that background verification re-hashes",
+        ),
+    );
+    recorder.describe_gauge(
+        SEGMENTS_VERIFIED.into(),
+        Some(Unit::Count),
+        SharedString::const_str(
+            "Sealed segments background verification re-hashed and found sound",
+        ),
+    );
+    recorder.describe_gauge(
+        LOG_DAMAGED.into(),
+        Some(Unit::Count),
+        SharedString::const_str(
+            "1 for a log out of service because its stored data is damaged (found at open or by background verification)",
+        ),
+    );
 }
 
 /// The `outcome` label for a gRPC code.
@@ -273,6 +312,8 @@ pub struct LogMetrics {
     latency: Histogram,
     request_events: Histogram,
     queue_depth: Gauge,
+    segments_to_verify: Gauge,
+    segments_verified: Gauge,
     groups: Counter,
     records: Counter,
     written_bytes: Counter,
@@ -313,6 +354,12 @@ impl LogMetrics {
             ),
             None => (Histogram::noop(), Histogram::noop(), Gauge::noop()),
         };
+        let gauge = |name: &'static str| match recorder.as_deref() {
+            Some(recorder) => recorder.register_gauge(&key(name, &log, None), &METADATA),
+            None => Gauge::noop(),
+        };
+        let (segments_to_verify, segments_verified) =
+            (gauge(SEGMENTS_TO_VERIFY), gauge(SEGMENTS_VERIFIED));
         LogMetrics {
             recorder,
             log,
@@ -323,6 +370,8 @@ impl LogMetrics {
             latency,
             request_events,
             queue_depth,
+            segments_to_verify,
+            segments_verified,
             groups,
             records,
             written_bytes,
@@ -381,6 +430,14 @@ impl LogMetrics {
         self.syncs.absolute(stats.syncs);
         #[allow(clippy::cast_precision_loss)]
         self.queue_depth.set(log.queue_len() as f64);
+        let verification = log.background_verification();
+        #[allow(clippy::cast_precision_loss)]
+        {
+            self.segments_to_verify
+                .set(verification.segments_total as f64);
+            self.segments_verified
+                .set(verification.segments_verified as f64);
+        }
     }
 }
 

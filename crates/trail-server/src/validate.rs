@@ -1,11 +1,17 @@
 //! Checks what a client sends before any of it reaches the log. Every refusal
 //! names the field (`events[3].actor`) and, for a limit, the limit's
 //! configuration key, so the client knows exactly what to change.
+//!
+//! One rule for codes: anything over a configured size or count limit is
+//! RESOURCE_EXHAUSTED, `<what> is <size> <unit>; the limit is <limit>
+//! (limits.<key>)` (see [`over_limit`]); content that is wrong whatever the
+//! limits (empty, not JSON, a control character, a repeated id) is
+//! INVALID_ARGUMENT.
 
 use std::collections::HashSet;
 
 use prost::Message;
-use tonic::{Code, Status};
+use tonic::Status;
 use trail_log::LogName;
 use trail_proto::v1::{state_change::Kind, Event, Outcome, StateChange};
 
@@ -73,10 +79,13 @@ fn event_count(count: usize, limits: &Limits) -> Result<(), Status> {
         ));
     }
     if count > limits.events_per_request_max {
-        return Err(Status::resource_exhausted(format!(
-            "events: {count} events in one request; the limit is {} (limits.events_per_request_max)",
-            limits.events_per_request_max
-        )));
+        return Err(over_limit(
+            "request",
+            count,
+            "events",
+            limits.events_per_request_max,
+            "events_per_request_max",
+        ));
     }
     Ok(())
 }
@@ -98,29 +107,38 @@ fn unique_id<'a>(
 
 fn event_size(index: usize, encoded: usize, limits: &Limits) -> Result<(), Status> {
     if encoded > limits.event_bytes_max {
-        return Err(Status::resource_exhausted(format!(
-            "events[{index}]: {encoded} bytes encoded; the limit is {} (limits.event_bytes_max)",
-            limits.event_bytes_max
-        )));
+        return Err(over_limit(
+            &format!("events[{index}]"),
+            encoded,
+            "bytes",
+            limits.event_bytes_max,
+            "event_bytes_max",
+        ));
     }
     Ok(())
+}
+
+/// The refusal of anything over a configured limit: RESOURCE_EXHAUSTED,
+/// `<what> is <size> <unit>; the limit is <limit> (limits.<key>)`, `key`
+/// being the `[limits]` key a user would raise.
+#[must_use]
+pub fn over_limit(what: &str, size: usize, unit: &str, limit: usize, key: &str) -> Status {
+    Status::resource_exhausted(format!(
+        "{what} is {size} {unit}; the limit is {limit} (limits.{key})"
+    ))
 }
 
 fn invalid(index: usize, field: &str, why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("events[{index}].{field}: {why}"))
 }
 
-fn too_large(
-    code: Code,
-    index: usize,
-    field: &str,
-    size: usize,
-    limit: usize,
-    setting: &str,
-) -> Status {
-    Status::new(
-        code,
-        format!("events[{index}].{field}: {size} bytes; the limit is {limit} (limits.{setting})"),
+fn too_large(index: usize, field: &str, size: usize, limit: usize, key: &str) -> Status {
+    over_limit(
+        &format!("events[{index}].{field}"),
+        size,
+        "bytes",
+        limit,
+        key,
     )
 }
 
@@ -136,7 +154,6 @@ fn text_field(
     }
     if value.len() > limits.field_bytes_max {
         return Err(too_large(
-            Code::InvalidArgument,
             index,
             field,
             value.len(),
@@ -186,7 +203,6 @@ fn checked_fields(index: usize, event: &Event, limits: &Limits) -> Result<(), St
     }
     if event_id.len() > limits.event_id_bytes_max {
         return Err(too_large(
-            Code::InvalidArgument,
             index,
             "event_id",
             event_id.len(),
@@ -228,11 +244,13 @@ fn checked_fields(index: usize, event: &Event, limits: &Limits) -> Result<(), St
     }
 
     if attributes.len() > limits.attributes_max {
-        return Err(Status::resource_exhausted(format!(
-            "events[{index}].attributes: {} entries; the limit is {} (limits.attributes_max)",
+        return Err(over_limit(
+            &format!("events[{index}].attributes"),
             attributes.len(),
-            limits.attributes_max
-        )));
+            "entries",
+            limits.attributes_max,
+            "attributes_max",
+        ));
     }
     for (key, value) in attributes {
         if key.is_empty() {
@@ -240,7 +258,6 @@ fn checked_fields(index: usize, event: &Event, limits: &Limits) -> Result<(), St
         }
         if key.len() > limits.attribute_key_bytes_max {
             return Err(too_large(
-                Code::InvalidArgument,
                 index,
                 "attributes key",
                 key.len(),
@@ -250,7 +267,6 @@ fn checked_fields(index: usize, event: &Event, limits: &Limits) -> Result<(), St
         }
         if value.len() > limits.attribute_value_bytes_max {
             return Err(too_large(
-                Code::InvalidArgument,
                 index,
                 &format!("attributes[{key:?}]"),
                 value.len(),
@@ -262,7 +278,6 @@ fn checked_fields(index: usize, event: &Event, limits: &Limits) -> Result<(), St
 
     if payload.len() > limits.payload_bytes_max {
         return Err(too_large(
-            Code::ResourceExhausted,
             index,
             "payload",
             payload.len(),
@@ -301,7 +316,6 @@ fn state_change(index: usize, change: &StateChange, limits: &Limits) -> Result<(
     };
     if json.len() > limits.change_bytes_max {
         return Err(too_large(
-            Code::ResourceExhausted,
             index,
             field,
             json.len(),
@@ -366,6 +380,7 @@ fn json_patch(index: usize, field: &str, value: &serde_json::Value) -> Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     fn good() -> Event {
         Event {
@@ -475,10 +490,12 @@ mod tests {
         let mut event = good();
         event.actor = "a".repeat(limits.field_bytes_max + 1);
         let (code, text) = message(event_fields(0, &event, &limits));
-        assert_eq!(code, Code::InvalidArgument);
-        assert!(
-            text.contains("events[0].actor") && text.contains("limits.field_bytes_max"),
-            "{text}"
+        assert_eq!(
+            (code, text.as_str()),
+            (
+                Code::ResourceExhausted,
+                "events[0].actor is 1025 bytes; the limit is 1024 (limits.field_bytes_max)"
+            )
         );
     }
 

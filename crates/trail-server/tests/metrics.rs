@@ -6,8 +6,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use trail_log::Store;
 use trail_proto::v1::log_client::LogClient;
 use trail_proto::v1::{AppendRequest, Event, Outcome};
@@ -15,7 +13,7 @@ use trail_server::{Limits, Metrics};
 
 mod common;
 
-use common::{sync_options, test_config, Result, Served};
+use common::{sample, scrape, sync_options, test_config, Result, Served};
 
 fn event(id: &str) -> Event {
     Event {
@@ -34,48 +32,6 @@ fn append(log: &str, ids: &[&str]) -> AppendRequest {
         events: ids.iter().map(|id| event(id)).collect(),
         atomic: false,
     }
-}
-
-/// `GET /metrics` over a plain TCP connection; the response body.
-async fn scrape(address: std::net::SocketAddr) -> Result<String> {
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address)).await??;
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await??;
-    let response = String::from_utf8(response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or("no end of headers in the response")?;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    Ok(body.to_owned())
-}
-
-/// The value of the sample `name{labels}` in a text exposition, whatever
-/// order the labels come in.
-fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    body.lines().find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (series_name, rest) = series.split_once('{').unwrap_or((series, "}"));
-        if series_name != name {
-            return None;
-        }
-        let rest = rest.strip_suffix('}')?;
-        let mut found: Vec<(&str, &str)> = rest
-            .split(',')
-            .filter(|pair| !pair.is_empty())
-            .filter_map(|pair| {
-                let (key, value) = pair.split_once('=')?;
-                Some((key, value.trim_matches('"')))
-            })
-            .collect();
-        found.sort_unstable();
-        let mut wanted = labels.to_vec();
-        wanted.sort_unstable();
-        (found == wanted).then(|| value.parse().ok()).flatten()
-    })
 }
 
 #[tokio::test]

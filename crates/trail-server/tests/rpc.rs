@@ -372,21 +372,21 @@ async fn each_limit_is_named() -> Result {
     long_actor.actor = "a".repeat(65);
     assert_status(
         client.append(append("l", vec![long_actor])).await,
-        Code::InvalidArgument,
+        Code::ResourceExhausted,
         "limits.field_bytes_max",
     );
     let mut long_id = event("a1");
     long_id.event_id = "i".repeat(17);
     assert_status(
         client.append(append("l", vec![long_id])).await,
-        Code::InvalidArgument,
+        Code::ResourceExhausted,
         "limits.event_id_bytes_max",
     );
     let mut long_value = event("a1");
     long_value.attributes.insert("k".to_owned(), "v".repeat(33));
     assert_status(
         client.append(append("l", vec![long_value])).await,
-        Code::InvalidArgument,
+        Code::ResourceExhausted,
         "limits.attribute_value_bytes_max",
     );
     let mut long_change = event("a1");
@@ -416,8 +416,9 @@ async fn each_limit_is_named() -> Result {
     let result = trail_server::validate::event_fields(0, &whole, &tight);
     assert_status(result, Code::ResourceExhausted, "limits.event_bytes_max");
 
-    // A request above tonic's decoding limit (request_bytes_max) is refused
-    // before it is decoded.
+    // A request above request_bytes_max is refused before it is decoded,
+    // with the same code and shape as every other limit (not tonic's
+    // OUT_OF_RANGE).
     let wide: Vec<Event> = (0..8)
         .map(|n| {
             let mut e = event(&format!("r{n}"));
@@ -436,11 +437,14 @@ async fn each_limit_is_named() -> Result {
         .await
         .err()
         .ok_or("a request above request_bytes_max was accepted")?;
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
-        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        status.message().starts_with("request is ")
+            && status
+                .message()
+                .ends_with("bytes; the limit is 8000 (limits.request_bytes_max)"),
         "{status:?}"
     );
-    assert!(status.message().contains("8000"), "{status:?}");
     // Nothing refused was appended.
     assert_status(
         client
@@ -657,7 +661,25 @@ async fn append_stream_answers_in_order_and_ends_on_error() -> Result {
         .into_inner();
     assert!(responses.next().await.ok_or("no first response")?.is_ok());
     let second = responses.next().await.ok_or("no second response")?;
-    assert_status(second, Code::InvalidArgument, "events[0].resource");
+    assert_status(
+        second,
+        Code::InvalidArgument,
+        "request 2 of the stream: events[0].resource",
+    );
+    assert!(
+        responses.next().await.is_none(),
+        "the stream ends at the error"
+    );
+    // The request after the failed one was not appended: the client saw no
+    // answer for it, so it must not land unseen.
+    let head = server
+        .client
+        .head(HeadRequest {
+            log: "s".to_owned(),
+        })
+        .await?
+        .into_inner();
+    assert_eq!(head.lsn, 101);
     server.stop().await
 }
 
@@ -702,5 +724,67 @@ async fn health_and_reflection_are_served() -> Result {
         .map(|service| service.name)
         .collect();
     assert!(names.iter().any(|name| name == "trail.v1.Log"), "{names:?}");
+    server.stop().await
+}
+
+/// Python's grpcio-reflection and older grpcurl builds speak only
+/// `grpc.reflection.v1alpha`; it lists the same services as v1.
+#[tokio::test]
+async fn reflection_v1alpha_lists_the_services() -> Result {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+
+    let server = TestServer::start().await?;
+    let channel = tonic::transport::Endpoint::from_shared(server.address.clone())?
+        .connect()
+        .await?;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let requests = vec![
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+        ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol(
+                "trail.v1.Log".to_owned(),
+            )),
+        },
+    ];
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter(requests))
+        .await?
+        .into_inner();
+    let answer = tokio::time::timeout(Duration::from_secs(10), answers.next())
+        .await?
+        .ok_or("no reflection answer")??;
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        return Err(format!("unexpected reflection answer {answer:?}").into());
+    };
+    let names: Vec<String> = list
+        .service
+        .into_iter()
+        .map(|service| service.name)
+        .collect();
+    for wanted in [
+        "trail.v1.Log",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            names.iter().any(|name| name == wanted),
+            "{wanted} not in {names:?}"
+        );
+    }
+    let answer = tokio::time::timeout(Duration::from_secs(10), answers.next())
+        .await?
+        .ok_or("no second reflection answer")??;
+    let Some(MessageResponse::FileDescriptorResponse(files)) = answer.message_response else {
+        return Err(format!("unexpected reflection answer {answer:?}").into());
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
     server.stop().await
 }

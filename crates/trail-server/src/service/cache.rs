@@ -1,0 +1,175 @@
+//! Open logs by name, so handlers find a log without blocking IO; logs
+//! found damaged, kept out of service; and the one way a handler opens (or
+//! creates) a log the first time it is asked for.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use tonic::Status;
+use trail_log::{ErrorKind, Log, LogError, LogName, Store};
+
+use crate::metrics::{LogMetrics, Metrics};
+use crate::status;
+
+/// An open log and its metric handles.
+#[derive(Clone)]
+pub(super) struct OpenLog {
+    pub(super) log: Arc<Log>,
+    pub(super) metrics: Arc<LogMetrics>,
+}
+
+/// A log that did not open because its stored data is damaged: it stays
+/// out of service (every request answers DATA_LOSS) while the server's
+/// other logs go on, and is not reopened (recovery would only find the same
+/// damage again, at the cost of a full scan per request).
+#[derive(Clone)]
+pub(super) struct Damaged {
+    /// What the engine found: file, offset, LSN and reason.
+    pub(super) damage: String,
+    /// Its metric handles, so refused appends are counted under its name.
+    pub(super) metrics: Arc<LogMetrics>,
+}
+
+impl Damaged {
+    /// The status every request to the log gets.
+    pub(super) fn status(&self, name: &LogName) -> Status {
+        Status::data_loss(format!(
+            "log {name} is damaged and out of service: {}",
+            self.damage
+        ))
+    }
+}
+
+/// Open logs by name, so handlers find a log without blocking IO, and the
+/// logs kept out of service.
+#[derive(Default)]
+pub(super) struct LogCache {
+    open: RwLock<HashMap<LogName, OpenLog>>,
+    damaged: RwLock<BTreeMap<LogName, Damaged>>,
+}
+
+impl LogCache {
+    pub(super) fn get(&self, name: &LogName) -> Option<OpenLog> {
+        self.open
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// The open log, unless background verification found it damaged since
+    /// it opened: then it is taken out of service like a log that failed
+    /// to open, and `None` sends the caller to [`LogCache::damaged`].
+    pub(super) fn get_in_service(&self, name: &LogName, metrics: &Metrics) -> Option<OpenLog> {
+        let open = self.get(name)?;
+        let Some(failure) = open.log.background_damage() else {
+            return Some(open);
+        };
+        let error = LogError::Corruption {
+            file: failure.file,
+            offset: failure.offset,
+            lsn: failure.lsn,
+            reason: format!("found by background verification: {}", failure.reason),
+        };
+        self.quarantine(name, &error, metrics);
+        self.open
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+        None
+    }
+
+    /// Caches `log` unless another task cached it first; returns the cached one.
+    fn insert(&self, name: LogName, log: Arc<Log>, metrics: &Metrics) -> OpenLog {
+        self.open
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(name)
+            .or_insert_with_key(|name| OpenLog {
+                log,
+                metrics: metrics.for_log(name.as_str()),
+            })
+            .clone()
+    }
+
+    pub(super) fn all(&self) -> Vec<OpenLog> {
+        self.open
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The damage that keeps `name` out of service, if it is.
+    pub(super) fn damaged(&self, name: &LogName) -> Option<Damaged> {
+        self.damaged
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Takes `name` out of service because opening it failed with `error`
+    /// (damaged data); says so in the server's log and its metrics.
+    pub(super) fn quarantine(
+        &self,
+        name: &LogName,
+        error: &LogError,
+        metrics: &Metrics,
+    ) -> Damaged {
+        let mut damaged = self.damaged.write().unwrap_or_else(PoisonError::into_inner);
+        damaged
+            .entry(name.clone())
+            .or_insert_with(|| {
+                tracing::error!(
+                    log = %name,
+                    %error,
+                    "log is damaged: out of service (requests to it answer DATA_LOSS); the other logs are served. \
+                     Copy its directory and run `trail verify --dir DATA_DIR --log {name}` on the copy"
+                );
+                metrics.log_damaged(name.as_str());
+                Damaged {
+                    damage: error.to_string(),
+                    metrics: metrics.for_log(name.as_str()),
+                }
+            })
+            .clone()
+    }
+}
+
+/// Finds a log, opening it (or, with `create`, creating it) on the blocking
+/// pool the first time.
+pub(super) async fn find_log(
+    store: &Arc<Store>,
+    cache: &LogCache,
+    metrics: &Metrics,
+    name: LogName,
+    create: bool,
+) -> Result<OpenLog, Status> {
+    if let Some(log) = cache.get_in_service(&name, metrics) {
+        return Ok(log);
+    }
+    if let Some(damaged) = cache.damaged(&name) {
+        return Err(damaged.status(&name));
+    }
+    let opener = Arc::clone(store);
+    let wanted = name.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        if create {
+            opener.get_or_create(&wanted).map(Some)
+        } else {
+            opener.get(&wanted)
+        }
+    })
+    .await
+    .map_err(|error| Status::internal(format!("opening the log failed: {error}")))?
+    .map_err(|error| match error.kind() {
+        ErrorKind::DataLoss => cache.quarantine(&name, &error, metrics).status(&name),
+        _ => status::from_log_error(&error),
+    })?;
+    match found {
+        Some(log) => Ok(cache.insert(name, log, metrics)),
+        None => Err(status::log_not_found(&name)),
+    }
+}

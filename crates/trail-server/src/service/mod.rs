@@ -1,0 +1,186 @@
+//! The `trail.v1.Log` gRPC service. This module is the dispatcher: it holds
+//! what every handler shares and implements the tonic trait by handing each
+//! RPC to its own module (mini-redis's `cmd/` layout). Handlers are thin:
+//! they check the request, find the log, call the engine and translate its
+//! answer.
+//!
+//! - `append.rs`: `Append` and `AppendStream`
+//! - `read.rs`: `Read`, and the follower-to-stream loop `Subscribe` shares
+//! - `subscribe.rs`: `Subscribe`
+//! - `verify.rs`: `Verify`
+//! - `head.rs`: `Head`
+//! - `cache.rs`: open logs by name
+
+mod append;
+mod cache;
+mod head;
+mod read;
+mod subscribe;
+mod verify;
+
+use std::sync::Arc;
+
+use tokio::sync::{watch, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use trail_log::{Log, LogError, LogName, Store};
+use trail_proto::server_view::log_server::Log as LogRpc;
+use trail_proto::server_view::{AppendRequest, Record};
+use trail_proto::v1::{
+    AppendResponse, HeadRequest, HeadResponse, ReadRequest, SubscribeRequest, VerifyRequest,
+    VerifyResponse,
+};
+
+pub use read::record_to_proto;
+
+use crate::limits::Limits;
+use crate::metrics::Metrics;
+use crate::validate;
+use append::Appender;
+
+/// The `trail.v1.Log` service over one [`Store`]. It implements the server
+/// view of the service (`trail_proto::server_view`): each appended event
+/// arrives as the bytes the producer encoded, is decoded only to be checked,
+/// and is stored as it arrived.
+#[derive(Clone)]
+pub struct LogService {
+    /// The store, open logs, limits and metrics, shared with append tasks.
+    shared: Appender,
+    /// Turns true when the server shuts down, so long-lived streams end
+    /// instead of holding the shutdown open.
+    shutdown: watch::Receiver<bool>,
+    /// Disk reads of `Read`/`Subscribe` streams in flight, server wide
+    /// (`limits.disk_reads_in_flight_max`): each holds a blocking thread.
+    disk_reads: Arc<Semaphore>,
+}
+
+impl LogService {
+    /// A service over `store`, without metrics; long-lived streams end when
+    /// `shutdown` turns true.
+    #[must_use]
+    pub fn new(store: Arc<Store>, limits: Limits, shutdown: watch::Receiver<bool>) -> LogService {
+        LogService::with_metrics(store, limits, shutdown, Metrics::disabled())
+    }
+
+    /// As [`LogService::new`], recording into `metrics`.
+    #[must_use]
+    pub fn with_metrics(
+        store: Arc<Store>,
+        limits: Limits,
+        shutdown: watch::Receiver<bool>,
+        metrics: Metrics,
+    ) -> LogService {
+        LogService {
+            disk_reads: Arc::new(Semaphore::new(limits.disk_reads_in_flight_max)),
+            shared: Appender {
+                store,
+                cache: Arc::default(),
+                limits: Arc::new(limits),
+                metrics,
+            },
+            shutdown,
+        }
+    }
+
+    /// Copies every open log's writer counters and queue depth into the
+    /// metrics (cheap: atomics and a lock per log, no IO).
+    pub fn sample_metrics(&self) {
+        for open in self.shared.cache.all() {
+            open.metrics.sample(&open.log);
+            // Damage found in the background takes the log out of service
+            // now, not at its next request.
+            let _ = self
+                .shared
+                .cache
+                .get_in_service(open.log.name(), &self.shared.metrics);
+        }
+    }
+
+    /// Takes `name` out of service because opening it failed with `error`
+    /// (damaged data): requests to it answer DATA_LOSS with `error`'s text,
+    /// `Head` reports it, `trail_log_damaged{log}` is 1, and an error line
+    /// goes to the server's log.
+    pub fn quarantine(&self, name: &LogName, error: &LogError) {
+        self.shared
+            .cache
+            .quarantine(name, error, &self.shared.metrics);
+    }
+
+    /// The log a read-side request names; NOT_FOUND when it does not exist.
+    async fn existing_log(&self, name: &str) -> Result<Arc<Log>, Status> {
+        let name = validate::log_name(name)?;
+        let shared = &self.shared;
+        let open =
+            cache::find_log(&shared.store, &shared.cache, &shared.metrics, name, false).await?;
+        Ok(open.log)
+    }
+}
+
+/// Resolves once the server starts shutting down (never holds the watch's
+/// lock across an await).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stopping| *stopping).await;
+}
+
+/// The stream `Read` and `Subscribe` answer with.
+type RecordStream = ReceiverStream<Result<Record, Status>>;
+
+#[tonic::async_trait]
+impl LogRpc for LogService {
+    async fn append(
+        &self,
+        request: Request<AppendRequest>,
+    ) -> Result<Response<AppendResponse>, Status> {
+        self.shared
+            .unary(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type AppendStreamStream = ReceiverStream<Result<AppendResponse, Status>>;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<AppendRequest>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        Ok(Response::new(append::stream(
+            self.shared.clone(),
+            self.shutdown.clone(),
+            request.into_inner(),
+        )))
+    }
+
+    type ReadStream = RecordStream;
+
+    async fn read(&self, request: Request<ReadRequest>) -> Result<Response<RecordStream>, Status> {
+        read::read(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type SubscribeStream = RecordStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<SubscribeRequest>,
+    ) -> Result<Response<RecordStream>, Status> {
+        subscribe::subscribe(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn verify(
+        &self,
+        request: Request<VerifyRequest>,
+    ) -> Result<Response<VerifyResponse>, Status> {
+        verify::verify(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn head(&self, request: Request<HeadRequest>) -> Result<Response<HeadResponse>, Status> {
+        head::head(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+}

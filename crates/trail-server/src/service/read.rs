@@ -1,0 +1,209 @@
+//! `Read`: a range of records from disk to the client, and [`stream_records`],
+//! the follower-to-stream loop `Subscribe` shares. Both read through one
+//! engine [`Follower`] per stream, so the chain is checked on every link the
+//! stream passes (across chunks and segments), and a stalled client holds
+//! only its channel's records and the follower's position: the follower's
+//! file and buffer are put down between reads, a read happens only once the
+//! channel has room for all of it, and disk reads run on the blocking pool
+//! under one server-wide bound (`limits.disk_reads_in_flight_max`).
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use trail_log::codec::Record as StoredBody;
+use trail_log::{Follower, Lsn, RecordKind, StoredRecord};
+use trail_proto::server_view::Record;
+use trail_proto::v1::{ReadRequest, RecordKind as ProtoKind};
+
+use super::{stopped, LogService, RecordStream};
+use crate::limits::READ_CHUNK_RECORDS_MAX;
+use crate::status;
+
+/// Records buffered between the follower and the gRPC stream of one
+/// `Read` or `Subscribe`: twice a read step, so the next read can start
+/// while the client takes the last. Flow control, not this buffer, absorbs
+/// a slow client.
+pub(super) const STREAM_CHANNEL_RECORDS: usize = 2 * READ_CHUNK_RECORDS_MAX;
+
+/// Body bytes one read step gathers at most (past its first record).
+const READ_STEP_BYTES_MAX: usize = 1 << 20;
+
+/// Serves one `Read`: checks the range against the head, then streams it.
+pub(super) async fn read(
+    service: &LogService,
+    request: ReadRequest,
+) -> Result<RecordStream, Status> {
+    let ReadRequest {
+        log,
+        from_lsn,
+        to_lsn,
+    } = request;
+    let log = service.existing_log(&log).await?;
+    let head = log.head().lsn;
+    let from = Lsn(from_lsn.max(1));
+    if to_lsn != 0 && to_lsn > head.0 {
+        return Err(Status::not_found(format!(
+            "to_lsn: {to_lsn} is beyond the log's head {head}"
+        )));
+    }
+    let to = if to_lsn == 0 { head } else { Lsn(to_lsn) };
+    if from.0 > head.0.saturating_add(1) {
+        return Err(Status::not_found(format!(
+            "from_lsn: {from_lsn} is beyond the log's head {head}"
+        )));
+    }
+    if to_lsn != 0 && from > to {
+        return Err(Status::invalid_argument(format!(
+            "from_lsn: {from_lsn} is after to_lsn {to_lsn}"
+        )));
+    }
+    let (sender, receiver) = mpsc::channel(STREAM_CHANNEL_RECORDS);
+    let stream = StreamRecords {
+        follower: log.follow(from),
+        to: Some(to),
+        chunk: service.shared.limits.read_chunk_records,
+        disk_reads: Arc::clone(&service.disk_reads),
+        sender,
+        shutdown: service.shutdown.clone(),
+    };
+    tokio::spawn(stream_records(stream));
+    Ok(ReceiverStream::new(receiver))
+}
+
+/// A stored record as the wire shows it: the event goes out as the bytes
+/// that are stored (the server view's `Record.event`), never re-encoded.
+#[must_use]
+pub fn record_to_proto(stored: &StoredRecord) -> Record {
+    let StoredBody {
+        lsn,
+        recorded_at_unix_nanos,
+        prev_hash,
+        kind,
+        batch_last_lsn,
+        event,
+        ..
+    } = &stored.record;
+    let (kind, compensates) = match kind {
+        RecordKind::Event => (ProtoKind::Event, 0),
+        RecordKind::Compensation { compensates } => (ProtoKind::Compensation, compensates.0),
+    };
+    Record {
+        lsn: lsn.0,
+        recorded_at_unix_nanos: *recorded_at_unix_nanos,
+        prev_hash: prev_hash.0.to_vec(),
+        hash: stored.hash.0.to_vec(),
+        kind: kind as i32,
+        compensates,
+        batch_last_lsn: batch_last_lsn.0,
+        event: event.clone(),
+    }
+}
+
+/// One stream's reading state.
+pub(super) struct StreamRecords {
+    pub(super) follower: Follower,
+    /// The last LSN to send (`Read`); `None` follows the log (`Subscribe`).
+    pub(super) to: Option<Lsn>,
+    /// Records per read step (at most [`READ_CHUNK_RECORDS_MAX`]).
+    pub(super) chunk: usize,
+    /// The server-wide bound on disk reads in flight.
+    pub(super) disk_reads: Arc<Semaphore>,
+    pub(super) sender: mpsc::Sender<Result<Record, Status>>,
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
+/// Streams records from the follower to the client until the range ends,
+/// the client goes away, the server stops, or the log fails (the error is
+/// the stream's last message).
+pub(super) async fn stream_records(mut stream: StreamRecords) {
+    let step = stream.chunk.clamp(1, READ_CHUNK_RECORDS_MAX);
+    loop {
+        let wanted = match stream.to {
+            Some(to) if stream.follower.position() > to => return,
+            Some(to) => usize::try_from(to.0 - stream.follower.position().0 + 1)
+                .unwrap_or(usize::MAX)
+                .min(step),
+            None => {
+                // Follow: wait (no IO, no thread) for a durable record.
+                tokio::select! {
+                    waited = stream.follower.wait() => if let Err(error) = waited {
+                        let _ = stream.sender.send(Err(status::from_log_error(&error))).await;
+                        return;
+                    },
+                    () = stream.sender.closed() => return,
+                    () = stopped(&mut stream.shutdown) => {
+                        let _ = stream.sender.send(Err(Status::unavailable("server is shutting down"))).await;
+                        return;
+                    }
+                }
+                step
+            }
+        };
+        // Room for the whole step before reading it: a stalled client
+        // blocks here, holding nothing the channel does not hold already.
+        let slots = tokio::select! {
+            slots = stream.sender.reserve_many(wanted) => match slots {
+                Ok(slots) => slots,
+                Err(_) => return,
+            },
+            () = stopped(&mut stream.shutdown) => {
+                let _ = stream.sender.try_send(Err(Status::unavailable("server is shutting down")));
+                return;
+            }
+        };
+        let permit = tokio::select! {
+            permit = Arc::clone(&stream.disk_reads).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = stopped(&mut stream.shutdown) => return,
+        };
+        let mut follower = stream.follower;
+        let read = tokio::task::spawn_blocking(move || {
+            let records = follower.read_available(wanted, READ_STEP_BYTES_MAX);
+            follower.park();
+            drop(permit);
+            (follower, records)
+        })
+        .await;
+        let (follower, records) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                drop(slots);
+                let _ = stream
+                    .sender
+                    .send(Err(Status::internal(format!("reading failed: {error}"))))
+                    .await;
+                return;
+            }
+        };
+        stream.follower = follower;
+        let records = match records {
+            Ok(records) => records,
+            Err(error) => {
+                drop(slots);
+                let _ = stream
+                    .sender
+                    .send(Err(status::from_log_error(&error)))
+                    .await;
+                return;
+            }
+        };
+        if records.is_empty() && stream.to.is_some() {
+            drop(slots);
+            let _ = stream
+                .sender
+                .send(Err(Status::internal(format!(
+                    "the log returned no records at lsn {}",
+                    stream.follower.position()
+                ))))
+                .await;
+            return;
+        }
+        for (slot, stored) in slots.zip(&records) {
+            slot.send(Ok(record_to_proto(stored)));
+        }
+    }
+}
