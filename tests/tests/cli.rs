@@ -379,3 +379,74 @@ fn a_damaged_log_is_reported_and_does_not_stop_the_others() -> Result<(), Error>
     );
     Ok(())
 }
+
+/// Offline verify of a copy whose active segment ends in a torn write: the
+/// head is reported ok, and so is what the next start would cut (issue 12).
+#[test]
+fn offline_verify_reports_a_torn_tail() -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    {
+        let store = Store::open(&data, LogOptions::default())?;
+        let log = store.get_or_create(&LogName::new("torn")?)?;
+        for n in 1..=10 {
+            let event = Event {
+                event_id: format!("t{n}"),
+                actor: "alice".to_owned(),
+                action: "login".to_owned(),
+                resource: "user/alice".to_owned(),
+                ..Event::default()
+            };
+            log.append_blocking(
+                vec![EventInput::new(
+                    event.event_id.clone(),
+                    event.encode_to_vec(),
+                )],
+                false,
+            )?;
+        }
+        // Dropped, not closed: no clean-close marker, as after a crash.
+    }
+    let segment = data
+        .join("torn")
+        .join(WAL_DIR_NAME)
+        .join("00000000000000000001.seg");
+    let mut bytes = std::fs::read(&segment)?;
+    let mut end = trail_log::segment::SEGMENT_HEADER_BYTES;
+    loop {
+        let length = u32::from_le_bytes(bytes[end..end + 4].try_into()?) as usize;
+        if length == 0 {
+            break;
+        }
+        end += 8 + length;
+    }
+    // Half a frame of a write that never completed.
+    bytes[end..end + 37].copy_from_slice(&[0xA5; 37]);
+    std::fs::write(&segment, &bytes)?;
+    let data_arg = data.to_str().ok_or("path")?;
+
+    let json = trail(&["--json", "verify", "--dir", data_arg, "--log", "torn"])?;
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let report = &json_lines(&json)?[0];
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["head_lsn"], 10);
+    assert_eq!(report["torn_tail"]["offset"], end as u64);
+    assert_eq!(report["torn_tail"]["bytes"], 37);
+    assert_eq!(report["torn_tail"]["kept_lsn"], 10);
+    let text = trail(&["verify", "--dir", data_arg, "--log", "torn"])?;
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        stdout.contains("torn tail: 37 bytes after lsn 10") && stdout.contains("would be cut"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&segment)?,
+        bytes,
+        "offline verify wrote nothing"
+    );
+    Ok(())
+}

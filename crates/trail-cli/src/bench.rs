@@ -2,8 +2,16 @@
 //! `--duration` (unary, or over AppendStream with `--batch` events per
 //! request); the tool prints acked events per second and ack latency
 //! percentiles (from send to receipt, per request).
+//!
+//! With `--stalled-subscribers N` it first opens N `Subscribe` streams on
+//! the log from its current head, reads one record from each (so each is
+//! really established) and never reads them again while the load runs:
+//! HTTP/2 flow control then stalls the server's side of each stream. With
+//! `--server-pid P` it samples `/proc/P/status` (VmRSS, VmHWM, Threads)
+//! every 100 ms over the run and reports the server's peaks.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,12 +23,28 @@ use prost::Message;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
-use trail_proto::v1::{AppendRequest, Event, Outcome};
+use trail_proto::v1::{AppendRequest, Event, HeadRequest, Outcome, Record, SubscribeRequest};
 
 /// The longest a bench may run.
 const DURATION_MAX: Duration = Duration::from_secs(3600);
 /// Most clients.
 const CLIENTS_MAX: usize = 4096;
+/// Most stalled subscribers.
+const STALLED_SUBSCRIBERS_MAX: usize = 10_000;
+/// Stalled subscribers per HTTP/2 connection of their own (the server
+/// allows 256 streams per connection by default); they never share a
+/// connection with the append load.
+const STALLED_PER_CONNECTION: usize = 100;
+/// The HTTP/2 receive window of one stalled stream: the protocol's default,
+/// so each stalls once about 64 KiB of records wait unread on the client.
+const STALLED_STREAM_WINDOW: u32 = 65_535;
+/// Subscribe calls in flight at once while the stalled streams are opened.
+const STALLED_OPENING_CONCURRENCY: usize = 64;
+/// How long opening all stalled streams (and reading one record from each)
+/// may take; the load starts after it either way.
+const STALLED_OPENING_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the server's /proc status is sampled.
+const SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -47,6 +71,17 @@ pub struct BenchArgs {
     /// HTTP/2 connections shared by the clients.
     #[arg(long, default_value_t = 4)]
     connections: usize,
+    /// Subscribe streams to open on --log (from its current head) before
+    /// the load, read one record from and then never read again, so the
+    /// server's side of each stalls on flow control; at most 10,000, on
+    /// connections of their own (100 streams each).
+    #[arg(long, default_value_t = 0)]
+    stalled_subscribers: usize,
+    /// The server's process id (same machine): sample its VmRSS, VmHWM and
+    /// thread count from /proc every 100 ms during the run and report the
+    /// peaks.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 struct Totals {
@@ -95,6 +130,31 @@ pub async fn run(addr: &str, json: bool, args: BenchArgs) -> anyhow::Result<()> 
             DURATION_MAX.as_secs()
         );
     }
+    if args.stalled_subscribers > STALLED_SUBSCRIBERS_MAX {
+        bail!("--stalled-subscribers must be at most {STALLED_SUBSCRIBERS_MAX}");
+    }
+    // Sampling starts first, so opening the stalled streams is in the peaks.
+    let sampler = match args.server_pid {
+        Some(pid) => Some(Sampler::start(pid)?),
+        None => None,
+    };
+    let stalled = if args.stalled_subscribers > 0 {
+        let stalled = open_stalled(addr, &args.log, args.stalled_subscribers).await?;
+        if stalled.failed > 0 && !json {
+            eprintln!(
+                "warning: {} of {} stalled subscribers did not get their first record within {}s \
+                 (first error: {}); running the load with {}",
+                stalled.failed,
+                args.stalled_subscribers,
+                STALLED_OPENING_TIMEOUT.as_secs(),
+                stalled.first_error.as_deref().unwrap_or("?"),
+                stalled.streams.len()
+            );
+        }
+        Some(stalled)
+    } else {
+        None
+    };
     let mut channels = Vec::with_capacity(args.connections);
     for _ in 0..args.connections.min(args.clients) {
         let channel = Endpoint::from_shared(addr.to_owned())
@@ -175,6 +235,19 @@ pub async fn run(addr: &str, json: bool, args: BenchArgs) -> anyhow::Result<()> 
     }
     bar.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
+    // The peaks cover the load with every stalled stream still open; the
+    // streams go (and the server may free what they hold) only after.
+    let server = sampler.map(Sampler::finish);
+    let (stalled_established, stalled_failed, stalled_first_error, stalled_open_seconds) =
+        match stalled {
+            Some(stalled) => (
+                stalled.streams.len(),
+                stalled.failed,
+                stalled.first_error,
+                stalled.opened_in.as_secs_f64(),
+            ),
+            None => (0, 0, None, 0.0),
+        };
     let totals = totals
         .lock()
         .map_err(|_| anyhow!("a bench client panicked"))?;
@@ -194,6 +267,12 @@ pub async fn run(addr: &str, json: bool, args: BenchArgs) -> anyhow::Result<()> 
             "p999_ms": quantile_ms(0.999),
             "errors": totals.errors,
             "first_error": totals.first_error,
+            "stalled_subscribers": args.stalled_subscribers,
+            "stalled_established": stalled_established,
+            "stalled_failed": stalled_failed,
+            "stalled_first_error": stalled_first_error,
+            "stalled_open_seconds": stalled_open_seconds,
+            "server": server.map(|peaks| peaks.to_json()),
         });
         println!("{value}");
     } else {
@@ -217,6 +296,31 @@ pub async fn run(addr: &str, json: bool, args: BenchArgs) -> anyhow::Result<()> 
                 "errors: {} (first: {})",
                 totals.errors,
                 totals.first_error.as_deref().unwrap_or("?")
+            );
+        }
+        if args.stalled_subscribers > 0 {
+            println!(
+                "stalled subscribers: {stalled_established} of {} open ({stalled_failed} failed), \
+                 opened in {stalled_open_seconds:.1}s",
+                args.stalled_subscribers
+            );
+        }
+        if let Some(peaks) = &server {
+            println!(
+                "server pid {}: peak RSS {:.1} MiB (VmHWM {:.1} MiB), peak threads {} \
+                 (at start: {:.1} MiB, {} threads; {} samples{})",
+                peaks.pid,
+                kib_to_mib(peaks.rss_kib_peak),
+                kib_to_mib(peaks.hwm_kib),
+                peaks.threads_peak,
+                kib_to_mib(peaks.rss_kib_start),
+                peaks.threads_start,
+                peaks.samples,
+                if peaks.gone {
+                    "; the server went away"
+                } else {
+                    ""
+                }
             );
         }
     }
@@ -341,4 +445,272 @@ async fn stream_client(
     }
     producer.await.context("stream producer failed")?;
     Ok(())
+}
+
+/// Subscribe streams that were read once and are then left alone; dropping
+/// this cancels them.
+struct Stalled {
+    streams: Vec<tonic::Streaming<Record>>,
+    /// Kept so the connections outlive the opening.
+    _channels: Vec<Channel>,
+    failed: usize,
+    first_error: Option<String>,
+    opened_in: Duration,
+}
+
+/// Opens `count` Subscribe streams on `log` from its current head (appending
+/// one seed event first when the log is empty or missing, so there is a
+/// record to read), on connections of their own, and reads the first record
+/// of each. Streams that do not get one within [`STALLED_OPENING_TIMEOUT`]
+/// are counted as failed and dropped.
+async fn open_stalled(addr: &str, log: &str, count: usize) -> anyhow::Result<Stalled> {
+    let started = Instant::now();
+    let mut grpc = crate::connect(addr).await?;
+    let head = match grpc
+        .head(HeadRequest {
+            log: log.to_owned(),
+        })
+        .await
+    {
+        Ok(response) => {
+            let head = response.into_inner();
+            if !head.damage.is_empty() {
+                bail!("log {log:?} is out of service: {}", head.damage);
+            }
+            head.lsn
+        }
+        Err(status) if status.code() == tonic::Code::NotFound => 0,
+        Err(status) => return Err(crate::status_error(&status)),
+    };
+    let from = if head > 0 {
+        head
+    } else {
+        let run = format!(
+            "bench-seed-{}-{}",
+            crate::input::now_unix_nanos(),
+            std::process::id()
+        );
+        let receipts = grpc
+            .append(AppendRequest {
+                log: log.to_owned(),
+                events: vec![make_event(&run, 0, 0, b"seed")],
+                atomic: false,
+            })
+            .await
+            .map_err(|status| crate::status_error(&status))?
+            .into_inner()
+            .receipts;
+        receipts
+            .first()
+            .map(|receipt| receipt.lsn)
+            .ok_or_else(|| anyhow!("the seed append returned no receipt"))?
+    };
+
+    let per_connection = STALLED_PER_CONNECTION;
+    let connections = count.div_ceil(per_connection);
+    let mut channels = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let window = STALLED_STREAM_WINDOW.saturating_mul(per_connection as u32);
+        let channel = Endpoint::from_shared(addr.to_owned())
+            .with_context(|| format!("bad --addr {addr:?}"))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .initial_stream_window_size(STALLED_STREAM_WINDOW)
+            .initial_connection_window_size(window)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        channels.push(channel);
+    }
+
+    let permits = Arc::new(Semaphore::new(STALLED_OPENING_CONCURRENCY));
+    let mut opening = tokio::task::JoinSet::new();
+    for index in 0..count {
+        let mut grpc = crate::client(channels[index / per_connection].clone());
+        let permits = Arc::clone(&permits);
+        let log = log.to_owned();
+        opening.spawn(async move {
+            let _permit = permits.acquire_owned().await?;
+            let mut stream = grpc
+                .subscribe(SubscribeRequest {
+                    log,
+                    from_lsn: from,
+                })
+                .await
+                .map_err(|status| crate::status_error(&status))?
+                .into_inner();
+            match stream.message().await {
+                Ok(Some(_)) => Ok(stream),
+                Ok(None) => Err(anyhow!("the stream ended before its first record")),
+                Err(status) => Err(crate::status_error(&status)),
+            }
+        });
+    }
+    let deadline = tokio::time::Instant::now() + STALLED_OPENING_TIMEOUT;
+    let mut streams = Vec::with_capacity(count);
+    let mut failed = 0;
+    let mut first_error = None;
+    while !opening.is_empty() {
+        match tokio::time::timeout_at(deadline, opening.join_next()).await {
+            Ok(Some(Ok(Ok(stream)))) => streams.push(stream),
+            Ok(Some(Ok(Err(error)))) => {
+                failed += 1;
+                first_error.get_or_insert(format!("{error:#}"));
+            }
+            Ok(Some(Err(error))) => {
+                failed += 1;
+                first_error.get_or_insert(format!("opening task failed: {error}"));
+            }
+            Ok(None) => break,
+            Err(_) => {
+                failed += opening.len();
+                first_error.get_or_insert(format!(
+                    "no first record within {}s",
+                    STALLED_OPENING_TIMEOUT.as_secs()
+                ));
+                opening.abort_all();
+                break;
+            }
+        }
+    }
+    Ok(Stalled {
+        streams,
+        _channels: channels,
+        failed,
+        first_error,
+        opened_in: started.elapsed(),
+    })
+}
+
+/// The server's memory and threads over the run, from `/proc/PID/status`.
+#[derive(Clone, Copy, Debug, Default)]
+struct ServerPeaks {
+    pid: u32,
+    samples: u64,
+    rss_kib_start: u64,
+    threads_start: u64,
+    rss_kib_peak: u64,
+    /// The kernel's own high-water mark, as last read.
+    hwm_kib: u64,
+    threads_peak: u64,
+    /// The process went away (or its status became unreadable) mid-run.
+    gone: bool,
+}
+
+impl ServerPeaks {
+    fn to_json(self) -> serde_json::Value {
+        serde_json::json!({
+            "pid": self.pid,
+            "samples": self.samples,
+            "start_rss_mib": kib_to_mib(self.rss_kib_start),
+            "start_threads": self.threads_start,
+            "peak_rss_mib": kib_to_mib(self.rss_kib_peak),
+            "hwm_mib": kib_to_mib(self.hwm_kib),
+            "peak_threads": self.threads_peak,
+            "gone": self.gone,
+        })
+    }
+
+    fn update(&mut self, status: ProcStatus) {
+        self.samples += 1;
+        self.rss_kib_peak = self.rss_kib_peak.max(status.rss_kib);
+        self.hwm_kib = self.hwm_kib.max(status.hwm_kib);
+        self.threads_peak = self.threads_peak.max(status.threads);
+    }
+}
+
+fn kib_to_mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ProcStatus {
+    rss_kib: u64,
+    hwm_kib: u64,
+    threads: u64,
+}
+
+fn read_proc_status(pid: u32) -> anyhow::Result<ProcStatus> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| anyhow!("{path} has no {name}"))
+    };
+    Ok(ProcStatus {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+        threads: field("Threads:")?,
+    })
+}
+
+/// Samples a process's status every [`SAMPLE_INTERVAL`] on a thread of its
+/// own (so a busy runtime does not skip samples) until finished or the
+/// process goes away.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<ServerPeaks>>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> anyhow::Result<Sampler> {
+        let first = read_proc_status(pid).context("--server-pid")?;
+        let mut peaks = ServerPeaks {
+            pid,
+            rss_kib_start: first.rss_kib,
+            threads_start: first.threads,
+            ..ServerPeaks::default()
+        };
+        peaks.update(first);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("bench-sampler".to_owned())
+            .spawn(move || {
+                // Bounded even if never told to stop.
+                let give_up = Instant::now() + DURATION_MAX + STALLED_OPENING_TIMEOUT * 2;
+                while !stopped.load(Ordering::Relaxed) && Instant::now() < give_up {
+                    std::thread::sleep(SAMPLE_INTERVAL);
+                    match read_proc_status(pid) {
+                        Ok(status) => peaks.update(status),
+                        Err(_) => {
+                            peaks.gone = true;
+                            break;
+                        }
+                    }
+                }
+                peaks
+            })
+            .context("cannot start the sampling thread")?;
+        Ok(Sampler {
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Takes one last sample and returns the peaks.
+    fn finish(mut self) -> ServerPeaks {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut peaks = self
+            .thread
+            .take()
+            .and_then(|thread| thread.join().ok())
+            .unwrap_or_default();
+        if !peaks.gone {
+            match read_proc_status(peaks.pid) {
+                Ok(status) => peaks.update(status),
+                Err(_) => peaks.gone = true,
+            }
+        }
+        peaks
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }

@@ -575,14 +575,29 @@ fn verify_offline(json: bool, dir: &Path, log: &str) -> anyhow::Result<()> {
             return Err(error);
         }
     };
-    // The engine offers no per-log summary without reading every log, so
-    // the bar counts records without a length.
-    let bar = if json {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::no_length()
+    // The bar's length is the head a quick look at this log's files finds
+    // (headers, seals, the active segment); damage found there is reported
+    // by the verification below.
+    let head = trail_log::offline::inspect_log(dir, &name)
+        .ok()
+        .and_then(|summary| {
+            summary
+                .segments
+                .iter()
+                .filter_map(|segment| segment.last_lsn)
+                .max()
+        });
+    let bar = match (json, head) {
+        (true, _) => ProgressBar::hidden(),
+        (false, Some(head)) => ProgressBar::new(head.0),
+        (false, None) => ProgressBar::no_length(),
     };
-    if let Ok(style) = ProgressStyle::with_template("{spinner} {pos} records verified {per_sec}") {
+    let template = if head.is_some() {
+        "{bar:40} {pos}/{len} records verified {per_sec} {eta}"
+    } else {
+        "{spinner} {pos} records verified {per_sec}"
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
     let result = trail_log::offline::verify(dir, &name, &mut |lsn| bar.set_position(lsn.0));
@@ -624,8 +639,26 @@ fn verify_offline(json: bool, dir: &Path, log: &str) -> anyhow::Result<()> {
             "first_bad_lsn": report.failure.as_ref().map_or(0, |failure| failure.lsn.0),
             "reason": report.failure.as_ref().map(|failure| format!("{} (file {}, offset {})", failure.reason, failure.file.display(), failure.offset)),
             "damage": report.failure.as_ref().map(|failure| damage_json(&failure.file, failure.offset, failure.lsn.0, &failure.reason)),
+            "torn_tail": report.torn_tail.as_ref().map(|torn| serde_json::json!({
+                "file": torn.file.display().to_string(),
+                "offset": torn.offset,
+                "bytes": torn.bytes,
+                "records": torn.cut_records,
+                "kept_lsn": torn.kept_lsn.0,
+            })),
+            "archived_prefix": report.archived_prefix.as_ref().map(|prefix| serde_json::json!({
+                "first_local_lsn": prefix.first_lsn.0,
+                "prev_hash": prefix.prev_hash.to_hex(),
+                "voucher": prefix.voucher,
+            })),
         }))?;
     } else {
+        if let Some(prefix) = &report.archived_prefix {
+            println!(
+                "lsns before {} are archived: checked from the hash the archived prefix names ({}), vouched for by {:?}",
+                prefix.first_lsn, prefix.prev_hash, prefix.voucher
+            );
+        }
         match &report.failure {
             None => println!(
                 "ok: {} records verified (lsn {}..={}); chain head {}",
@@ -639,6 +672,18 @@ fn verify_offline(json: bool, dir: &Path, log: &str) -> anyhow::Result<()> {
                 failure.offset,
                 report.verified
             ),
+        }
+        if let Some(torn) = &report.torn_tail {
+            println!(
+                "torn tail: {} bytes after lsn {} (offset {} of {}) would be cut at the next start, \
+                 holding up to {} records; a torn write was never acknowledged, but if a crash hit \
+                 the last synced group those records may have been",
+                torn.bytes,
+                torn.kept_lsn,
+                torn.offset,
+                torn.file.display(),
+                torn.cut_records
+            );
         }
     }
     match report.failure {
@@ -657,9 +702,20 @@ fn damage_json(file: &Path, offset: u64, lsn: u64, reason: &str) -> serde_json::
     })
 }
 
+/// Lists every log's segments; a log whose files cannot be read as a log
+/// (damage) gets a line saying why, and the others are still listed. Exits
+/// 1 when any log could not be read.
 fn inspect(json: bool, dir: &Path) -> anyhow::Result<()> {
-    let summaries = trail_log::offline::inspect(dir)
+    let names = trail_log::offline::list_logs(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?;
+    let mut summaries = Vec::new();
+    let mut failed = Vec::new();
+    for name in names {
+        match trail_log::offline::inspect_log(dir, &name) {
+            Ok(summary) => summaries.push(summary),
+            Err(error) => failed.push((name, error)),
+        }
+    }
     if !json {
         println!(
             "{:<20} {:<26} {:>12} {:>12} {:>12} sealed",
@@ -695,6 +751,22 @@ fn inspect(json: bool, dir: &Path) -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    for (name, error) in &failed {
+        if json {
+            print_json(&serde_json::json!({
+                "log": name.as_str(),
+                "error": error.to_string(),
+            }))?;
+        } else {
+            println!("{:<20} cannot be read: {error}", name.as_str());
+        }
+    }
+    if let Some((name, _)) = failed.first() {
+        bail!(
+            "{} log(s) could not be read, the first is {name}",
+            failed.len()
+        );
     }
     Ok(())
 }
