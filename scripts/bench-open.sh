@@ -29,10 +29,16 @@ fi
 echo "== verify_on_open = true (every record re-hashed before the log opens)"
 "$bin" open "$dir" full
 echo "== after kill -9 during appends"
-"$bin" append "$dir" &
+child_log=$(mktemp)
+"$bin" append "$dir" >"$child_log" 2>&1 &
 pid=$!
-sleep 3
+for _ in $(seq 1 120); do
+    grep -q "appending until killed" "$child_log" && break
+    sleep 0.5
+done
+sleep 2
 kill -9 "$pid"
 wait "$pid" 2>/dev/null || true
+rm -f "$child_log"
 "$bin" open "$dir"
 echo "cpu steal during the run: $(( $(steal) - steal_before )) ticks"

@@ -53,7 +53,8 @@ impl GrowingFilter {
             );
         }
         if let Some(newest) = self.generations.last_mut() {
-            newest.insert(&key);
+            // Keys are already 64 bits of blake3: used as the filter's hash.
+            newest.insert_hash(key);
         }
         self.newest_ids += 1;
     }
@@ -62,7 +63,7 @@ impl GrowingFilter {
         self.generations
             .iter()
             .rev()
-            .any(|generation| generation.contains(&key))
+            .any(|generation| generation.contains_hash(key))
     }
 }
 /// False-positive rate of one sealed segment's filter: a false positive costs
@@ -80,10 +81,20 @@ pub(crate) struct SealedIds {
 /// each), and where its sorted key table sits in the sidecar.
 struct SealedSegmentIds {
     ids: SealedIds,
-    filter: BloomFilter,
+    filter: SegmentFilter,
     /// Byte offset of the first `(key, lsn)` entry in the sidecar.
     table_offset: u64,
     entries: u64,
+}
+
+/// What is known of a sealed segment's keys in memory.
+enum SegmentFilter {
+    /// Registered at open; its keys are read by [`EventIdIndex::load_pending`].
+    Pending,
+    Loaded(BloomFilter),
+    /// Its key table could not be read: every lookup searches it (through
+    /// a sidecar rebuilt from the segment).
+    Unavailable,
 }
 
 pub(crate) struct EventIdIndex {
@@ -95,6 +106,9 @@ pub(crate) struct EventIdIndex {
     active_collisions: Vec<(u64, Lsn)>,
     /// Oldest first.
     sealed: Vec<SealedSegmentIds>,
+    /// Sealed segments whose keys are not (all) in `filter`: while there is
+    /// one, a miss in `filter` proves nothing.
+    incomplete: usize,
 }
 
 impl std::fmt::Debug for EventIdIndex {
@@ -113,18 +127,76 @@ impl EventIdIndex {
             active: HashMap::default(),
             active_collisions: Vec::new(),
             sealed: Vec::new(),
+            incomplete: 0,
         }
     }
 
+    fn segment_filter<'a>(keys: impl ExactSizeIterator<Item = &'a u64>) -> BloomFilter {
+        let mut filter = BloomFilter::with_false_pos(SEGMENT_FALSE_POSITIVE_RATE)
+            .expected_items(keys.len().max(1));
+        for key in keys {
+            filter.insert_hash(*key);
+        }
+        filter
+    }
+
     fn push_sealed(&mut self, ids: SealedIds, index: &SegmentIndex) {
-        let filter = BloomFilter::with_false_pos(SEGMENT_FALSE_POSITIVE_RATE)
-            .items(index.ids.iter().map(|(key, _)| key).collect::<Vec<_>>());
+        let filter = Self::segment_filter(index.ids.iter().map(|(key, _)| key));
         self.sealed.push(SealedSegmentIds {
             ids,
-            filter,
+            filter: SegmentFilter::Loaded(filter),
             table_offset: index.id_table_offset(),
             entries: index.ids.len() as u64,
         });
+    }
+
+    /// Registers a sealed segment found at open whose key table (`entries`
+    /// entries at `table_offset` of its sidecar) is read later, by
+    /// [`EventIdIndex::load_pending`]: opening a large log reads no key.
+    pub fn add_sealed_pending(&mut self, sealed: SealedIds, table_offset: u64, entries: u64) {
+        self.incomplete += 1;
+        self.sealed.push(SealedSegmentIds {
+            ids: sealed,
+            filter: SegmentFilter::Pending,
+            table_offset,
+            entries,
+        });
+    }
+
+    /// Whether some sealed segment's keys are still to be read.
+    pub fn has_pending(&self) -> bool {
+        self.sealed
+            .iter()
+            .any(|sealed| matches!(sealed.filter, SegmentFilter::Pending))
+    }
+
+    /// Reads the key tables of the segments registered pending: into the
+    /// global filter and a filter per segment. Returns the keys read. A
+    /// table that cannot be read leaves its segment searched on every
+    /// lookup instead (never a missed retry).
+    pub fn load_pending(&mut self, fs: &dyn FileSystem) -> u64 {
+        let mut loaded = 0u64;
+        for position in 0..self.sealed.len() {
+            if !matches!(self.sealed[position].filter, SegmentFilter::Pending) {
+                continue;
+            }
+            match read_key_table(fs, &self.sealed[position]) {
+                Ok(keys) => {
+                    for key in &keys {
+                        self.filter.insert(*key);
+                    }
+                    loaded += keys.len() as u64;
+                    self.sealed[position].filter =
+                        SegmentFilter::Loaded(Self::segment_filter(keys.iter()));
+                    self.incomplete -= 1;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read a sidecar's event ids: that segment is searched on every append until it is rebuilt");
+                    self.sealed[position].filter = SegmentFilter::Unavailable;
+                }
+            }
+        }
+        loaded
     }
 
     /// Registers a sealed segment found at open, with its index.
@@ -161,7 +233,7 @@ impl EventIdIndex {
         key: u64,
         rebuild: &mut dyn FnMut(Lsn) -> Result<SegmentIndex>,
     ) -> Result<Vec<Lsn>> {
-        if !self.filter.contains(key) {
+        if self.incomplete == 0 && !self.filter.contains(key) {
             return Ok(Vec::new());
         }
         let mut found: Vec<Lsn> = self.active.get(&key).copied().into_iter().collect();
@@ -172,7 +244,11 @@ impl EventIdIndex {
                 .map(|(_, lsn)| *lsn),
         );
         for sealed in self.sealed.iter().rev() {
-            if !sealed.filter.contains(&key) {
+            let may_hold = match &sealed.filter {
+                SegmentFilter::Loaded(filter) => filter.contains_hash(key),
+                SegmentFilter::Pending | SegmentFilter::Unavailable => true,
+            };
+            if !may_hold {
                 continue;
             }
             match search_table(fs, sealed, key) {
@@ -182,6 +258,28 @@ impl EventIdIndex {
         }
         Ok(found)
     }
+}
+
+/// A sidecar's keys, read in one go (the sidecar's checksum was checked when
+/// the log opened).
+fn read_key_table(fs: &dyn FileSystem, sealed: &SealedSegmentIds) -> Result<Vec<u64>> {
+    let path = &sealed.ids.index_path;
+    let file = fs
+        .open_read(path)
+        .map_err(|error| LogError::io("opening", path, error))?;
+    let length = usize::try_from(sealed.entries * 16)
+        .map_err(|_| LogError::corruption(path, sealed.table_offset, Lsn::ZERO, "key table too large"))?;
+    let mut bytes = vec![0u8; length];
+    file.read_exact_at(&mut bytes, sealed.table_offset)
+        .map_err(|error| LogError::io("reading", path, error))?;
+    Ok(bytes
+        .chunks_exact(16)
+        .map(|entry| {
+            let mut key = [0u8; 8];
+            key.copy_from_slice(&entry[..8]);
+            u64::from_le_bytes(key)
+        })
+        .collect())
 }
 
 /// Binary search of a sidecar's sorted `(key, lsn)` table, read entry by

@@ -85,6 +85,20 @@ impl SegmentIndex {
     /// # Errors
     /// What is wrong with it; callers rebuild the index from the segment.
     pub fn decode(bytes: &[u8]) -> Result<SegmentIndex, String> {
+        Self::decode_parts(bytes, true).map(|(index, _)| index)
+    }
+
+    /// Parses and checks an index file (its checksum covers all of it) but
+    /// leaves the id table out; returns how many id entries it holds. What
+    /// opening a log needs: the ids are read later.
+    ///
+    /// # Errors
+    /// As [`SegmentIndex::decode`].
+    pub fn decode_without_ids(bytes: &[u8]) -> Result<(SegmentIndex, u64), String> {
+        Self::decode_parts(bytes, false)
+    }
+
+    fn decode_parts(bytes: &[u8], with_ids: bool) -> Result<(SegmentIndex, u64), String> {
         if bytes.len() < INDEX_HEADER_BYTES + 4 {
             return Err("index file is too short".into());
         }
@@ -124,14 +138,15 @@ impl SegmentIndex {
             let (key, lsn) = entry(index);
             (key, Lsn(lsn))
         });
-        Ok(SegmentIndex {
+        let index = SegmentIndex {
             first_lsn: Lsn(word(16)),
             last_lsn: Lsn(word(24)),
             segment_bytes: word(32),
             seal_offset: word(40),
             sparse: sparse.collect(),
-            ids: ids.collect(),
-        })
+            ids: if with_ids { ids.collect() } else { Vec::new() },
+        };
+        Ok((index, (entries - sparse_count) as u64))
     }
 
     /// Byte offset of the first `(key, lsn)` entry in the encoded file.
@@ -263,8 +278,15 @@ pub(crate) fn write_index_file(
         .map_err(|error| LogError::io("writing", path, error))
 }
 
-/// Reads and checks a sidecar index.
-pub(crate) fn read_index(fs: &dyn FileSystem, path: &std::path::Path) -> Result<SegmentIndex> {
+/// Reads and checks a sidecar index without materialising its id table;
+/// returns the number of id entries too.
+pub(crate) fn read_index_without_ids(fs: &dyn FileSystem, path: &Path) -> Result<(SegmentIndex, u64)> {
+    let bytes = read_whole(fs, path)?;
+    SegmentIndex::decode_without_ids(&bytes)
+        .map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))
+}
+
+fn read_whole(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
     let file = fs
         .open_read(path)
         .map_err(|error| LogError::io("opening", path, error))?;
@@ -276,8 +298,9 @@ pub(crate) fn read_index(fs: &dyn FileSystem, path: &std::path::Path) -> Result<
     let mut bytes = vec![0u8; len];
     file.read_exact_at(&mut bytes, 0)
         .map_err(|error| LogError::io("reading", path, error))?;
-    SegmentIndex::decode(&bytes).map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))
+    Ok(bytes)
 }
+
 
 /// Rebuilds a sealed segment's sidecar from the segment itself, and writes
 /// it back (best effort: the answer is right either way).

@@ -11,7 +11,8 @@ use crate::error::{LogError, Result};
 use crate::fs::{FileSystem, ReadFile};
 use crate::ids::{EventIdIndex, SealedIds};
 use crate::index::{
-    index_from_scan, read_index, scan_collecting, sealed_index, Collected, SegmentIndex,
+    index_from_scan, read_index_without_ids, scan_collecting, sealed_index, Collected,
+    SegmentIndex,
 };
 use crate::prefix::{ArchivedPrefix, PREFIX_FILE_NAME};
 use crate::segment::{
@@ -211,13 +212,14 @@ impl Planner<'_> {
             .collect();
         archived.sort();
         for (first_lsn, index_path) in archived {
-            match read_index(self.fs, &index_path) {
-                Ok(index) => self.plan.ids.add_sealed(
+            match read_index_without_ids(self.fs, &index_path) {
+                Ok((index, entries)) => self.plan.ids.add_sealed_pending(
                     SealedIds {
                         first_lsn,
                         index_path,
                     },
-                    &index,
+                    index.id_table_offset(),
+                    entries,
                 ),
                 Err(error) => {
                     tracing::warn!(%error, "ignoring the sidecar of an archived segment: retries of its event ids are not recognised");
@@ -259,9 +261,17 @@ impl Planner<'_> {
             .map_err(|error| LogError::io("opening", path, error))?;
         let index_path = self.wal_dir.join(segment::index_file_name(first_lsn));
         if !is_last && depth == Depth::Quick {
-            if let Some(index) = quick_sealed(self.fs, file.as_ref(), path, &index_path, &expected)?
+            if let Some((index, entries)) =
+                quick_sealed(self.fs, file.as_ref(), path, &index_path, &expected)?
             {
-                return self.trusted_sealed(file.as_ref(), path, index_path, &expected, index);
+                return self.trusted_sealed(
+                    file.as_ref(),
+                    path,
+                    index_path,
+                    &expected,
+                    &index,
+                    entries,
+                );
             }
         }
         let (scan, collected) = scan_collecting(
@@ -295,7 +305,8 @@ impl Planner<'_> {
         path: &Path,
         index_path: PathBuf,
         expected: &SegmentHeader,
-        index: SegmentIndex,
+        index: &SegmentIndex,
+        id_entries: u64,
     ) -> Result<()> {
         let seal = read_seal(file, path, index.seal_offset, index.last_lsn)?;
         if seal.first_lsn != expected.first_lsn
@@ -332,12 +343,14 @@ impl Planner<'_> {
         };
         // Not scanned: its last record's time is not known here.
         self.recorded_at_floor = i64::MIN;
-        self.plan.ids.add_sealed(
+        // Its event ids are read by the writer, not here.
+        self.plan.ids.add_sealed_pending(
             SealedIds {
                 first_lsn: expected.first_lsn,
                 index_path,
             },
-            &index,
+            index.id_table_offset(),
+            id_entries,
         );
         Ok(())
     }
@@ -521,8 +534,8 @@ fn quick_sealed(
     path: &Path,
     index_path: &Path,
     expected: &SegmentHeader,
-) -> Result<Option<SegmentIndex>> {
-    let Ok(index) = read_index(fs, index_path) else {
+) -> Result<Option<(SegmentIndex, u64)>> {
+    let Ok((index, entries)) = read_index_without_ids(fs, index_path) else {
         return Ok(None);
     };
     let file_len = file
@@ -555,7 +568,7 @@ fn quick_sealed(
             "footer does not name the seal",
         ));
     }
-    Ok(Some(index))
+    Ok(Some((index, entries)))
 }
 
 fn read_seal(

@@ -162,6 +162,14 @@ impl Writer {
     /// The writer thread's loop; returns when the log is closed or every
     /// handle is gone.
     pub fn run(mut self, receiver: &flume::Receiver<Command>) {
+        if self.ids.has_pending() {
+            // The event ids of sealed segments trusted at open: read here,
+            // so opening never waits for them; appends queue meanwhile
+            // (reads, followers and `head` do not wait).
+            let started = std::time::Instant::now();
+            let keys = self.ids.load_pending(self.shared.fs.as_ref());
+            tracing::info!(log = %self.shared.name, keys, elapsed = ?started.elapsed(), "loaded the event ids of sealed segments");
+        }
         loop {
             let first = match self.next_deadline() {
                 Some(deadline) => match receiver
