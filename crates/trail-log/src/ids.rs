@@ -267,8 +267,9 @@ fn read_key_table(fs: &dyn FileSystem, sealed: &SealedSegmentIds) -> Result<Vec<
     let file = fs
         .open_read(path)
         .map_err(|error| LogError::io("opening", path, error))?;
-    let length = usize::try_from(sealed.entries * 16)
-        .map_err(|_| LogError::corruption(path, sealed.table_offset, Lsn::ZERO, "key table too large"))?;
+    let length = usize::try_from(sealed.entries * 16).map_err(|_| {
+        LogError::corruption(path, sealed.table_offset, Lsn::ZERO, "key table too large")
+    })?;
     let mut bytes = vec![0u8; length];
     file.read_exact_at(&mut bytes, sealed.table_offset)
         .map_err(|error| LogError::io("reading", path, error))?;

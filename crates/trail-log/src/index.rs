@@ -280,7 +280,10 @@ pub(crate) fn write_index_file(
 
 /// Reads and checks a sidecar index without materialising its id table;
 /// returns the number of id entries too.
-pub(crate) fn read_index_without_ids(fs: &dyn FileSystem, path: &Path) -> Result<(SegmentIndex, u64)> {
+pub(crate) fn read_index_without_ids(
+    fs: &dyn FileSystem,
+    path: &Path,
+) -> Result<(SegmentIndex, u64)> {
     let bytes = read_whole(fs, path)?;
     SegmentIndex::decode_without_ids(&bytes)
         .map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))
@@ -300,7 +303,6 @@ fn read_whole(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
         .map_err(|error| LogError::io("reading", path, error))?;
     Ok(bytes)
 }
-
 
 /// Rebuilds a sealed segment's sidecar from the segment itself, and writes
 /// it back (best effort: the answer is right either way).

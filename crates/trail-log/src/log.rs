@@ -78,6 +78,8 @@ pub struct Log {
     pub(crate) writer: Mutex<Option<JoinHandle<()>>>,
     /// Re-hashes the sealed segments trusted at open.
     pub(crate) verifier: Mutex<Option<JoinHandle<()>>>,
+    /// What opening the log cut as a torn tail, if anything.
+    pub(crate) torn_tail: Option<crate::segment::TornTail>,
 }
 
 impl Drop for Log {
@@ -218,6 +220,15 @@ impl Log {
     #[must_use]
     pub fn background_verification(&self) -> BackgroundStatus {
         self.shared.background.status()
+    }
+
+    /// The torn tail opening this log cut, if it cut one (also logged as a
+    /// warning; the cut bytes are kept beside the segment). Records it cut
+    /// were never acknowledged unless a crash hit the last synced group
+    /// (FORMAT.md §8).
+    #[must_use]
+    pub fn torn_tail_cut_at_open(&self) -> Option<&crate::segment::TornTail> {
+        self.torn_tail.as_ref()
     }
 
     /// Damage background verification found in a sealed segment, if any:

@@ -209,6 +209,7 @@ fn open_log(
         _ => None,
     };
     let unverified = std::mem::take(&mut plan.unverified);
+    let torn_tail = plan.torn_tail.take();
     let shared = Arc::new(Shared {
         counters: Counters::default(),
         name: name.clone(),
@@ -261,5 +262,6 @@ fn open_log(
         sender: Mutex::new(Some(sender)),
         writer: Mutex::new(Some(thread)),
         verifier: Mutex::new(verifier),
+        torn_tail,
     })
 }

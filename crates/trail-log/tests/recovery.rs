@@ -305,6 +305,17 @@ fn torn_tail_is_cut_and_the_log_goes_on() -> TestResult {
     let (store, log) = open(directory.path(), small_segments())?;
     assert_eq!(log.head().lsn, Lsn(50));
     assert_log_matches(&log, &receipts);
+    let cut = log
+        .torn_tail_cut_at_open()
+        .expect("the open says what it cut");
+    assert_eq!(
+        (cut.offset, cut.bytes, cut.kept_lsn),
+        (end, garbage.len() as u64, Lsn(50))
+    );
+    assert_eq!(
+        cut.cut_records, 1,
+        "the damaged frame: it may have been acknowledged"
+    );
     let quarantined = wal_dir(directory.path()).join(format!(
         "{}.torn-{end}",
         target
@@ -324,6 +335,11 @@ fn torn_tail_is_cut_and_the_log_goes_on() -> TestResult {
     drop(store);
     let (_store, log) = open(directory.path(), small_segments())?;
     assert_eq!(log.head().lsn, Lsn(51));
+    assert_eq!(
+        log.torn_tail_cut_at_open(),
+        None,
+        "a clean reopen cuts nothing"
+    );
     Ok(())
 }
 

@@ -23,6 +23,7 @@
 //! | `trail_log_damaged` | gauge | `log`: 1 for a log out of service because its stored data is damaged |
 //! | `trail_log_segments_to_verify` | gauge | `log`: sealed segments trusted at open, to be re-hashed in the background |
 //! | `trail_log_segments_verified` | gauge | `log`: of those, re-hashed and found sound so far |
+//! | `trail_log_torn_tail_records_cut` | gauge | `log`: records a torn tail held that opening the log cut (0: none); see OPERATIONS.md |
 //!
 //! The writer's counters start at zero when the server opens the log. The
 //! mean group commit size is
@@ -59,6 +60,7 @@ const APPEND_REQUEST_EVENTS: &str = "trail_append_request_events";
 const QUEUE_DEPTH: &str = "trail_log_queue_depth";
 const SEGMENTS_TO_VERIFY: &str = "trail_log_segments_to_verify";
 const SEGMENTS_VERIFIED: &str = "trail_log_segments_verified";
+const TORN_TAIL_RECORDS_CUT: &str = "trail_log_torn_tail_records_cut";
 const LOG_GROUPS: &str = "trail_log_groups_total";
 const LOG_RECORDS: &str = "trail_log_records_total";
 const LOG_WRITTEN_BYTES: &str = "trail_log_written_bytes_total";
@@ -266,6 +268,13 @@ fn describe(recorder: &PrometheusRecorder) {
         ),
     );
     recorder.describe_gauge(
+        TORN_TAIL_RECORDS_CUT.into(),
+        Some(Unit::Count),
+        SharedString::const_str(
+            "Records of a torn tail cut when the log opened: never acknowledged after a torn write, possibly acknowledged if a crash hit the last synced group",
+        ),
+    );
+    recorder.describe_gauge(
         LOG_DAMAGED.into(),
         Some(Unit::Count),
         SharedString::const_str(
@@ -314,6 +323,7 @@ pub struct LogMetrics {
     queue_depth: Gauge,
     segments_to_verify: Gauge,
     segments_verified: Gauge,
+    torn_tail_records_cut: Gauge,
     groups: Counter,
     records: Counter,
     written_bytes: Counter,
@@ -358,8 +368,11 @@ impl LogMetrics {
             Some(recorder) => recorder.register_gauge(&key(name, &log, None), &METADATA),
             None => Gauge::noop(),
         };
-        let (segments_to_verify, segments_verified) =
-            (gauge(SEGMENTS_TO_VERIFY), gauge(SEGMENTS_VERIFIED));
+        let (segments_to_verify, segments_verified, torn_tail_records_cut) = (
+            gauge(SEGMENTS_TO_VERIFY),
+            gauge(SEGMENTS_VERIFIED),
+            gauge(TORN_TAIL_RECORDS_CUT),
+        );
         LogMetrics {
             recorder,
             log,
@@ -372,6 +385,7 @@ impl LogMetrics {
             queue_depth,
             segments_to_verify,
             segments_verified,
+            torn_tail_records_cut,
             groups,
             records,
             written_bytes,
@@ -437,6 +451,10 @@ impl LogMetrics {
                 .set(verification.segments_total as f64);
             self.segments_verified
                 .set(verification.segments_verified as f64);
+            self.torn_tail_records_cut.set(
+                log.torn_tail_cut_at_open()
+                    .map_or(0.0, |torn| torn.cut_records as f64),
+            );
         }
     }
 }

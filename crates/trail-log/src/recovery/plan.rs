@@ -11,8 +11,7 @@ use crate::error::{LogError, Result};
 use crate::fs::{FileSystem, ReadFile};
 use crate::ids::{EventIdIndex, SealedIds};
 use crate::index::{
-    index_from_scan, read_index_without_ids, scan_collecting, sealed_index, Collected,
-    SegmentIndex,
+    index_from_scan, read_index_without_ids, scan_collecting, sealed_index, Collected, SegmentIndex,
 };
 use crate::prefix::{ArchivedPrefix, PREFIX_FILE_NAME};
 use crate::segment::{
