@@ -77,6 +77,13 @@ pub struct BenchArgs {
     /// connections of their own (100 streams each).
     #[arg(long, default_value_t = 0)]
     stalled_subscribers: usize,
+    /// With --stalled-subscribers: events appended (requests of 100) once
+    /// the streams are open and before the timed load, so that each stalled
+    /// stream fills its buffers and the timed load meets them stalled rather
+    /// than filling; the bench then waits (at most 10 s) for the server to
+    /// go idle. 0 times the filling too.
+    #[arg(long, default_value_t = 2_000)]
+    stalled_warmup_events: usize,
     /// The server's process id (same machine): sample its VmRSS, VmHWM and
     /// thread count from /proc every 100 ms during the run and report the
     /// peaks.
@@ -154,6 +161,19 @@ pub async fn run(addr: &str, json: bool, args: BenchArgs) -> anyhow::Result<()> 
         Some(stalled)
     } else {
         None
+    };
+    let (warmup_events, settle_seconds) = if stalled.is_some() {
+        warm_up(
+            addr,
+            &args.log,
+            args.stalled_warmup_events,
+            args.event_bytes,
+        )
+        .await?;
+        let settled = settle(args.server_pid).await;
+        (args.stalled_warmup_events, settled.as_secs_f64())
+    } else {
+        (0, 0.0)
     };
     let mut channels = Vec::with_capacity(args.connections);
     for _ in 0..args.connections.min(args.clients) {
@@ -272,6 +292,8 @@ pub async fn run(addr: &str, json: bool, args: BenchArgs) -> anyhow::Result<()> 
             "stalled_failed": stalled_failed,
             "stalled_first_error": stalled_first_error,
             "stalled_open_seconds": stalled_open_seconds,
+            "stalled_warmup_events": warmup_events,
+            "stalled_settle_seconds": settle_seconds,
             "server": server.map(|peaks| peaks.to_json()),
         });
         println!("{value}");
@@ -301,7 +323,8 @@ pub async fn run(addr: &str, json: bool, args: BenchArgs) -> anyhow::Result<()> 
         if args.stalled_subscribers > 0 {
             println!(
                 "stalled subscribers: {stalled_established} of {} open ({stalled_failed} failed), \
-                 opened in {stalled_open_seconds:.1}s",
+                 opened in {stalled_open_seconds:.1}s; {warmup_events} warm-up events, \
+                 server idle {settle_seconds:.1}s after them",
                 args.stalled_subscribers
             );
         }
@@ -580,6 +603,82 @@ async fn open_stalled(addr: &str, log: &str, count: usize) -> anyhow::Result<Sta
         first_error,
         opened_in: started.elapsed(),
     })
+}
+
+/// Appends `events` events (requests of 100, each bounded in time) so the
+/// stalled streams fill up before the timed load.
+async fn warm_up(addr: &str, log: &str, events: usize, event_bytes: usize) -> anyhow::Result<()> {
+    let run = format!(
+        "bench-warmup-{}-{}",
+        crate::input::now_unix_nanos(),
+        std::process::id()
+    );
+    let payload = payload_for(event_bytes, &run);
+    let mut grpc = crate::connect(addr).await?;
+    let mut sequence = 0u64;
+    let mut left = events;
+    while left > 0 {
+        let count = left.min(100);
+        left -= count;
+        let events: Vec<Event> = (0..count)
+            .map(|_| {
+                sequence += 1;
+                make_event(&run, 0, sequence, &payload)
+            })
+            .collect();
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            grpc.append(AppendRequest {
+                log: log.to_owned(),
+                events,
+                atomic: false,
+            }),
+        )
+        .await
+        .map_err(|_| anyhow!("a warm-up append took over 30 s"))?
+        .map_err(|status| crate::status_error(&status))?;
+    }
+    Ok(())
+}
+
+/// Waits until the server has used under 5% of a core over 500 ms (from
+/// `/proc/PID/stat`), at most 10 s; without a pid, 2 s. Returns the wait.
+async fn settle(pid: Option<u32>) -> Duration {
+    let started = Instant::now();
+    let Some(pid) = pid else {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        return started.elapsed();
+    };
+    // Clock ticks per second: 100 on Linux for every architecture we run on.
+    const TICKS_PER_SECOND: u64 = 100;
+    let window = Duration::from_millis(500);
+    let mut before = cpu_ticks(pid);
+    while started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(window).await;
+        let now = cpu_ticks(pid);
+        match (before, now) {
+            (Some(before), Some(now))
+                if (now - before) * 1000 <= TICKS_PER_SECOND * window.as_millis() as u64 / 20 =>
+            {
+                break
+            }
+            (_, None) => break,
+            _ => {}
+        }
+        before = now;
+    }
+    started.elapsed()
+}
+
+/// User plus system CPU time of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// The server's memory and threads over the run, from `/proc/PID/status`.
