@@ -496,6 +496,25 @@ impl Record {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_largest_seal_frame_fits_the_seal_reserve() {
+        let seal = Seal {
+            first_lsn: Lsn(u64::MAX),
+            last_lsn: Lsn(u64::MAX),
+            record_count: u64::MAX,
+            last_hash: RecordHash([0xff; 32]),
+            sealed_at_unix_nanos: i64::MIN,
+        };
+        let mut frame = Vec::new();
+        encode_seal_frame(&mut frame, &seal).expect("encodes");
+        let reserve = usize::try_from(crate::segment::SEAL_RESERVE_BYTES).expect("small");
+        assert!(
+            frame.len() + crate::segment::FOOTER_BYTES <= reserve,
+            "{}",
+            frame.len()
+        );
+    }
+
     fn sample(lsn: u64) -> Record {
         Record {
             lsn: Lsn(lsn),

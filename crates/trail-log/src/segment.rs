@@ -25,6 +25,13 @@ pub const FOOTER_BYTES: usize = 16;
 /// Room kept free at the end of every segment for the seal frame and footer,
 /// so that sealing never needs new space.
 pub const SEAL_RESERVE_BYTES: u64 = 256;
+/// The largest seal frame: frame header, version byte, body tag, three u64
+/// varints (first and last LSN, count; bincode varints take at most 9
+/// bytes), the last hash, and the i64 `sealed_at` varint.
+const SEAL_FRAME_BYTES_MAX: usize = codec::FRAME_HEADER_BYTES + 1 + 1 + 3 * 9 + 32 + 9;
+// Sealing writes into the reserve only: the largest seal and its footer must
+// fit, or a full segment could not be sealed.
+const _: () = assert!((SEAL_FRAME_BYTES_MAX + FOOTER_BYTES) as u64 <= SEAL_RESERVE_BYTES);
 
 /// The fixed header of a segment file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
