@@ -78,6 +78,9 @@ fn append_until_killed(root: &Path) -> Result {
     let store = Store::open(root, options)?;
     let log = store.get_or_create(&log_name())?;
     let next_id = AtomicU64::new(log.head().lsn.0 + 1_000_000_000);
+    // Said once appends are being acknowledged (after the writer read the
+    // sealed segments' event ids), so the kill lands mid-load.
+    log.append_blocking(batch(&next_id), false)?;
     println!("appending until killed");
     loop {
         log.append_blocking(batch(&next_id), false)?;

@@ -24,9 +24,11 @@ const GLOBAL_FALSE_POSITIVE_RATE: f64 = 0.001;
 /// twice as many, so a log of n ids has about log2(n / this) generations.
 const GLOBAL_FIRST_GENERATION_IDS: usize = 1 << 20;
 
-/// A Bloom filter that grows by adding generations of doubling size: one
-/// cache line per generation and probe (blocked filters), inserts go to the
-/// newest generation only.
+/// A Bloom filter that grows by adding generations of doubling size;
+/// inserts go to the newest generation only, a probe asks every generation.
+/// (fastbloom sets each of its hashes' bits anywhere in the array, so a
+/// probe costs a few cache misses per generation: opening a log sizes one
+/// generation for all its ids.)
 struct GrowingFilter {
     generations: Vec<BloomFilter>,
     /// Ids in the newest generation, and how many it was sized for.
@@ -40,6 +42,19 @@ impl GrowingFilter {
             generations: Vec::new(),
             newest_ids: 0,
             newest_capacity: 0,
+        }
+    }
+
+    /// Makes room for `ids` more in the newest generation, adding one sized
+    /// for all of them when it has less (opening a log with many ids).
+    fn reserve(&mut self, ids: usize) {
+        if self.newest_capacity.saturating_sub(self.newest_ids) < ids {
+            let capacity = ids.max(GLOBAL_FIRST_GENERATION_IDS);
+            self.newest_capacity = capacity;
+            self.newest_ids = 0;
+            self.generations.push(
+                BloomFilter::with_false_pos(GLOBAL_FALSE_POSITIVE_RATE).expected_items(capacity),
+            );
         }
     }
 
@@ -171,32 +186,61 @@ impl EventIdIndex {
     }
 
     /// Reads the key tables of the segments registered pending: into the
-    /// global filter and a filter per segment. Returns the keys read. A
-    /// table that cannot be read leaves its segment searched on every
-    /// lookup instead (never a missed retry).
-    pub fn load_pending(&mut self, fs: &dyn FileSystem) -> u64 {
+    /// global filter and a filter per segment. A sidecar whose table cannot
+    /// be read or fails its checksum is rebuilt from its segment by
+    /// `rebuild`; the rebuilt indexes are returned (their sparse tables
+    /// replace what the catalog took from the damaged sidecar). A segment
+    /// that cannot be rebuilt either is searched through `rebuild` on every
+    /// lookup (never a missed retry). Returns the keys loaded too.
+    pub fn load_pending(
+        &mut self,
+        fs: &dyn FileSystem,
+        rebuild: &mut dyn FnMut(Lsn) -> Result<SegmentIndex>,
+    ) -> (u64, Vec<SegmentIndex>) {
+        let pending: u64 = self
+            .sealed
+            .iter()
+            .filter(|sealed| matches!(sealed.filter, SegmentFilter::Pending))
+            .map(|sealed| sealed.entries)
+            .sum();
+        // One generation for all of them (and as many again), rather than
+        // a doubling chain each append would probe generation by generation.
+        self.filter
+            .reserve(usize::try_from(pending.saturating_mul(2)).unwrap_or(usize::MAX));
         let mut loaded = 0u64;
+        let mut rebuilt = Vec::new();
         for position in 0..self.sealed.len() {
             if !matches!(self.sealed[position].filter, SegmentFilter::Pending) {
                 continue;
             }
-            match read_key_table(fs, &self.sealed[position]) {
-                Ok(keys) => {
-                    for key in &keys {
-                        self.filter.insert(*key);
-                    }
-                    loaded += keys.len() as u64;
-                    self.sealed[position].filter =
-                        SegmentFilter::Loaded(Self::segment_filter(keys.iter()));
-                    self.incomplete -= 1;
-                }
+            let keys = match read_key_table(fs, &self.sealed[position]) {
+                Ok(keys) => keys,
                 Err(error) => {
-                    tracing::warn!(%error, "cannot read a sidecar's event ids: that segment is searched on every append until it is rebuilt");
-                    self.sealed[position].filter = SegmentFilter::Unavailable;
+                    tracing::warn!(%error, "a sidecar's event ids are unreadable: rebuilding it from its segment");
+                    match rebuild(self.sealed[position].ids.first_lsn) {
+                        Ok(index) => {
+                            let keys = index.ids.iter().map(|(key, _)| *key).collect();
+                            self.sealed[position].table_offset = index.id_table_offset();
+                            self.sealed[position].entries = index.ids.len() as u64;
+                            rebuilt.push(index);
+                            keys
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, "cannot rebuild a sidecar: that segment is searched on every append");
+                            self.sealed[position].filter = SegmentFilter::Unavailable;
+                            continue;
+                        }
+                    }
                 }
+            };
+            for key in &keys {
+                self.filter.insert(*key);
             }
+            loaded += keys.len() as u64;
+            self.sealed[position].filter = SegmentFilter::Loaded(Self::segment_filter(keys.iter()));
+            self.incomplete -= 1;
         }
-        loaded
+        (loaded, rebuilt)
     }
 
     /// Registers a sealed segment found at open, with its index.
@@ -251,6 +295,10 @@ impl EventIdIndex {
             if !may_hold {
                 continue;
             }
+            if matches!(sealed.filter, SegmentFilter::Unavailable) {
+                found.extend(rebuild(sealed.ids.first_lsn)?.lsns_with_key(key));
+                continue;
+            }
             match search_table(fs, sealed, key) {
                 Ok(lsns) => found.extend(lsns),
                 Err(_) => found.extend(rebuild(sealed.ids.first_lsn)?.lsns_with_key(key)),
@@ -260,20 +308,33 @@ impl EventIdIndex {
     }
 }
 
-/// A sidecar's keys, read in one go (the sidecar's checksum was checked when
-/// the log opened).
+/// A sidecar's keys, read in one go with the whole file's checksum
+/// (opening the log read only its head).
 fn read_key_table(fs: &dyn FileSystem, sealed: &SealedSegmentIds) -> Result<Vec<u64>> {
     let path = &sealed.ids.index_path;
+    let corrupt = |reason: &str| LogError::corruption(path, 0, Lsn::ZERO, reason.to_owned());
     let file = fs
         .open_read(path)
         .map_err(|error| LogError::io("opening", path, error))?;
-    let length = usize::try_from(sealed.entries * 16).map_err(|_| {
-        LogError::corruption(path, sealed.table_offset, Lsn::ZERO, "key table too large")
-    })?;
-    let mut bytes = vec![0u8; length];
-    file.read_exact_at(&mut bytes, sealed.table_offset)
+    let len = file
+        .len()
+        .map_err(|error| LogError::io("reading the length of", path, error))?;
+    let len = usize::try_from(len).map_err(|_| corrupt("index file too large"))?;
+    let table_start =
+        usize::try_from(sealed.table_offset).map_err(|_| corrupt("bad table offset"))?;
+    let table_len =
+        usize::try_from(sealed.entries * 16).map_err(|_| corrupt("key table too large"))?;
+    if table_start + table_len + 4 != len {
+        return Err(corrupt("index file changed since the log opened"));
+    }
+    let mut bytes = vec![0u8; len];
+    file.read_exact_at(&mut bytes, 0)
         .map_err(|error| LogError::io("reading", path, error))?;
-    Ok(bytes
+    let (content, crc) = bytes.split_at(len - 4);
+    if crc32fast::hash(content) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        return Err(corrupt("index checksum mismatch"));
+    }
+    Ok(content[table_start..]
         .chunks_exact(16)
         .map(|entry| {
             let mut key = [0u8; 8];

@@ -278,6 +278,62 @@ pub(crate) fn write_index_file(
         .map_err(|error| LogError::io("writing", path, error))
 }
 
+/// Reads a sidecar's header and sparse table only (what opening a log
+/// needs: a few KiB, whatever the segment's size), checking the layout but
+/// not the checksum, which covers the id table too: the writer checks it
+/// when it reads the id table (`ids::EventIdIndex::load_pending`). Returns
+/// the number of id entries too.
+pub(crate) fn read_index_head(fs: &dyn FileSystem, path: &Path) -> Result<(SegmentIndex, u64)> {
+    let corrupt = |reason: &str| LogError::corruption(path, 0, Lsn::ZERO, reason.to_owned());
+    let file = fs
+        .open_read(path)
+        .map_err(|error| LogError::io("opening", path, error))?;
+    let len = file
+        .len()
+        .map_err(|error| LogError::io("reading the length of", path, error))?;
+    let mut header = [0u8; INDEX_HEADER_BYTES];
+    if len < (INDEX_HEADER_BYTES + 4) as u64 {
+        return Err(corrupt("index file is too short"));
+    }
+    file.read_exact_at(&mut header, 0)
+        .map_err(|error| LogError::io("reading", path, error))?;
+    if header[..8] != INDEX_MAGIC {
+        return Err(corrupt("bad index magic"));
+    }
+    let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
+    if version != INDEX_FORMAT_VERSION {
+        return Err(corrupt("index format version is not supported"));
+    }
+    let word = |bytes: &[u8], at: usize| {
+        let mut value = [0u8; 8];
+        value.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_le_bytes(value)
+    };
+    let table = len - INDEX_HEADER_BYTES as u64 - 4;
+    let sparse_count = word(&header, 48);
+    if !table.is_multiple_of(16) || sparse_count > table / 16 {
+        return Err(corrupt("index entry table has the wrong length"));
+    }
+    let sparse_len =
+        usize::try_from(sparse_count * 16).map_err(|_| corrupt("sparse table too large"))?;
+    let mut sparse_bytes = vec![0u8; sparse_len];
+    file.read_exact_at(&mut sparse_bytes, INDEX_HEADER_BYTES as u64)
+        .map_err(|error| LogError::io("reading", path, error))?;
+    let sparse = sparse_bytes
+        .chunks_exact(16)
+        .map(|entry| (Lsn(word(entry, 0)), word(entry, 8)))
+        .collect();
+    let index = SegmentIndex {
+        first_lsn: Lsn(word(&header, 16)),
+        last_lsn: Lsn(word(&header, 24)),
+        segment_bytes: word(&header, 32),
+        seal_offset: word(&header, 40),
+        sparse,
+        ids: Vec::new(),
+    };
+    Ok((index, table / 16 - sparse_count))
+}
+
 /// Reads and checks a sidecar index without materialising its id table;
 /// returns the number of id entries too.
 pub(crate) fn read_index_without_ids(

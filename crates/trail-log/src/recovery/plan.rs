@@ -11,7 +11,8 @@ use crate::error::{LogError, Result};
 use crate::fs::{FileSystem, ReadFile};
 use crate::ids::{EventIdIndex, SealedIds};
 use crate::index::{
-    index_from_scan, read_index_without_ids, scan_collecting, sealed_index, Collected, SegmentIndex,
+    index_from_scan, read_index_head, read_index_without_ids, scan_collecting, sealed_index,
+    Collected, SegmentIndex,
 };
 use crate::prefix::{ArchivedPrefix, PREFIX_FILE_NAME};
 use crate::segment::{
@@ -377,7 +378,10 @@ impl Planner<'_> {
         } else {
             sealed_index(file, &scan, collected)?
         };
-        if !self.fs.exists(&index_path).unwrap_or(false) {
+        // The scan built the index; a sidecar on disk that says anything
+        // else (missing, damaged, stale) is rewritten, since lookups search
+        // its id table.
+        if !sidecar_matches(self.fs, &index_path, &index) {
             self.plan.repairs.push(RepairStep::WriteSidecar {
                 path: index_path.clone(),
                 index: index.clone(),
@@ -513,6 +517,19 @@ impl Planner<'_> {
     }
 }
 
+/// Whether the sidecar at `path` holds exactly `index`.
+fn sidecar_matches(fs: &dyn FileSystem, path: &Path, index: &SegmentIndex) -> bool {
+    let expected = index.encode();
+    let Ok(file) = fs.open_read(path) else {
+        return false;
+    };
+    if file.len().ok() != Some(expected.len() as u64) {
+        return false;
+    }
+    let mut found = vec![0u8; expected.len()];
+    file.read_exact_at(&mut found, 0).is_ok() && found == expected
+}
+
 fn read_header(fs: &dyn FileSystem, path: &Path, first_lsn: Lsn) -> Result<SegmentHeader> {
     let file = fs
         .open_read(path)
@@ -534,7 +551,7 @@ fn quick_sealed(
     index_path: &Path,
     expected: &SegmentHeader,
 ) -> Result<Option<(SegmentIndex, u64)>> {
-    let Ok((index, entries)) = read_index_without_ids(fs, index_path) else {
+    let Ok((index, entries)) = read_index_head(fs, index_path) else {
         return Ok(None);
     };
     let file_len = file

@@ -167,7 +167,29 @@ impl Writer {
             // so opening never waits for them; appends queue meanwhile
             // (reads, followers and `head` do not wait).
             let started = std::time::Instant::now();
-            let keys = self.ids.load_pending(self.shared.fs.as_ref());
+            let shared = Arc::clone(&self.shared);
+            let mut rebuild = |first_lsn: Lsn| {
+                crate::index::rebuild_sidecar(
+                    shared.fs.as_ref(),
+                    &shared.wal_dir,
+                    shared.genesis,
+                    first_lsn,
+                )
+            };
+            let (keys, rebuilt) = self.ids.load_pending(self.shared.fs.as_ref(), &mut rebuild);
+            if !rebuilt.is_empty() {
+                // Their sparse tables came from the sidecars found damaged.
+                let mut catalog = self.shared.catalog_mut();
+                for index in rebuilt {
+                    if let Some(entry) = catalog
+                        .segments
+                        .iter_mut()
+                        .find(|entry| entry.first_lsn == index.first_lsn)
+                    {
+                        entry.sparse = index.sparse;
+                    }
+                }
+            }
             tracing::info!(log = %self.shared.name, keys, elapsed = ?started.elapsed(), "loaded the event ids of sealed segments");
         }
         loop {
