@@ -37,7 +37,7 @@ pub struct Limits {
     /// Append requests of one `AppendStream` in flight at once.
     pub stream_appends_in_flight_max: usize,
     /// Records a `Read` or `Subscribe` reads from disk per step (at most
-    /// 32: what one stream buffers); the gRPC stream's flow control holds a
+    /// 16: what one stream buffers); the gRPC stream's flow control holds a
     /// slow reader back between steps.
     pub read_chunk_records: usize,
     /// Disk reads of `Read` and `Subscribe` streams running at once, server
@@ -48,7 +48,7 @@ pub struct Limits {
 
 /// The most records a `Read` or `Subscribe` stream reads ahead of its
 /// client; what a stalled reader can hold.
-pub const READ_CHUNK_RECORDS_MAX: usize = 32;
+pub const READ_CHUNK_RECORDS_MAX: usize = 16;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -67,7 +67,7 @@ impl Default for Limits {
             change_bytes_max: 48 << 10,
             streams_per_connection_max: 256,
             stream_appends_in_flight_max: 16,
-            read_chunk_records: 32,
+            read_chunk_records: 16,
             disk_reads_in_flight_max: 4,
         }
     }

@@ -164,10 +164,12 @@ pub(super) async fn stream_records(mut stream: StreamRecords) {
         let read = tokio::task::spawn_blocking(move || {
             let records = follower.read_available(wanted, READ_STEP_BYTES_MAX);
             follower.park();
-            drop(permit);
             (follower, records)
         })
         .await;
+        // Released once the blocking thread is idle again, not from inside
+        // it: the next reader then reuses it instead of starting another.
+        drop(permit);
         let (follower, records) = match read {
             Ok(read) => read,
             Err(error) => {
