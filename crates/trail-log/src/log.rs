@@ -362,9 +362,11 @@ impl Log {
         }
     }
 
-    /// A follower from `from` (see [`Follower`]). The link into `from` is
-    /// checked when the read starts at a segment's first record or at a
-    /// sparse entry before `from`, which covers every position.
+    /// A follower from `from` (see [`Follower`]). Every link from the first
+    /// record it reads on is checked; the link into `from` itself is checked
+    /// when `from` is a segment's first record (against the header) or lies
+    /// past the sparse entry its read starts at (the records between are
+    /// chained). [`Log::follow_from`] checks it always.
     #[must_use]
     pub fn follow(&self, from: Lsn) -> Follower {
         Follower::new(Arc::clone(&self.shared), from, None)
