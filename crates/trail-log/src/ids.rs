@@ -312,27 +312,16 @@ impl EventIdIndex {
 /// (opening the log read only its head).
 fn read_key_table(fs: &dyn FileSystem, sealed: &SealedSegmentIds) -> Result<Vec<u64>> {
     let path = &sealed.ids.index_path;
-    let corrupt = |reason: &str| LogError::corruption(path, 0, Lsn::ZERO, reason.to_owned());
-    let file = fs
-        .open_read(path)
-        .map_err(|error| LogError::io("opening", path, error))?;
-    let len = file
-        .len()
-        .map_err(|error| LogError::io("reading the length of", path, error))?;
-    let len = usize::try_from(len).map_err(|_| corrupt("index file too large"))?;
-    let table_start =
-        usize::try_from(sealed.table_offset).map_err(|_| corrupt("bad table offset"))?;
-    let table_len =
-        usize::try_from(sealed.entries * 16).map_err(|_| corrupt("key table too large"))?;
-    if table_start + table_len + 4 != len {
-        return Err(corrupt("index file changed since the log opened"));
-    }
-    let mut bytes = vec![0u8; len];
-    file.read_exact_at(&mut bytes, 0)
-        .map_err(|error| LogError::io("reading", path, error))?;
-    let (content, crc) = bytes.split_at(len - 4);
-    if crc32fast::hash(content) != u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]) {
-        return Err(corrupt("index checksum mismatch"));
+    let content = crate::index::read_checked(fs, path)?;
+    let table_start = usize::try_from(sealed.table_offset).unwrap_or(usize::MAX);
+    let table_len = usize::try_from(sealed.entries.saturating_mul(16)).unwrap_or(usize::MAX);
+    if table_start.checked_add(table_len) != Some(content.len()) {
+        return Err(LogError::corruption(
+            path,
+            0,
+            Lsn::ZERO,
+            "index file changed since the log opened",
+        ));
     }
     Ok(content[table_start..]
         .chunks_exact(16)

@@ -345,6 +345,36 @@ pub(crate) fn read_index_without_ids(
         .map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))
 }
 
+/// A small derived file's bytes, read whole, without its trailing crc32,
+/// which must match (sidecars and the files like them end with one).
+pub(crate) fn read_checked(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = read_whole(fs, path)?;
+    let Some(content_len) = bytes.len().checked_sub(4) else {
+        return Err(LogError::corruption(
+            path,
+            0,
+            Lsn::ZERO,
+            "file too short for its checksum",
+        ));
+    };
+    let crc = u32::from_le_bytes([
+        bytes[content_len],
+        bytes[content_len + 1],
+        bytes[content_len + 2],
+        bytes[content_len + 3],
+    ]);
+    if crc32fast::hash(&bytes[..content_len]) != crc {
+        return Err(LogError::corruption(
+            path,
+            0,
+            Lsn::ZERO,
+            "checksum mismatch",
+        ));
+    }
+    bytes.truncate(content_len);
+    Ok(bytes)
+}
+
 fn read_whole(fs: &dyn FileSystem, path: &Path) -> Result<Vec<u8>> {
     let file = fs
         .open_read(path)

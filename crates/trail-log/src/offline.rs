@@ -137,22 +137,11 @@ pub fn verify(root: &Path, name: &LogName, progress: &mut dyn FnMut(Lsn)) -> Res
     let genesis = genesis_hash(name.as_str());
     let plan = match analyze(&fs, &wal_dir, genesis, Depth::Quick, &mut |_| {}) {
         Ok(plan) => plan,
-        Err(LogError::Corruption {
-            file,
-            offset,
-            lsn,
-            reason,
-        }) => {
+        Err(error) => {
             let mut report = VerifyReport::empty(Lsn::FIRST, RecordHash::default());
-            report.failure = Some(VerifyFailure {
-                lsn,
-                file,
-                offset,
-                reason,
-            });
+            report.failure = Some(VerifyFailure::from_corruption(error)?);
             return Ok(report);
         }
-        Err(error) => return Err(error),
     };
     let mut report = verify_range(
         &fs,

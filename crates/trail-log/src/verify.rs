@@ -27,6 +27,29 @@ pub struct VerifyFailure {
     pub reason: String,
 }
 
+impl VerifyFailure {
+    /// The failure a corruption error describes; any other error back.
+    ///
+    /// # Errors
+    /// `error` itself when it is not [`LogError::Corruption`].
+    pub fn from_corruption(error: LogError) -> Result<VerifyFailure> {
+        match error {
+            LogError::Corruption {
+                file,
+                offset,
+                lsn,
+                reason,
+            } => Ok(VerifyFailure {
+                lsn,
+                file,
+                offset,
+                reason,
+            }),
+            other => Err(other),
+        }
+    }
+}
+
 /// The result of verifying a range of a log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -118,21 +141,10 @@ pub(crate) fn verify_range(
             &mut visit,
         ) {
             Ok(scan) => scan,
-            Err(LogError::Corruption {
-                file,
-                offset,
-                lsn,
-                reason,
-            }) => {
-                report.failure = Some(VerifyFailure {
-                    lsn,
-                    file,
-                    offset,
-                    reason,
-                });
+            Err(error) => {
+                report.failure = Some(VerifyFailure::from_corruption(error)?);
                 return Ok(report);
             }
-            Err(error) => return Err(error),
         };
         if let Some(damage) = scan.damage {
             if damage.lsn <= to {
