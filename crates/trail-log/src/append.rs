@@ -91,13 +91,13 @@ impl AppendLimits {
             ));
         }
         if events.len() > self.events_per_request_max {
-            return Err(LogError::TooLarge {
-                what: "append request".into(),
-                size: events.len() as u64,
-                unit: "events",
-                limit: self.events_per_request_max as u64,
-                setting: keys::EVENTS_PER_REQUEST_MAX,
-            });
+            return Err(too_large(
+                "append request".into(),
+                events.len(),
+                "events",
+                self.events_per_request_max,
+                keys::EVENTS_PER_REQUEST_MAX,
+            ));
         }
         let mut seen: HashSet<&str> = HashSet::new();
         let mut total = 0usize;
@@ -108,22 +108,22 @@ impl AppendLimits {
                 )));
             }
             if event.event_id.len() > self.event_id_bytes_max {
-                return Err(LogError::TooLarge {
-                    what: format!("events[{index}].event_id"),
-                    size: event.event_id.len() as u64,
-                    unit: "bytes",
-                    limit: self.event_id_bytes_max as u64,
-                    setting: keys::EVENT_ID_BYTES_MAX,
-                });
+                return Err(too_large(
+                    format!("events[{index}].event_id"),
+                    event.event_id.len(),
+                    "bytes",
+                    self.event_id_bytes_max,
+                    keys::EVENT_ID_BYTES_MAX,
+                ));
             }
             if event.encoded_event.len() > self.event_bytes_max {
-                return Err(LogError::TooLarge {
-                    what: format!("events[{index}]"),
-                    size: event.encoded_event.len() as u64,
-                    unit: "bytes",
-                    limit: self.event_bytes_max as u64,
-                    setting: keys::EVENT_BYTES_MAX,
-                });
+                return Err(too_large(
+                    format!("events[{index}]"),
+                    event.encoded_event.len(),
+                    "bytes",
+                    self.event_bytes_max,
+                    keys::EVENT_BYTES_MAX,
+                ));
             }
             // One event cannot repeat itself: most requests skip the set.
             if events.len() > 1 && !seen.insert(event.event_id.as_str()) {
@@ -135,15 +135,32 @@ impl AppendLimits {
             total += event.frame_bytes_max();
         }
         if total > group_bytes_max {
-            return Err(LogError::TooLarge {
-                what: "append request".into(),
-                size: total as u64,
-                unit: "bytes",
-                limit: group_bytes_max as u64,
-                setting: keys::GROUP_BYTES_MAX,
-            });
+            return Err(too_large(
+                "append request".into(),
+                total,
+                "bytes",
+                group_bytes_max,
+                keys::GROUP_BYTES_MAX,
+            ));
         }
         Ok(())
+    }
+}
+
+/// The error for `what` of `size` over `limit`, named by its configuration key.
+fn too_large(
+    what: String,
+    size: usize,
+    unit: &'static str,
+    limit: usize,
+    setting: &'static str,
+) -> LogError {
+    LogError::TooLarge {
+        what,
+        size: size as u64,
+        unit,
+        limit: limit as u64,
+        setting,
     }
 }
 

@@ -85,20 +85,6 @@ impl SegmentIndex {
     /// # Errors
     /// What is wrong with it; callers rebuild the index from the segment.
     pub fn decode(bytes: &[u8]) -> Result<SegmentIndex, String> {
-        Self::decode_parts(bytes, true).map(|(index, _)| index)
-    }
-
-    /// Parses and checks an index file (its checksum covers all of it) but
-    /// leaves the id table out; returns how many id entries it holds. What
-    /// opening a log needs: the ids are read later.
-    ///
-    /// # Errors
-    /// As [`SegmentIndex::decode`].
-    pub fn decode_without_ids(bytes: &[u8]) -> Result<(SegmentIndex, u64), String> {
-        Self::decode_parts(bytes, false)
-    }
-
-    fn decode_parts(bytes: &[u8], with_ids: bool) -> Result<(SegmentIndex, u64), String> {
         if bytes.len() < INDEX_HEADER_BYTES + 4 {
             return Err("index file is too short".into());
         }
@@ -138,15 +124,14 @@ impl SegmentIndex {
             let (key, lsn) = entry(index);
             (key, Lsn(lsn))
         });
-        let index = SegmentIndex {
+        Ok(SegmentIndex {
             first_lsn: Lsn(word(16)),
             last_lsn: Lsn(word(24)),
             segment_bytes: word(32),
             seal_offset: word(40),
             sparse: sparse.collect(),
-            ids: if with_ids { ids.collect() } else { Vec::new() },
-        };
-        Ok((index, (entries - sparse_count) as u64))
+            ids: ids.collect(),
+        })
     }
 
     /// Byte offset of the first `(key, lsn)` entry in the encoded file.
@@ -332,17 +317,6 @@ pub(crate) fn read_index_head(fs: &dyn FileSystem, path: &Path) -> Result<(Segme
         ids: Vec::new(),
     };
     Ok((index, table / 16 - sparse_count))
-}
-
-/// Reads and checks a sidecar index without materialising its id table;
-/// returns the number of id entries too.
-pub(crate) fn read_index_without_ids(
-    fs: &dyn FileSystem,
-    path: &Path,
-) -> Result<(SegmentIndex, u64)> {
-    let bytes = read_whole(fs, path)?;
-    SegmentIndex::decode_without_ids(&bytes)
-        .map_err(|reason| LogError::corruption(path, 0, Lsn::ZERO, reason))
 }
 
 /// A small derived file's bytes, read whole, without its trailing crc32,

@@ -397,6 +397,14 @@ fn a_log_with_an_archived_prefix_opens_reads_verifies_and_appends() -> TestResul
     assert_eq!(report.first, prefix.first_lsn);
     assert_eq!(report.verified, 900 - prefix.first_lsn.0 + 1);
     assert_eq!(report.archived_prefix, Some(prefix.clone()));
+    // A retry of an event whose segment is archived (its sidecar kept) is
+    // refused, not appended again: its content cannot be compared locally.
+    let retry = log.append_blocking(vec![event("event-0", 200)], false);
+    assert!(
+        retry.is_err(),
+        "an archived id must not be appended twice: {retry:?}"
+    );
+    assert_eq!(log.head(), head);
     fill(&log, 900, 10)?;
     assert_eq!(log.head().lsn, Lsn(910));
     drop(log);
@@ -440,6 +448,36 @@ fn an_archived_prefix_with_a_gap_or_a_wrong_hash_is_refused() -> TestResult {
             "{damage}: offline verify refuses it too"
         );
     }
+    Ok(())
+}
+
+#[test]
+fn a_damaged_archived_prefix_record_refuses_to_open_and_touches_nothing() -> TestResult {
+    let directory = tempfile::tempdir()?;
+    {
+        let (store, log) = open(directory.path(), small_segments())?;
+        fill(&log, 0, 900)?;
+        drop(log);
+        store.close()?;
+    }
+    archive_prefix(directory.path(), 2)?;
+    let record = directory
+        .path()
+        .join(log_name().as_str())
+        .join(WAL_DIR_NAME)
+        .join(trail_log::prefix::PREFIX_FILE_NAME);
+    let mut bytes = std::fs::read(&record)?;
+    bytes[15] ^= 0x01; // inside first_lsn
+    std::fs::write(&record, &bytes)?;
+    match open(directory.path(), small_segments()) {
+        Err(LogError::Corruption { file, reason, .. }) => {
+            assert_eq!(file, record);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        Err(other) => panic!("expected corruption, got {other}"),
+        Ok(_) => panic!("a log with a damaged prefix record opened"),
+    }
+    assert_eq!(std::fs::read(&record)?, bytes, "nothing was repaired");
     Ok(())
 }
 

@@ -11,8 +11,7 @@ use crate::error::{LogError, Result};
 use crate::fs::{FileSystem, ReadFile};
 use crate::ids::{EventIdIndex, SealedIds};
 use crate::index::{
-    index_from_scan, read_index_head, read_index_without_ids, scan_collecting, sealed_index,
-    Collected, SegmentIndex,
+    index_from_scan, read_index_head, scan_collecting, sealed_index, Collected, SegmentIndex,
 };
 use crate::prefix::{ArchivedPrefix, PREFIX_FILE_NAME};
 use crate::segment::{
@@ -212,7 +211,7 @@ impl Planner<'_> {
             .collect();
         archived.sort();
         for (first_lsn, index_path) in archived {
-            match read_index_without_ids(self.fs, &index_path) {
+            match read_index_head(self.fs, &index_path) {
                 Ok((index, entries)) => self.plan.ids.add_sealed_pending(
                     SealedIds {
                         first_lsn,
