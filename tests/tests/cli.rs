@@ -204,6 +204,28 @@ fn append_file_read_json_and_verify_offline() -> Result<(), Error> {
 /// 64 KiB segments.
 const DAMAGE_EVENTS: u64 = 150;
 
+/// Appends, through the engine, alice's login as `id` with a payload of
+/// `payload` bytes, encoded as a producer would.
+fn append_login(log: &trail_log::Log, id: &str, payload: usize) -> Result<(), Error> {
+    let event = Event {
+        event_id: id.to_owned(),
+        actor: "alice".to_owned(),
+        action: "login".to_owned(),
+        resource: "user/alice".to_owned(),
+        outcome: Outcome::Success as i32,
+        payload: vec![b'x'; payload],
+        ..Event::default()
+    };
+    log.append_blocking(
+        vec![EventInput::new(
+            event.event_id.clone(),
+            event.encode_to_vec(),
+        )],
+        false,
+    )?;
+    Ok(())
+}
+
 /// Writes logs `good` and `bad` under `data` with small segments, then
 /// flips a byte inside the first record of `bad`'s first (sealed) segment.
 /// Returns that file.
@@ -223,22 +245,7 @@ fn two_logs_one_damaged(data: &Path) -> Result<PathBuf, Error> {
     for log in ["good", "bad"] {
         let log = store.get_or_create(&LogName::new(log)?)?;
         for n in 1..=DAMAGE_EVENTS {
-            let event = Event {
-                event_id: format!("e{n}"),
-                actor: "alice".to_owned(),
-                action: "login".to_owned(),
-                resource: "user/alice".to_owned(),
-                outcome: Outcome::Success as i32,
-                payload: vec![b'x'; 1_000],
-                ..Event::default()
-            };
-            log.append_blocking(
-                vec![EventInput::new(
-                    event.event_id.clone(),
-                    event.encode_to_vec(),
-                )],
-                false,
-            )?;
+            append_login(&log, &format!("e{n}"), 1_000)?;
         }
     }
     store.close()?;
@@ -390,20 +397,7 @@ fn offline_verify_reports_a_torn_tail() -> Result<(), Error> {
         let store = Store::open(&data, LogOptions::default())?;
         let log = store.get_or_create(&LogName::new("torn")?)?;
         for n in 1..=10 {
-            let event = Event {
-                event_id: format!("t{n}"),
-                actor: "alice".to_owned(),
-                action: "login".to_owned(),
-                resource: "user/alice".to_owned(),
-                ..Event::default()
-            };
-            log.append_blocking(
-                vec![EventInput::new(
-                    event.event_id.clone(),
-                    event.encode_to_vec(),
-                )],
-                false,
-            )?;
+            append_login(&log, &format!("t{n}"), 0)?;
         }
         // Dropped, not closed: no clean-close marker, as after a crash.
     }

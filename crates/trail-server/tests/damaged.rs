@@ -18,7 +18,7 @@ use trail_log::segment::SEGMENT_HEADER_BYTES;
 use trail_log::{EventInput, LogName, LogOptions, Store, WAL_DIR_NAME};
 use trail_proto::v1::log_client::LogClient;
 use trail_proto::v1::{
-    AppendRequest, Event, HeadRequest, Outcome, ReadRequest, SubscribeRequest, VerifyRequest,
+    AppendRequest, Event, HeadRequest, ReadRequest, SubscribeRequest, VerifyRequest,
 };
 use trail_server::{Limits, Metrics};
 
@@ -31,13 +31,8 @@ const EVENTS: u64 = 150;
 
 fn event(id: &str) -> Event {
     Event {
-        event_id: id.to_owned(),
-        actor: "alice".to_owned(),
-        action: "login".to_owned(),
-        resource: "user/alice".to_owned(),
-        outcome: Outcome::Success as i32,
         payload: vec![b'x'; 1_000],
-        ..Event::default()
+        ..common::login_event(id)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use trail_log::Store;
 use trail_proto::v1::log_client::LogClient;
-use trail_proto::v1::{AppendRequest, Event, Outcome};
+use trail_proto::v1::{AppendRequest, Event};
 use trail_server::{Limits, Metrics};
 
 mod common;
@@ -16,14 +16,7 @@ mod common;
 use common::{sample, scrape, sync_options, test_config, Result, Served};
 
 fn event(id: &str) -> Event {
-    Event {
-        event_id: id.to_owned(),
-        actor: "alice".to_owned(),
-        action: "login".to_owned(),
-        resource: "user/alice".to_owned(),
-        outcome: Outcome::Success as i32,
-        ..Event::default()
-    }
+    common::login_event(id)
 }
 
 fn append(log: &str, ids: &[&str]) -> AppendRequest {

@@ -39,15 +39,13 @@ fn options(config: &trail_server::Config) -> LogOptions {
 fn altered_store(root: &std::path::Path, options: LogOptions) -> Result {
     let store = Store::open(root, options)?;
     let log = store.get_or_create(&LogName::new("chain")?)?;
-    let mut index = 0;
-    while log.segments().len() < 2 {
-        index += 1;
+    let append = |index: u64, payload: usize| {
         let event = Event {
             event_id: format!("e{index}"),
             actor: "alice".to_owned(),
             action: "read".to_owned(),
             resource: format!("doc/{index}"),
-            payload: vec![b'p'; 2_000],
+            payload: vec![b'p'; payload],
             ..Event::default()
         };
         log.append_blocking(
@@ -56,21 +54,17 @@ fn altered_store(root: &std::path::Path, options: LogOptions) -> Result {
                 event.encode_to_vec(),
             )],
             false,
-        )?;
+        )
+    };
+    // Large events until the first segment is sealed, then small ones.
+    let mut index = 0;
+    while log.segments().len() < 2 {
+        index += 1;
+        append(index, 2_000)?;
     }
     while log.head().lsn.0 < EVENTS {
         index += 1;
-        let event = Event {
-            event_id: format!("e{index}"),
-            ..Event::default()
-        };
-        log.append_blocking(
-            vec![EventInput::new(
-                event.event_id.clone(),
-                event.encode_to_vec(),
-            )],
-            false,
-        )?;
+        append(index, 0)?;
     }
     let first = log.segments()[0].clone();
     assert!(first.sealed && first.last_lsn.0 > ALTERED, "{first:?}");

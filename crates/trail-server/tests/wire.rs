@@ -18,7 +18,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 use tonic_prost::ProstDecoder;
 use trail_log::{LogName, Store};
-use trail_proto::v1::{AppendRequest, AppendResponse, Event, Outcome};
+use trail_proto::v1::{AppendRequest, AppendResponse, Event};
 use trail_server::{Limits, Metrics};
 
 mod common;
@@ -63,14 +63,7 @@ impl Codec for RawCodec {
 }
 
 fn event(id: &str) -> Event {
-    Event {
-        event_id: id.to_owned(),
-        actor: "alice".to_owned(),
-        action: "login".to_owned(),
-        resource: "user/alice".to_owned(),
-        outcome: Outcome::Success as i32,
-        ..Event::default()
-    }
+    common::login_event(id)
 }
 
 /// A well-formed request of one event, encoded.

@@ -25,7 +25,7 @@ use crate::status;
 /// `Read` or `Subscribe`: twice a read step, so the next read can start
 /// while the client takes the last. Flow control, not this buffer, absorbs
 /// a slow client.
-pub(super) const STREAM_CHANNEL_RECORDS: usize = 2 * READ_CHUNK_RECORDS_MAX;
+const STREAM_CHANNEL_RECORDS: usize = 2 * READ_CHUNK_RECORDS_MAX;
 
 /// Body bytes one read step gathers at most (past its first record).
 const READ_STEP_BYTES_MAX: usize = 1 << 20;
@@ -59,17 +59,27 @@ pub(super) async fn read(
             "from_lsn: {from_lsn} is after to_lsn {to_lsn}"
         )));
     }
+    Ok(spawn_stream(service, log.follow(from), Some(to)))
+}
+
+/// Starts streaming `follower`'s records (through `to`, or following the
+/// log when `None`) to a new gRPC stream.
+pub(super) fn spawn_stream(
+    service: &LogService,
+    follower: Follower,
+    to: Option<Lsn>,
+) -> RecordStream {
     let (sender, receiver) = mpsc::channel(STREAM_CHANNEL_RECORDS);
     let stream = StreamRecords {
-        follower: log.follow(from),
-        to: Some(to),
+        follower,
+        to,
         chunk: service.shared.limits.read_chunk_records,
         disk_reads: Arc::clone(&service.disk_reads),
         sender,
         shutdown: service.shutdown.clone(),
     };
     tokio::spawn(stream_records(stream));
-    Ok(ReceiverStream::new(receiver))
+    ReceiverStream::new(receiver)
 }
 
 /// A stored record as the wire shows it: the event goes out as the bytes
@@ -102,22 +112,22 @@ pub fn record_to_proto(stored: &StoredRecord) -> Record {
 }
 
 /// One stream's reading state.
-pub(super) struct StreamRecords {
-    pub(super) follower: Follower,
+struct StreamRecords {
+    follower: Follower,
     /// The last LSN to send (`Read`); `None` follows the log (`Subscribe`).
-    pub(super) to: Option<Lsn>,
+    to: Option<Lsn>,
     /// Records per read step (at most [`READ_CHUNK_RECORDS_MAX`]).
-    pub(super) chunk: usize,
+    chunk: usize,
     /// The server-wide bound on disk reads in flight.
-    pub(super) disk_reads: Arc<Semaphore>,
-    pub(super) sender: mpsc::Sender<Result<Record, Status>>,
-    pub(super) shutdown: watch::Receiver<bool>,
+    disk_reads: Arc<Semaphore>,
+    sender: mpsc::Sender<Result<Record, Status>>,
+    shutdown: watch::Receiver<bool>,
 }
 
 /// Streams records from the follower to the client until the range ends,
 /// the client goes away, the server stops, or the log fails (the error is
 /// the stream's last message).
-pub(super) async fn stream_records(mut stream: StreamRecords) {
+async fn stream_records(mut stream: StreamRecords) {
     let step = stream.chunk.clamp(1, READ_CHUNK_RECORDS_MAX);
     loop {
         let wanted = match stream.to {

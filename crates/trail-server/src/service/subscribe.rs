@@ -2,15 +2,11 @@
 //! it grows, through one engine follower (see `read.rs`), until the client
 //! goes away, the server stops, or the log closes or fail-stops.
 
-use std::sync::Arc;
-
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use trail_log::Lsn;
 use trail_proto::v1::SubscribeRequest;
 
-use super::read::{stream_records, StreamRecords, STREAM_CHANNEL_RECORDS};
+use super::read::spawn_stream;
 use super::{LogService, RecordStream};
 
 /// Serves one `Subscribe`: records from `from_lsn` on, then new ones as they
@@ -29,15 +25,5 @@ pub(super) async fn subscribe(
             head.0 + 1
         )));
     }
-    let (sender, receiver) = mpsc::channel(STREAM_CHANNEL_RECORDS);
-    let stream = StreamRecords {
-        follower: log.follow(from),
-        to: None,
-        chunk: service.shared.limits.read_chunk_records,
-        disk_reads: Arc::clone(&service.disk_reads),
-        sender,
-        shutdown: service.shutdown.clone(),
-    };
-    tokio::spawn(stream_records(stream));
-    Ok(ReceiverStream::new(receiver))
+    Ok(spawn_stream(service, log.follow(from), None))
 }

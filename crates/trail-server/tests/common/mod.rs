@@ -17,6 +17,18 @@ pub type Result<T = (), E = Box<dyn std::error::Error + Send + Sync>> = std::res
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The tests' configuration: these limits, a short shutdown grace.
+/// A small valid event: alice logged in, with `id` as its event id.
+pub fn login_event(id: &str) -> trail_proto::v1::Event {
+    trail_proto::v1::Event {
+        event_id: id.to_owned(),
+        actor: "alice".to_owned(),
+        action: "login".to_owned(),
+        resource: "user/alice".to_owned(),
+        outcome: trail_proto::v1::Outcome::Success as i32,
+        ..trail_proto::v1::Event::default()
+    }
+}
+
 pub fn test_config(limits: Limits) -> Config {
     Config {
         limits,
