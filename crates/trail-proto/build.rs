@@ -1,7 +1,8 @@
 //! Compiles Trail's gRPC contract without a system `protoc`: protox parses the
 //! files in Rust, tonic-prost-build generates the Rust code. Two passes:
 //!
-//! 1. `proto/trail/v1/log.proto` (which imports `event.proto`): messages
+//! 1. `proto/trail/v1/log.proto` (which imports `event.proto`) and
+//!    `admin.proto`: messages
 //!    (the event schema included: this crate owns it, the log engine stores
 //!    events as bytes and never decodes them), client and server, in module
 //!    `v1`. The encoded FileDescriptorSet goes to OUT_DIR for gRPC
@@ -22,7 +23,7 @@ use tonic_prost_build::FileDescriptorSet;
 /// them but `AppendRequest` and `Record`. A type missing here is generated twice, and the
 /// server's handlers no longer take the contract's types: the build fails in
 /// trail-server, not silently.
-const SHARED_TYPES: [&str; 12] = [
+const SHARED_TYPES: [&str; 20] = [
     "Event",
     "StateChange",
     "Outcome",
@@ -35,13 +36,21 @@ const SHARED_TYPES: [&str; 12] = [
     "VerifyResponse",
     "HeadRequest",
     "HeadResponse",
+    "Filter",
+    "QueryRequest",
+    "GetStateRequest",
+    "GetStateResponse",
+    "HistoryRequest",
+    "HistoryResponse",
+    "StateChangeRow",
+    "FieldChange",
 ];
 
-fn compile(root: &Path, file: &Path) -> Result<FileDescriptorSet, protox::Error> {
+fn compile(root: &Path, files: &[&Path]) -> Result<FileDescriptorSet, protox::Error> {
     Ok(protox::Compiler::new([root])?
         .include_imports(true)
         .include_source_info(true)
-        .open_files([file])?
+        .open_files(files)?
         .file_descriptor_set())
 }
 
@@ -49,14 +58,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let log_proto = proto_root.join("trail/v1/log.proto");
     let event_proto = proto_root.join("trail/v1/event.proto");
+    let admin_proto = proto_root.join("trail/v1/admin.proto");
     let view_proto = proto_root.join("trail/v1/server_view/log.proto");
-    for file in [&log_proto, &event_proto, &view_proto] {
+    for file in [&log_proto, &event_proto, &admin_proto, &view_proto] {
         println!("cargo:rerun-if-changed={}", file.display());
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
 
     // Pass 1: the contract.
-    let descriptors = compile(&proto_root, &log_proto)?;
+    let descriptors = compile(&proto_root, &[&log_proto, &admin_proto])?;
     std::fs::write(
         out_dir.join("trail_descriptor.bin"),
         descriptors.encode_to_vec(),
@@ -67,7 +77,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Pass 2: the server view, into its own directory (its package is also
     // `trail.v1`, so its file is also `trail.v1.rs`).
-    let view = compile(&proto_root, &view_proto)?;
+    let view = compile(&proto_root, &[&view_proto])?;
     std::fs::write(
         out_dir.join("server_view_descriptor.bin"),
         view.encode_to_vec(),

@@ -201,6 +201,7 @@ async fn stalled_subscribers_hold_no_threads_or_memory() -> Result<(), Error> {
             subscriber.subscribe(SubscribeRequest {
                 log: LOG.to_owned(),
                 from_lsn: 1,
+                filter: None,
             }),
         )
         .await
@@ -236,6 +237,7 @@ async fn stalled_subscribers_hold_no_threads_or_memory() -> Result<(), Error> {
         .subscribe(SubscribeRequest {
             log: LOG.to_owned(),
             from_lsn: 1,
+            filter: None,
         })
         .await?
         .into_inner();

@@ -558,6 +558,7 @@ async fn open_stalled(addr: &str, log: &str, count: usize) -> anyhow::Result<Sta
                 .subscribe(SubscribeRequest {
                     log,
                     from_lsn: from,
+                    filter: None,
                 })
                 .await
                 .map_err(|status| crate::status_error(&status))?

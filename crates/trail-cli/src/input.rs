@@ -57,6 +57,44 @@ pub fn parse_outcome(text: &str) -> Result<Outcome, String> {
     }
 }
 
+/// Parses a JSON value (`--set-json`, `--merge-patch`); a clap value
+/// parser, so a bad value is a usage error naming its flag.
+///
+/// # Errors
+/// The text is not JSON, with where it stops being JSON.
+pub fn parse_json_value(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|error| format!("not JSON: {error}"))
+}
+
+/// Parses a JSON Patch (`--json-patch`): an array of operations, each an
+/// object naming its `op` (the server checks the rest).
+///
+/// # Errors
+/// Not JSON, not an array, or an element that is not an operation.
+pub fn parse_json_patch(text: &str) -> Result<JsonPatch, String> {
+    let serde_json::Value::Array(operations) = parse_json_value(text)? else {
+        return Err(
+            "a JSON Patch is an array of operations, e.g. [{\"op\":\"remove\",\"path\":\"/x\"}]"
+                .to_owned(),
+        );
+    };
+    for (index, operation) in operations.iter().enumerate() {
+        if !operation
+            .get("op")
+            .is_some_and(serde_json::Value::is_string)
+        {
+            return Err(format!(
+                "operation {index} is not an object with an \"op\" (add, remove, replace, move, copy, test)"
+            ));
+        }
+    }
+    Ok(JsonPatch(operations))
+}
+
+/// A JSON Patch's operations (`--json-patch`), checked by [`parse_json_patch`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonPatch(pub Vec<serde_json::Value>);
+
 /// Now, in unix nanoseconds.
 #[must_use]
 pub fn now_unix_nanos() -> i64 {
@@ -200,6 +238,29 @@ mod tests {
         assert_eq!(json["change"]["json_patch"][0]["op"], "remove");
         assert_eq!(json["outcome"], "denied");
         Ok(())
+    }
+
+    #[test]
+    fn change_flag_values_are_checked() {
+        assert_eq!(
+            parse_json_value(r#"{"a": [1, null]}"#),
+            Ok(serde_json::json!({"a": [1, null]}))
+        );
+        assert_eq!(parse_json_value("3"), Ok(serde_json::json!(3)));
+        assert!(parse_json_value("{a: 1}").is_err_and(|error| error.starts_with("not JSON: ")));
+        assert!(parse_json_value("").is_err());
+        assert_eq!(
+            parse_json_patch(r#"[{"op":"remove","path":"/x"}]"#),
+            Ok(JsonPatch(vec![
+                serde_json::json!({"op": "remove", "path": "/x"})
+            ]))
+        );
+        assert_eq!(parse_json_patch("[]"), Ok(JsonPatch(Vec::new())));
+        assert!(parse_json_patch(r#"{"op":"remove","path":"/x"}"#)
+            .is_err_and(|error| error.contains("array of operations")));
+        assert!(parse_json_patch(r#"[{"op":"remove"}, {"path":"/x"}]"#)
+            .is_err_and(|error| error.starts_with("operation 1 ")));
+        assert!(parse_json_patch("[1]").is_err_and(|error| error.starts_with("operation 0 ")));
     }
 
     #[test]

@@ -1,10 +1,14 @@
 //! `trail`: the Trail command-line client. Talks to `traild` over gRPC
 //! (`--addr` or `TRAIL_ADDR`), or reads a data directory directly for
-//! offline `verify` and `inspect`. Prints tables for people and, with
+//! offline `verify`, `inspect` and `index rebuild`. Prints tables for people and, with
 //! `--json`, one JSON object per line. Exit codes: 0 ok, 1 failure, 2 usage.
 
 mod bench;
+mod derived;
+mod filter;
 mod input;
+mod rebuild;
+mod times;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -12,7 +16,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
@@ -63,18 +67,37 @@ enum Command {
         #[arg(long)]
         to: Option<u64>,
     },
-    /// Follow a log: print records from --from on, then new ones as they land.
+    /// Follow a log: print records from --from on, then new ones as they land
+    /// (only those matching the filter flags, if any).
     Tail {
         #[arg(long, default_value = "")]
         log: String,
         /// First LSN (default: after the current head).
         #[arg(long)]
         from: Option<u64>,
+        #[command(flatten)]
+        filter: filter::FilterArgs,
     },
-    /// Print a log's last LSN and hash.
+    /// Print a log's last LSN and hash, and how far its derived state has come.
     Head {
         #[arg(long, default_value = "")]
         log: String,
+    },
+    /// Records matching filters (they AND), from the server's query index, a page at a time.
+    Query(derived::QueryArgs),
+    /// A resource's JSON state now, or as of an LSN or a time.
+    State(derived::StateArgs),
+    /// A resource's changes: each changed JSON path with its value before and after.
+    History(derived::HistoryArgs),
+    /// Snapshot a log's resource state on the server now (Admin.Snapshot).
+    Snapshot {
+        #[arg(long, default_value = "")]
+        log: String,
+    },
+    /// Offline work on a data directory's derived stores.
+    Index {
+        #[command(subcommand)]
+        command: IndexCommand,
     },
     /// Verify a log's hash chain: online, or offline with --dir.
     Verify {
@@ -98,12 +121,28 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+#[derive(Debug, Subcommand)]
+enum IndexCommand {
+    /// Rebuild a log's query index and resource state from its log, offline
+    /// (with the server stopped), with a progress bar.
+    Rebuild {
+        /// The data directory.
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "")]
+        log: String,
+    },
+}
+
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("change").multiple(false)))]
 struct AppendArgs {
     #[arg(long, default_value = "")]
     log: String,
-    /// JSON lines to append (`-` = stdin); one event per line.
-    #[arg(long, conflicts_with_all = ["actor", "action", "resource", "payload", "event_id", "trace_id", "outcome", "attr"])]
+    /// JSON lines to append (`-` = stdin); one event per line, a state
+    /// change as `"change": {"set" | "merge_patch" | "json_patch": JSON}` or
+    /// `"change": {"delete": true}`.
+    #[arg(long, conflicts_with_all = ["actor", "action", "resource", "payload", "event_id", "trace_id", "outcome", "attr", "change"])]
     file: Option<String>,
     #[arg(long, required_unless_present = "file")]
     actor: Option<String>,
@@ -135,6 +174,18 @@ struct AppendArgs {
     /// Each request's events land all or none.
     #[arg(long)]
     atomic: bool,
+    /// Set the resource's state to this JSON value.
+    #[arg(long, value_name = "JSON", group = "change", value_parser = input::parse_json_value)]
+    set_json: Option<serde_json::Value>,
+    /// Change the resource's state by this JSON merge patch (RFC 7396).
+    #[arg(long, value_name = "JSON", group = "change", value_parser = input::parse_json_value)]
+    merge_patch: Option<serde_json::Value>,
+    /// Change the resource's state by this JSON Patch (RFC 6902): an array of operations.
+    #[arg(long, value_name = "JSON", group = "change", value_parser = input::parse_json_patch)]
+    json_patch: Option<input::JsonPatch>,
+    /// Remove the resource's state.
+    #[arg(long, group = "change")]
+    delete_state: bool,
 }
 
 /// A failure the CLI reports with exit code 1.
@@ -163,7 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Append(args) => append(&cli.addr, cli.json, args).await,
         Command::Read { log, from, to } => read(&cli.addr, cli.json, &log, from, to).await,
-        Command::Tail { log, from } => tail(&cli.addr, cli.json, &log, from).await,
+        Command::Tail { log, from, filter } => tail(&cli.addr, cli.json, &log, from, &filter).await,
         Command::Head { log } => head(&cli.addr, cli.json, &log).await,
         Command::Verify {
             log,
@@ -177,20 +228,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         } => verify_offline(cli.json, &dir, &log),
         Command::Inspect { dir } => inspect(cli.json, &dir),
+        Command::Query(args) => derived::query(&cli.addr, cli.json, args).await,
+        Command::State(args) => derived::state(&cli.addr, cli.json, args).await,
+        Command::History(args) => derived::history(&cli.addr, cli.json, args).await,
+        Command::Snapshot { log } => derived::snapshot(&cli.addr, cli.json, &log).await,
+        Command::Index {
+            command: IndexCommand::Rebuild { dir, log },
+        } => rebuild::run(cli.json, &dir, &log),
         Command::Bench(args) => bench::run(&cli.addr, cli.json, args).await,
     }
 }
 
 /// Connects to the server.
 pub async fn connect(addr: &str) -> anyhow::Result<LogClient<Channel>> {
-    let channel = Endpoint::from_shared(addr.to_owned())
+    Ok(client(connect_channel(addr).await?))
+}
+
+/// A channel to the server, for any of its services.
+pub async fn connect_channel(addr: &str) -> anyhow::Result<Channel> {
+    Endpoint::from_shared(addr.to_owned())
         .with_context(|| format!("bad --addr {addr:?}"))?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect()
         .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    Ok(client(channel))
+        .with_context(|| format!("cannot connect to {addr}"))
 }
 
 /// A client over an existing channel.
@@ -331,11 +393,18 @@ fn event_from_flags(args: &AppendArgs) -> anyhow::Result<Event> {
     };
     let mut attributes = std::collections::BTreeMap::new();
     for pair in &args.attr {
-        let (key, value) = pair
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--attr {pair:?} is not KEY=VALUE"))?;
-        attributes.insert(key.to_owned(), value.to_owned());
+        let (key, value) = filter::parse_attr(pair).map_err(|error| anyhow!("--attr: {error}"))?;
+        attributes.insert(key, value);
     }
+    let change = if let Some(value) = &args.set_json {
+        Some(input::ChangeLine::Set(value.clone()))
+    } else if let Some(value) = &args.merge_patch {
+        Some(input::ChangeLine::MergePatch(value.clone()))
+    } else if let Some(patch) = &args.json_patch {
+        Some(input::ChangeLine::JsonPatch(patch.0.clone()))
+    } else {
+        args.delete_state.then_some(input::ChangeLine::Delete(true))
+    };
     let line = input::EventLine {
         event_id: args.event_id.clone(),
         actor: args.actor.clone().unwrap_or_default(),
@@ -346,7 +415,7 @@ fn event_from_flags(args: &AppendArgs) -> anyhow::Result<Event> {
         occurred_at_unix_nanos: None,
         attributes,
         payload,
-        change: None,
+        change,
     };
     // With an explicit --event-id, re-running the same command must be an
     // idempotent retry, so the time must not change between runs: it is
@@ -417,7 +486,16 @@ async fn read(addr: &str, json: bool, log: &str, from: u64, to: Option<u64>) -> 
     Ok(())
 }
 
-async fn tail(addr: &str, json: bool, log: &str, from: Option<u64>) -> anyhow::Result<()> {
+async fn tail(
+    addr: &str,
+    json: bool,
+    log: &str,
+    from: Option<u64>,
+    filter: &filter::FilterArgs,
+) -> anyhow::Result<()> {
+    let filter = filter
+        .to_filter(input::now_unix_nanos())
+        .map_err(|error| anyhow!(error))?;
     let mut client = connect(addr).await?;
     let from_lsn = match from {
         Some(from) => from,
@@ -437,6 +515,7 @@ async fn tail(addr: &str, json: bool, log: &str, from: Option<u64>) -> anyhow::R
         .subscribe(SubscribeRequest {
             log: log.to_owned(),
             from_lsn,
+            filter,
         })
         .await
         .map_err(|status| status_error(&status))?
@@ -462,12 +541,18 @@ async fn head(addr: &str, json: bool, log: &str) -> anyhow::Result<()> {
         .map_err(|status| status_error(&status))?
         .into_inner();
     let damaged = !head.damage.is_empty();
+    let derived_failed = !head.derived_error.is_empty();
     if json {
         print_json(&serde_json::json!({
             "log": display_log(log),
             "lsn": head.lsn,
             "hash": hex::encode(&head.hash),
             "damage": damaged.then_some(&head.damage),
+            "index_lsn": head.index_lsn,
+            "index_lag": head.lsn.saturating_sub(head.index_lsn),
+            "state_lsn": head.state_lsn,
+            "state_lag": head.lsn.saturating_sub(head.state_lsn),
+            "derived_error": derived_failed.then_some(&head.derived_error),
         }))?;
     } else if damaged {
         println!(
@@ -477,11 +562,21 @@ async fn head(addr: &str, json: bool, log: &str) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "log {}  lsn {}  hash {}",
+            "log {}  lsn {}  hash {}  index_lsn {} (lag {})  state_lsn {} (lag {})",
             display_log(log),
             head.lsn,
-            hex::encode(&head.hash)
+            hex::encode(&head.hash),
+            head.index_lsn,
+            head.lsn.saturating_sub(head.index_lsn),
+            head.state_lsn,
+            head.lsn.saturating_sub(head.state_lsn),
         );
+        if derived_failed {
+            println!(
+                "derived state stopped (query, state and history answer Unavailable): {}",
+                head.derived_error
+            );
+        }
     }
     if damaged {
         bail!("log {} is damaged: {}", display_log(log), head.damage);
@@ -769,4 +864,188 @@ fn inspect(json: bool, dir: &Path) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use trail_proto::v1::state_change::Kind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("trail").chain(args.iter().copied()))
+    }
+
+    /// The event `trail append` builds from these flags (after the usual
+    /// `--actor a --action b --resource r`).
+    fn appended(extra: &[&str]) -> anyhow::Result<Event> {
+        let mut args = vec![
+            "append",
+            "--actor",
+            "a",
+            "--action",
+            "b",
+            "--resource",
+            "r",
+            "--event-id",
+            "e1",
+        ];
+        args.extend_from_slice(extra);
+        match parse(&args)?.command {
+            Command::Append(args) => event_from_flags(&args),
+            other => bail!("parsed as {other:?}"),
+        }
+    }
+
+    fn change(event: &Event) -> Option<&Kind> {
+        event
+            .change
+            .as_ref()
+            .and_then(|change| change.kind.as_ref())
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn change_flags_become_the_event_s_change() -> anyhow::Result<()> {
+        assert_eq!(change(&appended(&[])?), None);
+        assert_eq!(
+            change(&appended(&["--set-json", r#"{ "b": 1, "a": [true] }"#])?),
+            Some(&Kind::SetJson(r#"{"a":[true],"b":1}"#.to_owned()))
+        );
+        assert_eq!(
+            change(&appended(&["--merge-patch", r#"{"status":null}"#])?),
+            Some(&Kind::MergePatchJson(r#"{"status":null}"#.to_owned()))
+        );
+        assert_eq!(
+            change(&appended(&[
+                "--json-patch",
+                r#"[{"op":"add","path":"/x","value":1}]"#
+            ])?),
+            Some(&Kind::JsonPatchJson(
+                r#"[{"op":"add","path":"/x","value":1}]"#.to_owned()
+            ))
+        );
+        assert_eq!(
+            change(&appended(&["--delete-state"])?),
+            Some(&Kind::Delete(true))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn change_flags_are_checked_and_exclusive() {
+        let error = |args: &[&str]| appended(args).err().map(|error| error.to_string());
+        for (args, says) in [
+            (&["--set-json", "{oops"][..], "--set-json"),
+            (&["--merge-patch", ""][..], "--merge-patch"),
+            (&["--json-patch", r#"{"op":"remove"}"#][..], "--json-patch"),
+            (
+                &["--set-json", "1", "--delete-state"][..],
+                "cannot be used with",
+            ),
+            (
+                &["--merge-patch", "{}", "--json-patch", "[]"][..],
+                "cannot be used with",
+            ),
+        ] {
+            let error = error(args);
+            assert!(
+                error.as_ref().is_some_and(|error| error.contains(says)),
+                "{args:?}: {error:?}"
+            );
+        }
+        let with_file = parse(&["append", "--file", "x.jsonl", "--delete-state"]);
+        assert!(
+            with_file.is_err_and(|error| error.kind() == clap::error::ErrorKind::ArgumentConflict)
+        );
+        let error = appended(&["--attr", "novalue"])
+            .err()
+            .map(|error| error.to_string());
+        assert!(
+            error.as_ref().is_some_and(|error| error.contains("--attr")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn query_state_history_and_tail_flags() -> anyhow::Result<()> {
+        let Command::Query(query) = parse(&[
+            "query",
+            "--log",
+            "l",
+            "--actor",
+            "a*",
+            "--limit",
+            "2",
+            "--cursor",
+            "c",
+            "--desc",
+            "--min-lsn",
+            "7",
+            "--timeout-ms",
+            "100",
+            "--all",
+        ])?
+        .command
+        else {
+            bail!("not a query")
+        };
+        assert_eq!(
+            (query.limit, query.cursor.as_deref(), query.desc, query.all),
+            (Some(2), Some("c"), true, true)
+        );
+        assert_eq!(
+            (query.wait.min_lsn, query.wait.timeout_ms),
+            (Some(7), Some(100))
+        );
+        assert_eq!(query.filter.actor.as_deref(), Some("a*"));
+        for bad in [
+            &["query", "--limit", "0"][..],
+            &["query", "--timeout-ms", "5"][..],
+            &["state", "r", "--at-lsn", "3", "--at", "1h"][..],
+            &["state", "r", "--at-lsn", "0"][..],
+            &["state"][..],
+            &["history", "r", "--limit", "0"][..],
+            &["tail", "--since", "soon"][..],
+            &["index", "rebuild", "--log", "l"][..],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} parsed");
+        }
+        let Command::Tail { filter, from, .. } = parse(&[
+            "tail",
+            "--from",
+            "1",
+            "--resource",
+            "order/*",
+            "--kind",
+            "event",
+        ])?
+        .command
+        else {
+            bail!("not a tail")
+        };
+        assert_eq!(from, Some(1));
+        let filter = filter
+            .to_filter(0)
+            .map_err(|error| anyhow!(error))?
+            .ok_or_else(|| anyhow!("no filter"))?;
+        assert_eq!(
+            (filter.resource.as_str(), filter.kind),
+            ("order/*", RecordKind::Event as i32)
+        );
+        let Command::State(state) =
+            parse(&["state", "order/1", "--at", "2026-12-01T10:00:00Z"])?.command
+        else {
+            bail!("not a state")
+        };
+        assert_eq!(
+            state.at,
+            Some(times::TimeArg::At(1_796_119_200_000_000_000))
+        );
+        Ok(())
+    }
 }

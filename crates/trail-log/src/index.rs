@@ -152,16 +152,13 @@ impl SegmentIndex {
     }
 }
 
-/// The offset to start scanning from to find `lsn`: the last sparse entry at
-/// or before it.
+/// The last sparse entry at or before `lsn`: the LSN of the record at that
+/// offset and the offset; `None` when the scan starts at the segment's
+/// first record.
 #[must_use]
-pub fn seek_offset(sparse: &[(Lsn, u64)], lsn: Lsn, segment_start: u64) -> u64 {
+pub fn seek_entry(sparse: &[(Lsn, u64)], lsn: Lsn) -> Option<(Lsn, u64)> {
     let position = sparse.partition_point(|(entry_lsn, _)| *entry_lsn <= lsn);
-    if position == 0 {
-        segment_start
-    } else {
-        sparse[position - 1].1
-    }
+    position.checked_sub(1).map(|at| sparse[at])
 }
 
 /// What a full scan of a segment collects besides the scan itself.
@@ -399,8 +396,9 @@ mod tests {
         assert_eq!(SegmentIndex::decode(&bytes), Ok(index.clone()));
         assert_eq!(index.lsns_with_key(5), vec![Lsn(10), Lsn(12)]);
         assert!(index.lsns_with_key(4).is_empty());
-        assert_eq!(seek_offset(&index.sparse, Lsn(11), 96), 96);
-        assert_eq!(seek_offset(&index.sparse, Lsn(13), 96), 2000);
+        assert_eq!(seek_entry(&index.sparse, Lsn(11)), Some((Lsn(10), 96)));
+        assert_eq!(seek_entry(&index.sparse, Lsn(13)), Some((Lsn(12), 2000)));
+        assert_eq!(seek_entry(&index.sparse, Lsn(9)), None);
         bytes[20] ^= 1;
         assert!(SegmentIndex::decode(&bytes).is_err());
     }

@@ -354,9 +354,16 @@ impl Log {
     /// checked as they are read. Does blocking file IO.
     #[must_use]
     pub fn read(&self, from: Lsn, to_inclusive: Lsn) -> RecordIter {
+        // A short range reads a few frames: no 256 KiB read-ahead for it.
+        let reader = ChainReader::new(from, None);
+        let reader = if to_inclusive.0.saturating_sub(from.0) < 16 {
+            reader.for_few_records()
+        } else {
+            reader
+        };
         RecordIter {
             shared: Arc::clone(&self.shared),
-            reader: ChainReader::new(from, None),
+            reader,
             to: to_inclusive.min(self.head().lsn),
             failed: false,
         }

@@ -10,7 +10,7 @@ use crate::catalog::SegmentEntry;
 use crate::codec::{self, Body, Record};
 use crate::error::{LogError, Result};
 use crate::fs::{FileSystem, ReadFile};
-use crate::index::seek_offset;
+use crate::index::seek_entry;
 use crate::segment::{FrameCursor, FrameStep, SEGMENT_HEADER_BYTES};
 use crate::shared::Shared;
 use crate::types::{Lsn, RecordHash};
@@ -74,7 +74,7 @@ pub(crate) fn read_single(
     entry: &SegmentEntry,
     lsn: Lsn,
 ) -> Result<StoredRecord> {
-    let mut reader = ChainReader::new(lsn, None);
+    let mut reader = ChainReader::new(lsn, None).for_few_records();
     reader.open(fs, entry.clone())?;
     match reader.next_in_segment()? {
         Some(stored) => Ok(stored),
@@ -86,6 +86,11 @@ pub(crate) fn read_single(
         )),
     }
 }
+
+/// What a refill reads for a reader of a few records: the frame headers
+/// of a sparse stride come in a handful of reads, and the wanted record in
+/// the last.
+pub const POINT_READ_AHEAD_BYTES: usize = 16 * 1024;
 
 /// An open segment and where in it the reader is.
 struct OpenSegment {
@@ -102,6 +107,8 @@ struct OpenSegment {
 /// reader can put its file and buffer down while it waits and pick them up
 /// again where it was.
 pub(crate) struct ChainReader {
+    /// Bytes a refill of the open segment's cursor reads at least.
+    read_ahead: usize,
     next: Lsn,
     /// Hash of LSN `next - 1`, once known: the next record must link to it.
     prev_hash: Option<RecordHash>,
@@ -111,10 +118,19 @@ pub(crate) struct ChainReader {
 impl ChainReader {
     pub fn new(next: Lsn, prev_hash: Option<RecordHash>) -> ChainReader {
         ChainReader {
+            read_ahead: crate::segment::CURSOR_CHUNK_BYTES,
             next: next.max(Lsn::FIRST),
             prev_hash,
             open: None,
         }
+    }
+
+    /// A reader of a few records only (a point read): refills read
+    /// [`POINT_READ_AHEAD_BYTES`] instead of the streaming default.
+    #[must_use]
+    pub fn for_few_records(mut self) -> ChainReader {
+        self.read_ahead = POINT_READ_AHEAD_BYTES;
+        self
     }
 
     pub fn next_lsn(&self) -> Lsn {
@@ -135,13 +151,42 @@ impl ChainReader {
     }
 
     /// Opens `entry` (which holds `next`), seeking through its sparse index.
+    /// From the sparse entry it steps over frames by their lengths up to
+    /// the record before `next` (or to `next` itself when the hash it must
+    /// link to is known), which is read, hashed and checked: a point read
+    /// costs one decode or two, not the ~100 records of a sparse stride.
     fn open(&mut self, fs: &dyn FileSystem, entry: SegmentEntry) -> Result<()> {
         let file = fs
             .open_read(&entry.path)
             .map_err(|error| LogError::io("opening", &entry.path, error))?;
-        let start = seek_offset(&entry.sparse, self.next, SEGMENT_HEADER_BYTES as u64);
-        let scan_prev = (start == SEGMENT_HEADER_BYTES as u64).then_some(entry.prev_hash);
-        let cursor = FrameCursor::new(start, entry.limit);
+        let header = SEGMENT_HEADER_BYTES as u64;
+        let (start_lsn, start) = seek_entry(&entry.sparse, self.next)
+            .filter(|(_, offset)| *offset > header)
+            .unwrap_or((entry.first_lsn, header));
+        let mut scan_prev = (start == header).then_some(entry.prev_hash);
+        let mut cursor = FrameCursor::new(start, entry.limit).with_read_ahead(self.read_ahead);
+        let first_to_read = if self.prev_hash.is_some() {
+            self.next
+        } else {
+            Lsn(self.next.0.saturating_sub(1).max(start_lsn.0))
+        };
+        for lsn in start_lsn.0..first_to_read.0 {
+            let skipped = cursor
+                .skip_frame(file.as_ref())
+                .map_err(|error| LogError::io("reading", &entry.path, error))?;
+            if let Err(error) = skipped {
+                return Err(LogError::codec(
+                    &entry.path,
+                    cursor.offset(),
+                    Lsn(lsn),
+                    &error,
+                ));
+            }
+            // The skipped records' hashes are not known: the first one read
+            // links to `prev_hash` when that is known, and is not checked
+            // otherwise (it is the record before the one asked for).
+            scan_prev = None;
+        }
         self.open = Some(OpenSegment {
             entry,
             file,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use trail_index::{DerivedOptions, Pace, SnapshotPolicy};
 use trail_log::codec::RECORD_OVERHEAD_BYTES_MAX;
 use trail_log::{AppendLimits, Durability, LogOptions};
 
@@ -34,8 +35,81 @@ pub struct Config {
     pub log: LogConfig,
     /// Bounds on everything a client controls.
     pub limits: Limits,
+    /// The derived stores that follow each log (query index, resource state).
+    pub derived: DerivedConfig,
     /// Where and how the server logs.
     pub logging: LoggingConfig,
+}
+
+/// The derived stores that follow each log: the query index and the
+/// resource-state store (see `trail_index`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DerivedConfig {
+    /// Keep them at all (off: Query, GetState and History are refused).
+    pub enabled: bool,
+    /// The longest time records taken in stay uncommitted (invisible to
+    /// Query), milliseconds: what the index's lag is at least, under load.
+    pub commit_interval_ms: u64,
+    /// Records a store reads from the log per step.
+    pub batch_records: usize,
+    /// A state snapshot after this many records (0: not by count).
+    pub snapshot_every_records: u64,
+    /// A state snapshot after this long, if records came in, seconds
+    /// (0: not by time).
+    pub snapshot_every_secs: u64,
+    /// Snapshots kept per log; older ones are removed.
+    pub snapshots_kept: usize,
+}
+
+impl Default for DerivedConfig {
+    fn default() -> Self {
+        let options = DerivedOptions::default();
+        DerivedConfig {
+            enabled: true,
+            commit_interval_ms: u64::try_from(options.pace.commit_interval.as_millis())
+                .unwrap_or(u64::MAX),
+            batch_records: options.pace.batch_records,
+            snapshot_every_records: options.snapshots.every_records,
+            snapshot_every_secs: options.snapshots.every.as_secs(),
+            snapshots_kept: options.snapshots.keep,
+        }
+    }
+}
+
+impl DerivedConfig {
+    /// The options the derived stores run with; `None` when turned off.
+    #[must_use]
+    pub fn options(&self) -> Option<DerivedOptions> {
+        let defaults = DerivedOptions::default();
+        self.enabled.then(|| DerivedOptions {
+            pace: Pace {
+                batch_records: self.batch_records,
+                commit_interval: Duration::from_millis(self.commit_interval_ms),
+                ..defaults.pace
+            },
+            snapshots: SnapshotPolicy {
+                every_records: self.snapshot_every_records,
+                every: Duration::from_secs(self.snapshot_every_secs),
+                keep: self.snapshots_kept,
+            },
+        })
+    }
+
+    fn validate(&self) -> Result<(), ServerError> {
+        for (name, value) in [
+            ("commit_interval_ms", self.commit_interval_ms),
+            ("batch_records", self.batch_records as u64),
+            ("snapshots_kept", self.snapshots_kept as u64),
+        ] {
+            if value == 0 {
+                return Err(ServerError::Config(format!(
+                    "derived.{name} must be at least 1"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -48,6 +122,7 @@ impl Default for Config {
             shutdown_grace_ms: 30_000,
             log: LogConfig::default(),
             limits: Limits::default(),
+            derived: DerivedConfig::default(),
             logging: LoggingConfig::default(),
         }
     }
@@ -234,6 +309,7 @@ impl Config {
             ));
         }
         self.limits.validate()?;
+        self.derived.validate()?;
         self.request_fits_a_group()?;
         self.log_options()
             .validate()

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 use trail_log::{ErrorKind, LogError, LogName, Store};
 use trail_proto::server_view::log_server::LogServer;
+use trail_proto::v1::admin_server::AdminServer;
 
 pub use config::{Config, DurabilityMode};
 pub use limits::Limits;
@@ -137,10 +138,17 @@ async fn serve_opened(
     let (stopping_sender, stopping) = watch::channel(false);
     let limits = config.limits.clone();
     let sampling = metrics.enabled();
-    let service = LogService::with_metrics(store, limits.clone(), stopping.clone(), metrics);
+    let mut service = LogService::with_metrics(store, limits.clone(), stopping.clone(), metrics);
+    if let Some(options) = config.derived.options() {
+        service = service.with_derived(options);
+    }
     for (name, error) in &damaged {
         service.quarantine(name, error);
     }
+    // Every log's derived stores catch up from the start, in the
+    // background: serving does not wait for them.
+    let opener = service.clone();
+    let opening = tokio::spawn(async move { opener.open_all_logs().await });
     let sampler = sampling.then(|| {
         let service = service.clone();
         let mut stopping = stopping.clone();
@@ -164,6 +172,7 @@ async fn serve_opened(
     // request_limit refuses a request over request_bytes_max with the
     // status every limit uses; tonic's own check (OUT_OF_RANGE) stays
     // behind it at the same size as a second guard.
+    let admin_server = AdminServer::new(service::AdminService::new(service.clone()));
     let log_server = request_limit::RequestLimit::new(
         LogServer::new(service)
             .max_decoding_message_size(limits.request_bytes_max)
@@ -186,6 +195,7 @@ async fn serve_opened(
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(log_server)
+        .add_service(admin_server)
         .serve_with_incoming_shutdown(incoming, signal);
 
     let grace = Duration::from_millis(config.shutdown_grace_ms);
@@ -201,6 +211,7 @@ async fn serve_opened(
     if let Some(sampler) = sampler {
         sampler.abort();
     }
+    opening.abort();
     Ok(())
 }
 

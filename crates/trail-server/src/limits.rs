@@ -44,6 +44,18 @@ pub struct Limits {
     /// wide: each runs on a blocking thread, so this bounds the threads
     /// (and their allocator arenas) that many readers can occupy.
     pub disk_reads_in_flight_max: usize,
+    /// Records (or history rows) per `Query`/`History` page when the
+    /// request asks for 0.
+    pub query_page_records_default: usize,
+    /// The most records (or history rows) one page may ask for.
+    pub query_page_records_max: usize,
+    /// Conditions in one filter (each attribute counts as one).
+    pub query_filters_max: usize,
+    /// How long a request with `min_lsn` waits for a derived store when it
+    /// names no timeout, milliseconds.
+    pub index_wait_ms_default: u64,
+    /// The longest `min_lsn_timeout_ms` a request may ask for.
+    pub index_wait_ms_max: u64,
 }
 
 /// The most records a `Read` or `Subscribe` stream reads ahead of its
@@ -69,6 +81,11 @@ impl Default for Limits {
             stream_appends_in_flight_max: 16,
             read_chunk_records: 16,
             disk_reads_in_flight_max: 4,
+            query_page_records_default: 100,
+            query_page_records_max: 1_000,
+            query_filters_max: 16,
+            index_wait_ms_default: 5_000,
+            index_wait_ms_max: 60_000,
         }
     }
 }
@@ -92,6 +109,12 @@ impl Limits {
             ),
             ("read_chunk_records", self.read_chunk_records),
             ("disk_reads_in_flight_max", self.disk_reads_in_flight_max),
+            (
+                "query_page_records_default",
+                self.query_page_records_default,
+            ),
+            ("query_page_records_max", self.query_page_records_max),
+            ("query_filters_max", self.query_filters_max),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -111,6 +134,18 @@ impl Limits {
             return Err(ServerError::Config(format!(
                 "limits.disk_reads_in_flight_max ({}) is above 1024 (each is a thread)",
                 self.disk_reads_in_flight_max
+            )));
+        }
+        if self.query_page_records_default > self.query_page_records_max {
+            return Err(ServerError::Config(format!(
+                "limits.query_page_records_default ({}) is above limits.query_page_records_max ({})",
+                self.query_page_records_default, self.query_page_records_max
+            )));
+        }
+        if self.index_wait_ms_default > self.index_wait_ms_max {
+            return Err(ServerError::Config(format!(
+                "limits.index_wait_ms_default ({}) is above limits.index_wait_ms_max ({})",
+                self.index_wait_ms_default, self.index_wait_ms_max
             )));
         }
         if self.streams_per_connection_max == 0 {

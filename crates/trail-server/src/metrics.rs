@@ -61,6 +61,8 @@ const QUEUE_DEPTH: &str = "trail_log_queue_depth";
 const SEGMENTS_TO_VERIFY: &str = "trail_log_segments_to_verify";
 const SEGMENTS_VERIFIED: &str = "trail_log_segments_verified";
 const TORN_TAIL_RECORDS_CUT: &str = "trail_log_torn_tail_records_cut";
+const QUERY_INDEX_LAG: &str = "trail_query_index_lag_records";
+const STATE_STORE_LAG: &str = "trail_state_store_lag_records";
 const LOG_GROUPS: &str = "trail_log_groups_total";
 const LOG_RECORDS: &str = "trail_log_records_total";
 const LOG_WRITTEN_BYTES: &str = "trail_log_written_bytes_total";
@@ -275,6 +277,20 @@ fn describe(recorder: &PrometheusRecorder) {
         ),
     );
     recorder.describe_gauge(
+        QUERY_INDEX_LAG.into(),
+        Some(Unit::Count),
+        SharedString::const_str(
+            "Durable records the log's query index has not taken in yet (sampled; Query's min_lsn waits for them)",
+        ),
+    );
+    recorder.describe_gauge(
+        STATE_STORE_LAG.into(),
+        Some(Unit::Count),
+        SharedString::const_str(
+            "Durable records the log's resource-state store has not taken in yet (sampled)",
+        ),
+    );
+    recorder.describe_gauge(
         LOG_DAMAGED.into(),
         Some(Unit::Count),
         SharedString::const_str(
@@ -324,6 +340,8 @@ pub struct LogMetrics {
     segments_to_verify: Gauge,
     segments_verified: Gauge,
     torn_tail_records_cut: Gauge,
+    query_index_lag: Gauge,
+    state_store_lag: Gauge,
     groups: Counter,
     records: Counter,
     written_bytes: Counter,
@@ -373,6 +391,7 @@ impl LogMetrics {
             gauge(SEGMENTS_VERIFIED),
             gauge(TORN_TAIL_RECORDS_CUT),
         );
+        let (query_index_lag, state_store_lag) = (gauge(QUERY_INDEX_LAG), gauge(STATE_STORE_LAG));
         LogMetrics {
             recorder,
             log,
@@ -386,6 +405,8 @@ impl LogMetrics {
             segments_to_verify,
             segments_verified,
             torn_tail_records_cut,
+            query_index_lag,
+            state_store_lag,
             groups,
             records,
             written_bytes,
@@ -433,6 +454,17 @@ impl LogMetrics {
         });
         requests.increment(1);
         events_counter.increment(events);
+    }
+
+    /// The derived stores' lag behind a log whose head is `head`.
+    pub fn sample_derived(&self, head: u64, query_lsn: u64, state_lsn: u64) {
+        #[allow(clippy::cast_precision_loss)]
+        {
+            self.query_index_lag
+                .set(head.saturating_sub(query_lsn) as f64);
+            self.state_store_lag
+                .set(head.saturating_sub(state_lsn) as f64);
+        }
     }
 
     /// Copies the log writer's counters and queue depth.

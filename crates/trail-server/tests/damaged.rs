@@ -207,6 +207,7 @@ async fn quarantine_scenario(verify_on_open: bool) -> Result {
         .subscribe(SubscribeRequest {
             log: "b".to_owned(),
             from_lsn: 1,
+            filter: None,
         })
         .await;
     assert_data_loss(subscribe.map(|_| ()), &file);

@@ -488,6 +488,7 @@ async fn unknown_logs_and_lsns_are_not_found() -> Result {
             .subscribe(SubscribeRequest {
                 log: "nope".to_owned(),
                 from_lsn: 1,
+                filter: None,
             })
             .await,
         Code::NotFound,
@@ -522,6 +523,7 @@ async fn unknown_logs_and_lsns_are_not_found() -> Result {
             .subscribe(SubscribeRequest {
                 log: "real".to_owned(),
                 from_lsn: 5,
+                filter: None,
             })
             .await,
         Code::NotFound,
@@ -584,6 +586,7 @@ async fn subscribe_catches_up_then_follows() -> Result {
         .subscribe(SubscribeRequest {
             log: "live".to_owned(),
             from_lsn: 1,
+            filter: None,
         })
         .await?
         .into_inner();

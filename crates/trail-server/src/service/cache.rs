@@ -6,16 +6,44 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use tonic::Status;
+use trail_index::{DerivedLog, DerivedOptions};
 use trail_log::{ErrorKind, Log, LogError, LogName, Store};
 
 use crate::metrics::{LogMetrics, Metrics};
 use crate::status;
 
-/// An open log and its metric handles.
+/// An open log, its derived stores and its metric handles.
 #[derive(Clone)]
 pub(super) struct OpenLog {
     pub(super) log: Arc<Log>,
+    pub(super) derived: Derived,
     pub(super) metrics: Arc<LogMetrics>,
+}
+
+/// A log's derived stores (query index, resource state), as far as they run.
+#[derive(Clone)]
+pub(super) enum Derived {
+    /// Following the log.
+    Running(Arc<DerivedLog>),
+    /// Turned off in the configuration (`derived.enabled = false`).
+    Off,
+    /// They did not open: why (the log itself is served).
+    Failed(String),
+}
+
+impl Derived {
+    /// The running stores, or the status Query, GetState and History answer.
+    pub(super) fn running(&self) -> Result<&Arc<DerivedLog>, Status> {
+        match self {
+            Derived::Running(derived) => Ok(derived),
+            Derived::Off => Err(Status::failed_precondition(
+                "this server keeps no derived state (derived.enabled = false)",
+            )),
+            Derived::Failed(reason) => Err(Status::unavailable(format!(
+                "the log's derived state did not open: {reason}"
+            ))),
+        }
+    }
 }
 
 /// A log that did not open because its stored data is damaged: it stays
@@ -46,9 +74,21 @@ impl Damaged {
 pub(super) struct LogCache {
     open: RwLock<HashMap<LogName, OpenLog>>,
     damaged: RwLock<BTreeMap<LogName, Damaged>>,
+    /// How each log's derived stores run; `None`: not at all.
+    derived: Option<DerivedOptions>,
+    /// Held while a log (and its derived stores) opens.
+    opening: std::sync::Mutex<()>,
 }
 
 impl LogCache {
+    /// A cache that starts each log's derived stores with `derived`.
+    pub(super) fn new(derived: Option<DerivedOptions>) -> LogCache {
+        LogCache {
+            derived,
+            ..LogCache::default()
+        }
+    }
+
     pub(super) fn get(&self, name: &LogName) -> Option<OpenLog> {
         self.open
             .read()
@@ -80,13 +120,14 @@ impl LogCache {
     }
 
     /// Caches `log` unless another task cached it first; returns the cached one.
-    fn insert(&self, name: LogName, log: Arc<Log>, metrics: &Metrics) -> OpenLog {
+    fn insert(&self, name: LogName, log: Arc<Log>, derived: Derived, metrics: &Metrics) -> OpenLog {
         self.open
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(name)
             .or_insert_with_key(|name| OpenLog {
                 log,
+                derived,
                 metrics: metrics.for_log(name.as_str()),
             })
             .clone()
@@ -138,11 +179,12 @@ impl LogCache {
     }
 }
 
-/// Finds a log, opening it (or, with `create`, creating it) on the blocking
-/// pool the first time.
+/// Finds a log, opening it (or, with `create`, creating it) and starting
+/// its derived stores on the blocking pool the first time. Openings are
+/// serialized, so two first requests never open one log's stores twice.
 pub(super) async fn find_log(
     store: &Arc<Store>,
-    cache: &LogCache,
+    cache: &Arc<LogCache>,
     metrics: &Metrics,
     name: LogName,
     create: bool,
@@ -154,13 +196,26 @@ pub(super) async fn find_log(
         return Err(damaged.status(&name));
     }
     let opener = Arc::clone(store);
+    let opening = Arc::clone(cache);
     let wanted = name.clone();
+    let counted = metrics.clone();
     let found = tokio::task::spawn_blocking(move || {
-        if create {
+        let _one_at_a_time = opening
+            .opening
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = opening.get(&wanted) {
+            return Ok(Some(open));
+        }
+        let log = if create {
             opener.get_or_create(&wanted).map(Some)
         } else {
             opener.get(&wanted)
-        }
+        }?;
+        Ok::<_, LogError>(log.map(|log| {
+            let derived = open_derived(opener.root(), &log, opening.derived);
+            opening.insert(wanted, log, derived, &counted)
+        }))
     })
     .await
     .map_err(|error| Status::internal(format!("opening the log failed: {error}")))?
@@ -168,8 +223,24 @@ pub(super) async fn find_log(
         ErrorKind::DataLoss => cache.quarantine(&name, &error, metrics).status(&name),
         _ => status::from_log_error(&error),
     })?;
-    match found {
-        Some(log) => Ok(cache.insert(name, log, metrics)),
-        None => Err(status::log_not_found(&name)),
+    found.ok_or_else(|| status::log_not_found(&name))
+}
+
+/// Opens and starts `log`'s derived stores (blocking IO). A failure is
+/// logged and kept: the log itself is still served.
+fn open_derived(
+    root: &std::path::Path,
+    log: &Arc<Log>,
+    options: Option<DerivedOptions>,
+) -> Derived {
+    let Some(options) = options else {
+        return Derived::Off;
+    };
+    match DerivedLog::open(root, Arc::clone(log), options) {
+        Ok(derived) => Derived::Running(Arc::new(derived)),
+        Err(error) => {
+            tracing::error!(log = %log.name(), %error, "derived state did not open; the log is served without Query, GetState and History");
+            Derived::Failed(error.to_string())
+        }
     }
 }

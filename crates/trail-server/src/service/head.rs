@@ -4,6 +4,7 @@
 use tonic::Status;
 use trail_proto::v1::{HeadRequest, HeadResponse};
 
+use super::cache::Derived;
 use super::LogService;
 use crate::validate;
 
@@ -22,9 +23,8 @@ pub(super) async fn head(
             .cache
             .damaged(name)
             .map(|damaged| HeadResponse {
-                lsn: 0,
-                hash: Vec::new(),
                 damage: damaged.damage,
+                ..HeadResponse::default()
             })
     };
     if let Some(response) = damaged(&name) {
@@ -32,13 +32,31 @@ pub(super) async fn head(
     }
     // Opening the log (or background verification since it opened) may
     // find it damaged just now: that is still an answer, not an error.
-    let head = match service.existing_log(&log).await {
-        Ok(log) => log.head(),
+    let open = match service.existing_open_log(&log).await {
+        Ok(open) => open,
         Err(status) => return damaged(&name).ok_or(status),
+    };
+    let head = open.log.head();
+    let (index_lsn, state_lsn, derived_error) = match &open.derived {
+        Derived::Running(derived) => {
+            let query = derived.query_progress().borrow().clone();
+            let state = derived.state_progress().borrow().clone();
+            let (index_lsn, state_lsn) = (query.lsn(), state.lsn());
+            let errors: Vec<String> = [("query index", query.error), ("state store", state.error)]
+                .into_iter()
+                .filter_map(|(store, error)| error.map(|error| format!("{store}: {error}")))
+                .collect();
+            (index_lsn, state_lsn, errors.join("; "))
+        }
+        Derived::Off => (0, 0, String::new()),
+        Derived::Failed(reason) => (0, 0, reason.clone()),
     };
     Ok(HeadResponse {
         lsn: head.lsn.0,
         hash: head.hash.0.to_vec(),
         damage: String::new(),
+        index_lsn,
+        state_lsn,
+        derived_error,
     })
 }

@@ -9,12 +9,18 @@
 //! - `subscribe.rs`: `Subscribe`
 //! - `verify.rs`: `Verify`
 //! - `head.rs`: `Head`
-//! - `cache.rs`: open logs by name
+//! - `query.rs`: `Query`, and the bounded wait on a derived store
+//! - `state.rs`: `GetState` and `History`
+//! - `admin.rs`: the `trail.v1.Admin` service (`Snapshot`)
+//! - `cache.rs`: open logs (and their derived stores) by name
 
+mod admin;
 mod append;
 mod cache;
 mod head;
+mod query;
 mod read;
+mod state;
 mod subscribe;
 mod verify;
 
@@ -23,20 +29,23 @@ use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
+use trail_index::DerivedOptions;
 use trail_log::{Log, LogError, LogName, Store};
 use trail_proto::server_view::log_server::Log as LogRpc;
-use trail_proto::server_view::{AppendRequest, Record};
+use trail_proto::server_view::{AppendRequest, QueryResponse, Record};
 use trail_proto::v1::{
-    AppendResponse, HeadRequest, HeadResponse, ReadRequest, SubscribeRequest, VerifyRequest,
-    VerifyResponse,
+    AppendResponse, GetStateRequest, GetStateResponse, HeadRequest, HeadResponse, HistoryRequest,
+    HistoryResponse, QueryRequest, ReadRequest, SubscribeRequest, VerifyRequest, VerifyResponse,
 };
 
+pub use admin::AdminService;
 pub use read::record_to_proto;
 
 use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::validate;
 use append::Appender;
+use cache::LogCache;
 
 /// The `trail.v1.Log` service over one [`Store`]. It implements the server
 /// view of the service (`trail_proto::server_view`): each appended event
@@ -74,11 +83,40 @@ impl LogService {
             disk_reads: Arc::new(Semaphore::new(limits.disk_reads_in_flight_max)),
             shared: Appender {
                 store,
-                cache: Arc::default(),
+                cache: Arc::new(LogCache::new(None)),
                 limits: Arc::new(limits),
                 metrics,
             },
             shutdown,
+        }
+    }
+
+    /// Keeps each log's derived stores (query index, resource state)
+    /// following it, with `options`. Called before the service serves.
+    #[must_use]
+    pub fn with_derived(mut self, options: DerivedOptions) -> LogService {
+        self.shared.cache = Arc::new(LogCache::new(Some(options)));
+        self
+    }
+
+    /// Opens every log of the store (and starts its derived stores), so
+    /// indexes catch up at start, not at a log's first request. A log that
+    /// fails to open is quarantined as a request would find it.
+    pub async fn open_all_logs(&self) {
+        let store = Arc::clone(&self.shared.store);
+        let names = match tokio::task::spawn_blocking(move || store.list()).await {
+            Ok(Ok(names)) => names,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "listing the logs failed");
+                return;
+            }
+            Err(error) => {
+                tracing::error!(%error, "listing the logs failed");
+                return;
+            }
+        };
+        for name in names {
+            let _ = self.open_log(name).await;
         }
     }
 
@@ -87,6 +125,13 @@ impl LogService {
     pub fn sample_metrics(&self) {
         for open in self.shared.cache.all() {
             open.metrics.sample(&open.log);
+            if let cache::Derived::Running(derived) = &open.derived {
+                open.metrics.sample_derived(
+                    open.log.head().lsn.0,
+                    derived.query_progress().borrow().lsn(),
+                    derived.state_progress().borrow().lsn(),
+                );
+            }
             // Damage found in the background takes the log out of service
             // now, not at its next request.
             let _ = self
@@ -108,11 +153,17 @@ impl LogService {
 
     /// The log a read-side request names; NOT_FOUND when it does not exist.
     async fn existing_log(&self, name: &str) -> Result<Arc<Log>, Status> {
-        let name = validate::log_name(name)?;
+        Ok(self.existing_open_log(name).await?.log)
+    }
+
+    /// As [`LogService::existing_log`], with the log's derived stores.
+    async fn existing_open_log(&self, name: &str) -> Result<cache::OpenLog, Status> {
+        self.open_log(validate::log_name(name)?).await
+    }
+
+    async fn open_log(&self, name: LogName) -> Result<cache::OpenLog, Status> {
         let shared = &self.shared;
-        let open =
-            cache::find_log(&shared.store, &shared.cache, &shared.metrics, name, false).await?;
-        Ok(open.log)
+        cache::find_log(&shared.store, &shared.cache, &shared.metrics, name, false).await
     }
 }
 
@@ -180,6 +231,33 @@ impl LogRpc for LogService {
 
     async fn head(&self, request: Request<HeadRequest>) -> Result<Response<HeadResponse>, Status> {
         head::head(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn query(
+        &self,
+        request: Request<QueryRequest>,
+    ) -> Result<Response<QueryResponse>, Status> {
+        query::query(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_state(
+        &self,
+        request: Request<GetStateRequest>,
+    ) -> Result<Response<GetStateResponse>, Status> {
+        state::get_state(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn history(
+        &self,
+        request: Request<HistoryRequest>,
+    ) -> Result<Response<HistoryResponse>, Status> {
+        state::history(self, request.into_inner())
             .await
             .map(Response::new)
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
+use trail_index::{Filter, IndexedRecord};
 use trail_log::codec::Record as StoredBody;
 use trail_log::{Follower, Lsn, RecordKind, StoredRecord};
 use trail_proto::server_view::Record;
@@ -59,7 +60,7 @@ pub(super) async fn read(
             "from_lsn: {from_lsn} is after to_lsn {to_lsn}"
         )));
     }
-    Ok(spawn_stream(service, log.follow(from), Some(to)))
+    Ok(spawn_stream(service, log.follow(from), Some(to), None))
 }
 
 /// Starts streaming `follower`'s records (through `to`, or following the
@@ -68,11 +69,13 @@ pub(super) fn spawn_stream(
     service: &LogService,
     follower: Follower,
     to: Option<Lsn>,
+    filter: Option<Arc<Filter>>,
 ) -> RecordStream {
     let (sender, receiver) = mpsc::channel(STREAM_CHANNEL_RECORDS);
     let stream = StreamRecords {
         follower,
         to,
+        filter,
         chunk: service.shared.limits.read_chunk_records,
         disk_reads: Arc::clone(&service.disk_reads),
         sender,
@@ -116,6 +119,8 @@ struct StreamRecords {
     follower: Follower,
     /// The last LSN to send (`Read`); `None` follows the log (`Subscribe`).
     to: Option<Lsn>,
+    /// Only records that match are sent (filtered `Subscribe`).
+    filter: Option<Arc<Filter>>,
     /// Records per read step (at most [`READ_CHUNK_RECORDS_MAX`]).
     chunk: usize,
     /// The server-wide bound on disk reads in flight.
@@ -214,7 +219,13 @@ async fn stream_records(mut stream: StreamRecords) {
                 .await;
             return;
         }
-        for (slot, stored) in slots.zip(&records) {
+        let wanted = records.iter().filter(|stored| {
+            stream
+                .filter
+                .as_ref()
+                .is_none_or(|filter| filter.matches(&IndexedRecord::from_stored(stored)))
+        });
+        for (slot, stored) in slots.zip(wanted) {
             slot.send(Ok(record_to_proto(stored)));
         }
     }

@@ -1,11 +1,17 @@
 //! `Subscribe`: catch up from disk, then follow the log's durable head as
 //! it grows, through one engine follower (see `read.rs`), until the client
-//! goes away, the server stops, or the log closes or fail-stops.
+//! goes away, the server stops, or the log closes or fail-stops. With a
+//! filter, only matching records are sent: the same [`Filter`] Query uses,
+//! tested on each record as it passes.
+
+use std::sync::Arc;
 
 use tonic::Status;
+use trail_index::Filter;
 use trail_log::Lsn;
 use trail_proto::v1::SubscribeRequest;
 
+use super::query::index_status;
 use super::read::spawn_stream;
 use super::{LogService, RecordStream};
 
@@ -15,7 +21,16 @@ pub(super) async fn subscribe(
     service: &LogService,
     request: SubscribeRequest,
 ) -> Result<RecordStream, Status> {
-    let SubscribeRequest { log, from_lsn } = request;
+    let SubscribeRequest {
+        log,
+        from_lsn,
+        filter,
+    } = request;
+    let filter = match filter {
+        Some(filter) => Filter::from_proto(&filter, service.shared.limits.query_filters_max)
+            .map_err(|error| index_status(&error))?,
+        None => Filter::default(),
+    };
     let log = service.existing_log(&log).await?;
     let head = log.head().lsn;
     let from = Lsn(from_lsn.max(1));
@@ -25,5 +40,6 @@ pub(super) async fn subscribe(
             head.0 + 1
         )));
     }
-    Ok(spawn_stream(service, log.follow(from), None))
+    let filter = (!filter.is_empty()).then(|| Arc::new(filter));
+    Ok(spawn_stream(service, log.follow(from), None, filter))
 }

@@ -1,0 +1,209 @@
+//! `Query`: LSNs from the log's query index, then the records themselves
+//! from the log (the index says where; only the log says what). The
+//! filter, page size and wait are bounded by `[limits]`; a page is complete
+//! through the index's watermark it names, and its cursor pins that
+//! watermark so later pages see the same log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tonic::Status;
+use trail_index::cursor::Cursor;
+use trail_index::filter::request_digest;
+use trail_index::{Filter, IndexError, PageRequest, Progress};
+use trail_log::{Log, Lsn, StoredRecord};
+use trail_proto::server_view::QueryResponse;
+use trail_proto::v1::QueryRequest;
+
+use super::read::record_to_proto;
+use super::LogService;
+use crate::limits::Limits;
+use crate::status;
+
+/// LSNs closer than this are read as one range instead of one by one: a
+/// single read of a record walks from its sparse-index entry anyway.
+const READ_TOGETHER_GAP: u64 = 32;
+
+/// Serves one `Query`.
+pub(super) async fn query(
+    service: &LogService,
+    request: QueryRequest,
+) -> Result<QueryResponse, Status> {
+    let limits = &service.shared.limits;
+    let QueryRequest {
+        log,
+        filter,
+        limit,
+        cursor,
+        descending,
+        min_lsn,
+        min_lsn_timeout_ms,
+    } = request;
+    let open = service.existing_open_log(&log).await?;
+    let derived = Arc::clone(open.derived.running()?);
+    let filter_request = filter.unwrap_or_default();
+    let filter = Filter::from_proto(&filter_request, limits.query_filters_max)
+        .map_err(|error| index_status(&error))?;
+    let limit = page_limit(limit, limits)?;
+    let digest = request_digest(&filter_request);
+    let cursor = if cursor.is_empty() {
+        None
+    } else {
+        Some(Cursor::decode(&cursor, descending, digest).map_err(|error| index_status(&error))?)
+    };
+    let timeout = wait_timeout(min_lsn_timeout_ms, limits)?;
+    let progress = wait_for(derived.query_progress(), min_lsn, timeout, "query index").await?;
+    let through = cursor.map_or(progress.lsn(), |cursor| cursor.through);
+    let page = PageRequest {
+        after: cursor.map(|cursor| cursor.after),
+        descending,
+        limit,
+        through,
+    };
+    let log = Arc::clone(&open.log);
+    let permit = Arc::clone(&service.disk_reads)
+        .acquire_owned()
+        .await
+        .map_err(|_| Status::unavailable("server is shutting down"))?;
+    let (lsns, more, records) = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let found = derived
+            .search(&filter, page)
+            .map_err(|error| index_status(&error))?;
+        let records = read_lsns(&log, &found.lsns)?;
+        Ok::<_, Status>((found.lsns, found.more, records))
+    })
+    .await
+    .map_err(|error| Status::internal(format!("query failed: {error}")))??;
+    let next_cursor = match (more, lsns.last()) {
+        (true, Some(&after)) => Cursor {
+            after,
+            through,
+            descending,
+            filter: digest,
+        }
+        .encode(),
+        _ => String::new(),
+    };
+    Ok(QueryResponse {
+        records: records.iter().map(record_to_proto).collect(),
+        next_cursor,
+        index_lsn: through,
+    })
+}
+
+/// The records at `lsns` (in that order), read from the log with nearby
+/// ones read as one range.
+fn read_lsns(log: &Log, lsns: &[u64]) -> Result<Vec<StoredRecord>, Status> {
+    let mut sorted = lsns.to_vec();
+    sorted.sort_unstable();
+    let mut found = std::collections::HashMap::with_capacity(lsns.len());
+    let mut at = 0;
+    while at < sorted.len() {
+        let first = sorted[at];
+        let mut last = first;
+        while at + 1 < sorted.len() && sorted[at + 1] - last <= READ_TOGETHER_GAP {
+            at += 1;
+            last = sorted[at];
+        }
+        at += 1;
+        for stored in log.read(Lsn(first), Lsn(last)) {
+            let stored = stored.map_err(|error| status::from_log_error(&error))?;
+            let lsn = stored.record.lsn.0;
+            if sorted.binary_search(&lsn).is_ok() {
+                found.insert(lsn, stored);
+            }
+        }
+    }
+    lsns.iter()
+        .map(|lsn| {
+            found.remove(lsn).ok_or_else(|| {
+                Status::internal(format!(
+                    "the query index names lsn {lsn}, which the log did not return"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The page size a request asks for: 0 is the default; above the maximum
+/// is refused, naming the limit.
+pub(super) fn page_limit(asked: u32, limits: &Limits) -> Result<usize, Status> {
+    let asked = usize::try_from(asked).unwrap_or(usize::MAX);
+    match asked {
+        0 => Ok(limits.query_page_records_default),
+        asked if asked > limits.query_page_records_max => Err(Status::resource_exhausted(format!(
+            "limit is {asked} records; the limit is {} (limits.query_page_records_max)",
+            limits.query_page_records_max
+        ))),
+        asked => Ok(asked),
+    }
+}
+
+/// How long a request may wait for a derived store: 0 is the default;
+/// above the maximum is refused, naming the limit.
+pub(super) fn wait_timeout(asked_ms: u32, limits: &Limits) -> Result<Duration, Status> {
+    let asked = u64::from(asked_ms);
+    match asked {
+        0 => Ok(Duration::from_millis(limits.index_wait_ms_default)),
+        asked if asked > limits.index_wait_ms_max => Err(Status::resource_exhausted(format!(
+            "min_lsn_timeout_ms is {asked}; the limit is {} (limits.index_wait_ms_max)",
+            limits.index_wait_ms_max
+        ))),
+        asked => Ok(Duration::from_millis(asked)),
+    }
+}
+
+/// Waits until a derived store has taken in `min_lsn` (at once for 0):
+/// DEADLINE_EXCEEDED when `timeout` runs out first, UNAVAILABLE when the
+/// store has stopped following the log.
+pub(super) async fn wait_for(
+    mut progress: watch::Receiver<Progress>,
+    min_lsn: u64,
+    timeout: Duration,
+    store: &str,
+) -> Result<Progress, Status> {
+    let stopped = |progress: &Progress| {
+        progress.error.as_ref().map(|error| {
+            Status::unavailable(format!(
+                "the {store} stopped following the log at lsn {}: {error}",
+                progress.lsn()
+            ))
+        })
+    };
+    let reached = tokio::time::timeout(
+        timeout,
+        progress.wait_for(|progress| progress.lsn() >= min_lsn || progress.error.is_some()),
+    )
+    .await
+    .map(|waited| waited.map(|progress| progress.clone()));
+    let current = match reached {
+        Ok(Ok(progress)) => progress,
+        Ok(Err(_)) => return Err(Status::unavailable(format!("the {store} is shutting down"))),
+        Err(_) => {
+            let now = progress.borrow().clone();
+            return Err(stopped(&now).unwrap_or_else(|| {
+                Status::deadline_exceeded(format!(
+                    "the {store} reached lsn {} but not min_lsn {min_lsn} within {} ms",
+                    now.lsn(),
+                    timeout.as_millis()
+                ))
+            }));
+        }
+    };
+    match stopped(&current) {
+        Some(status) => Err(status),
+        None => Ok(current),
+    }
+}
+
+/// The status for a derived-store error: its kind through the one
+/// mapping to gRPC codes, its message as it is.
+pub(super) fn index_status(error: &IndexError) -> Status {
+    let code = status::code_for(error.kind());
+    if code == tonic::Code::Internal {
+        tracing::error!(%error, "derived store failed");
+    }
+    Status::new(code, error.to_string())
+}
