@@ -81,6 +81,7 @@ pub type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 /// A running driver: its progress, its jobs queue, and its thread, which
 /// stops (committing what it took in) when the handle is dropped.
 pub struct Driver<S: DerivedStore> {
+    log: String,
     progress: watch::Receiver<Progress>,
     jobs: Option<mpsc::UnboundedSender<Job<S>>>,
     thread: Option<JoinHandle<()>>,
@@ -103,6 +104,7 @@ impl<S: DerivedStore> Driver<S> {
             Some(head) => log.follow_from(head.lsn.next(), head.hash),
             None => log.follow(log.first_local_lsn()),
         };
+        let log_name = log.name().to_string();
         let name = format!("trail-{}-{}", short_name(S::NAME), log.name());
         let thread = std::thread::Builder::new()
             .name(name)
@@ -125,6 +127,7 @@ impl<S: DerivedStore> Driver<S> {
             })
             .map_err(IndexError::io("starting a thread for", std::path::Path::new(S::NAME)))?;
         Ok(Driver {
+            log: log_name,
             progress,
             jobs: Some(jobs),
             thread: Some(thread),
@@ -144,7 +147,7 @@ impl<S: DerivedStore> Driver<S> {
     pub fn run(&self, job: Job<S>) -> Result<()> {
         let stopped = || IndexError::Stopped {
             store: S::NAME,
-            log: String::new(),
+            log: self.log.clone(),
             reason: self
                 .progress
                 .borrow()
@@ -201,10 +204,17 @@ impl<S: DerivedStore> Run<S> {
                 std::path::Path::new(S::NAME),
             ))?;
         loop {
-            // Jobs first: they wait on a consistent point, which is now.
-            while let Ok(job) = self.jobs.try_recv() {
-                self.commit(store)?;
-                job(store);
+            // Jobs first: they wait on a consistent point, which is now. A
+            // closed queue is the stop signal, also under load.
+            loop {
+                match self.jobs.try_recv() {
+                    Ok(job) => {
+                        self.commit(store)?;
+                        job(store);
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => return self.commit(store),
+                }
             }
             let records = self
                 .follower

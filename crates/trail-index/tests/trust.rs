@@ -1,0 +1,140 @@
+//! A derived store is trusted only when its watermark is a record of the
+//! log it follows: stores copied from another log (same name, other
+//! history), or from a longer one, are rebuilt and then answer for this
+//! log; stores that match resume from their watermark.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use trail_index::{DerivedLog, DerivedOptions, Filter, PageRequest, TextMatch};
+use trail_log::{Durability, EventInput, Log, LogName, LogOptions, Store};
+use trail_proto::v1::state_change::Kind;
+use trail_proto::v1::{Event, StateChange};
+
+fn options() -> LogOptions {
+    LogOptions {
+        durability: Durability::None,
+        verify_in_background: false,
+        ..LogOptions::default()
+    }
+}
+
+/// `count` events by `actor`, each setting `doc`'s state to its number.
+fn append(log: &Log, actor: &str, count: u64) {
+    let events = (0..count)
+        .map(|n| {
+            let event = Event {
+                event_id: format!("{actor}-{n}"),
+                actor: actor.to_owned(),
+                action: "write".to_owned(),
+                resource: "doc".to_owned(),
+                change: Some(StateChange {
+                    kind: Some(Kind::SetJson(format!("{{\"n\":{n},\"by\":\"{actor}\"}}"))),
+                }),
+                ..Event::default()
+            };
+            EventInput::new(event.event_id.clone(), event.encode_to_vec())
+        })
+        .collect();
+    log.append_blocking(events, false).unwrap();
+}
+
+fn caught_up(derived: &DerivedLog, head: u64) {
+    let started = Instant::now();
+    while derived.query_progress().borrow().lsn() < head
+        || derived.state_progress().borrow().lsn() < head
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "derived stores did not reach {head}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn by(derived: &DerivedLog, actor: &str, through: u64) -> Vec<u64> {
+    let filter = Filter {
+        actor: Some(TextMatch::Exact(actor.to_owned())),
+        ..Filter::default()
+    };
+    derived
+        .search(
+            &filter,
+            PageRequest {
+                after: None,
+                descending: false,
+                limit: 1_000,
+                through,
+            },
+        )
+        .unwrap()
+        .lsns
+}
+
+fn build(root: &Path, actor: &str, count: u64) {
+    let store = Store::open(root, options()).unwrap();
+    let log = store.get_or_create(&LogName::new("x").unwrap()).unwrap();
+    append(&log, actor, count);
+    let derived = DerivedLog::open(root, Arc::clone(&log), DerivedOptions::default()).unwrap();
+    caught_up(&derived, count);
+    drop(derived);
+    drop(log);
+    store.close().unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn stores_of_another_log_are_rebuilt_and_matching_ones_resume() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    build(a.path(), "alice", 120);
+    build(b.path(), "bob", 80);
+    // Put alice's derived stores (watermark 120, alice's hashes) under
+    // bob's log (80 records): past the head, and other hashes.
+    for dir in ["derived", "snapshots"] {
+        let _ = std::fs::remove_dir_all(b.path().join("x").join(dir));
+        if a.path().join("x").join(dir).exists() {
+            copy_dir(&a.path().join("x").join(dir), &b.path().join("x").join(dir));
+        }
+    }
+    let store = Store::open(b.path(), options()).unwrap();
+    let log = store.get(&LogName::new("x").unwrap()).unwrap().unwrap();
+    let derived = DerivedLog::open(b.path(), Arc::clone(&log), DerivedOptions::default()).unwrap();
+    caught_up(&derived, 80);
+    assert_eq!(by(&derived, "alice", 80), Vec::<u64>::new());
+    assert_eq!(by(&derived, "bob", 80), (1..=80).collect::<Vec<_>>());
+    let state = derived.state().state("doc", None).unwrap();
+    assert_eq!(state.state, Some(serde_json::json!({"n": 79, "by": "bob"})));
+    assert_eq!(state.watermark.map(|w| w.lsn), Some(80));
+
+    // The same stores, now bob's, resume where they were and take in more.
+    drop(derived);
+    append(&log, "carol", 5);
+    let derived = DerivedLog::open(b.path(), Arc::clone(&log), DerivedOptions::default()).unwrap();
+    assert!(
+        derived.query_progress().borrow().lsn() >= 80,
+        "resumed, not rebuilt"
+    );
+    caught_up(&derived, 85);
+    assert_eq!(by(&derived, "carol", 85), (81..=85).collect::<Vec<_>>());
+    assert_eq!(by(&derived, "bob", 85).len(), 80);
+    drop(derived);
+    drop(log);
+    store.close().unwrap();
+}
