@@ -229,3 +229,27 @@ pub fn unique() -> u64 {
         });
     nanos * 1_000 + NEXT.fetch_add(1, Ordering::Relaxed)
 }
+
+/// Every record of `log`, from LSN 1 to the head, through `Read`.
+///
+/// # Errors
+/// The RPC's status, or a stream error.
+pub async fn read_all(
+    client: &mut trail_proto::v1::log_client::LogClient<tonic::transport::Channel>,
+    log: &str,
+) -> Result<Vec<trail_proto::v1::Record>, Error> {
+    use tokio_stream::StreamExt;
+    let mut stream = client
+        .read(trail_proto::v1::ReadRequest {
+            log: log.to_owned(),
+            from_lsn: 1,
+            to_lsn: 0,
+        })
+        .await?
+        .into_inner();
+    let mut records = Vec::new();
+    while let Some(record) = stream.next().await {
+        records.push(record?);
+    }
+    Ok(records)
+}

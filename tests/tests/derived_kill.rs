@@ -10,14 +10,13 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use trail_e2e::{Error, Traild};
 use trail_proto::v1::log_client::LogClient;
 use trail_proto::v1::state_change::Kind;
 use trail_proto::v1::{
     AppendRequest, Event, Filter, GetStateRequest, HeadRequest, HistoryRequest, Outcome,
-    QueryRequest, ReadRequest, Record, StateChange,
+    QueryRequest, Record, StateChange,
 };
 
 const CYCLES: usize = 3;
@@ -95,22 +94,6 @@ async fn caught_up(client: &mut LogClient<Channel>) -> Result<u64, Error> {
     }
 }
 
-async fn read_all(client: &mut LogClient<Channel>) -> Result<Vec<Record>, Error> {
-    let mut stream = client
-        .read(ReadRequest {
-            log: LOG.to_owned(),
-            from_lsn: 1,
-            to_lsn: 0,
-        })
-        .await?
-        .into_inner();
-    let mut records = Vec::new();
-    while let Some(record) = stream.next().await {
-        records.push(record?);
-    }
-    Ok(records)
-}
-
 /// RFC 7396 for the flat objects this test writes: keys replace.
 fn model_states(records: &[Record]) -> BTreeMap<String, (serde_json::Value, Vec<u64>)> {
     let mut states: BTreeMap<String, (serde_json::Value, Vec<u64>)> = BTreeMap::new();
@@ -155,9 +138,12 @@ async fn killed_mid_indexing_resumes_and_converges() -> Result<(), Error> {
     let server = Traild::start(&data, &[])?;
     let mut client = connect(&server.address).await?;
     let head = caught_up(&mut client).await?;
-    let records = read_all(&mut client).await?;
+    let records = trail_e2e::read_all(&mut client, LOG).await?;
     assert_eq!(records.len() as u64, head);
-    assert!(head > 100, "the producers appended too little to test anything: {head}");
+    assert!(
+        head > 100,
+        "the producers appended too little to test anything: {head}"
+    );
     let model = model_states(&records);
     for (resource, (state, lsns)) in &model {
         let answer = client

@@ -10,11 +10,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use trail_e2e::{Error, Traild};
 use trail_proto::v1::log_client::LogClient;
-use trail_proto::v1::{AppendRequest, Event, Outcome, ReadRequest, Record, VerifyRequest};
+use trail_proto::v1::{AppendRequest, Event, Outcome, Record, VerifyRequest};
 
 /// Kill cycles in one run.
 const CYCLES: usize = 4;
@@ -118,27 +117,11 @@ async fn produce(
     }
 }
 
-async fn read_everything(grpc: &mut LogClient<Channel>) -> Result<Vec<Record>, Error> {
-    let mut stream = grpc
-        .read(ReadRequest {
-            log: LOG.to_owned(),
-            from_lsn: 1,
-            to_lsn: 0,
-        })
-        .await?
-        .into_inner();
-    let mut records = Vec::new();
-    while let Some(record) = stream.next().await {
-        records.push(record?);
-    }
-    Ok(records)
-}
-
 /// Every acked event at its LSN with its hash; LSNs dense from 1; the chain
 /// links; the server's own verify agrees.
 async fn check_log(address: &str, ledger: &Ledger) -> Result<Vec<Record>, Error> {
     let mut grpc = LogClient::new(connect(address).await?);
-    let records = read_everything(&mut grpc).await?;
+    let records = trail_e2e::read_all(&mut grpc, LOG).await?;
     for (index, record) in records.iter().enumerate() {
         assert_eq!(record.lsn, index as u64 + 1, "LSNs are not dense");
         if index > 0 {

@@ -44,6 +44,10 @@ pub struct Pace {
     pub commit_interval: Duration,
     /// Records taken in that force a commit sooner.
     pub commit_records: usize,
+    /// The commit interval while the store is more than `commit_records`
+    /// behind the head (catching up): fewer, larger commits, so it catches
+    /// up faster (each commit is a new index segment to merge later).
+    pub catch_up_commit_interval: Duration,
 }
 
 impl Default for Pace {
@@ -53,6 +57,7 @@ impl Default for Pace {
             batch_bytes: 4 << 20,
             commit_interval: Duration::from_millis(100),
             commit_records: 100_000,
+            catch_up_commit_interval: Duration::from_secs(1),
         }
     }
 }
@@ -266,8 +271,14 @@ impl<S: DerivedStore> Run<S> {
     }
 
     fn commit_due(&self) -> bool {
+        let far_behind = self.follower.lag() > self.pace.commit_records as u64;
+        let interval = if far_behind {
+            self.pace.catch_up_commit_interval
+        } else {
+            self.pace.commit_interval
+        };
         self.oldest_pending
-            .is_some_and(|oldest| oldest.elapsed() >= self.pace.commit_interval)
+            .is_some_and(|oldest| oldest.elapsed() >= interval)
     }
 
     fn commit(&mut self, store: &mut S) -> Result<()> {

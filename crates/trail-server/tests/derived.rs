@@ -19,8 +19,8 @@ use trail_proto::v1::admin_client::AdminClient;
 use trail_proto::v1::log_client::LogClient;
 use trail_proto::v1::state_change::Kind;
 use trail_proto::v1::{
-    AppendRequest, Event, Filter, GetStateRequest, HeadRequest, HistoryRequest, Outcome,
-    QueryRequest, Record, RecordKind, SnapshotRequest, StateChange, SubscribeRequest,
+    AppendRequest, Event, Filter, GetStateRequest, GetStateResponse, HeadRequest, HistoryRequest,
+    Outcome, QueryRequest, Record, RecordKind, SnapshotRequest, StateChange, SubscribeRequest,
 };
 use trail_server::{Limits, Metrics};
 
@@ -368,6 +368,30 @@ async fn query_equals_a_scan_of_the_log_and_survives_a_rebuild() -> Result {
     Ok(())
 }
 
+/// Restarts a server on `dir` and checks that order/7's state at LSN 1 and
+/// now are `first` and `now`.
+async fn same_state_after_restart(
+    dir: &std::path::Path,
+    first: &GetStateResponse,
+    now: &GetStateResponse,
+) -> Result {
+    let mut server = start(dir).await?;
+    let get = |at_lsn| GetStateRequest {
+        log: LOG.to_owned(),
+        resource: "order/7".to_owned(),
+        at_lsn,
+        min_lsn: 9,
+        min_lsn_timeout_ms: 10_000,
+        ..GetStateRequest::default()
+    };
+    let again = server.client.get_state(get(1)).await?.into_inner();
+    assert_eq!(again.state_json, first.state_json);
+    let again_now = server.client.get_state(get(0)).await?.into_inner();
+    assert_eq!(again_now.state_json, now.state_json);
+    assert_eq!(again_now.last_change_lsn, now.last_change_lsn);
+    server.stop().await
+}
+
 fn change_event(id: &str, actor: &str, resource: &str, kind: Kind) -> Event {
     Event {
         event_id: id.to_owned(),
@@ -606,20 +630,9 @@ async fn state_history_snapshot_and_filtered_subscribe() -> Result {
 
     // The state store removed: rebuilt from the snapshot plus the tail,
     // with the same answers.
-    std::fs::remove_dir_all(dir.path().join(LOG).join("derived").join("state"))?;
-    let mut server = start(dir.path()).await?;
-    let again = server
-        .client
-        .get_state(GetStateRequest {
-            min_lsn: 9,
-            ..get(1, None)
-        })
-        .await?
-        .into_inner();
-    assert_eq!(again.state_json, first.state_json);
-    let again_now = server.client.get_state(get(0, None)).await?.into_inner();
-    assert_eq!(again_now.state_json, now.state_json);
-    server.stop().await?;
+    let state_dir = dir.path().join(LOG).join("derived").join("state");
+    std::fs::remove_dir_all(&state_dir)?;
+    same_state_after_restart(dir.path(), &first, &now).await?;
 
     // A damaged snapshot is skipped, never trusted: with the state store
     // gone again, it is rebuilt from the log alone, to the same answers.
@@ -628,20 +641,7 @@ async fn state_history_snapshot_and_filtered_subscribe() -> Result {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     std::fs::write(&snapshot_path, &bytes)?;
-    std::fs::remove_dir_all(dir.path().join(LOG).join("derived").join("state"))?;
-    let mut server = start(dir.path()).await?;
-    let rebuilt = server
-        .client
-        .get_state(GetStateRequest {
-            min_lsn: 9,
-            ..get(1, None)
-        })
-        .await?
-        .into_inner();
-    assert_eq!(rebuilt.state_json, first.state_json);
-    let rebuilt_now = server.client.get_state(get(0, None)).await?.into_inner();
-    assert_eq!(rebuilt_now.state_json, now.state_json);
-    assert_eq!(rebuilt_now.last_change_lsn, now.last_change_lsn);
-    server.stop().await?;
+    std::fs::remove_dir_all(&state_dir)?;
+    same_state_after_restart(dir.path(), &first, &now).await?;
     Ok(())
 }
