@@ -1,12 +1,13 @@
 //! A log record as the derived stores see it: the engine's fields plus the
-//! producer's event, decoded once per record. The log stores the event as
+//! producer's event's keys (`trail_proto::keys::EventKeys`: no payload). The log stores the event as
 //! the bytes the producer sent; a record whose event does not decode (the
 //! server validates events, but the engine takes any bytes) is indexed by
 //! its LSN, time and kind alone.
 
 use prost::Message;
 use trail_log::{RecordKind, StoredRecord};
-use trail_proto::v1::{Event, Outcome};
+use trail_proto::keys::EventKeys;
+use trail_proto::v1::Outcome;
 
 /// What the derived stores take from one record.
 #[derive(Clone, Debug)]
@@ -21,8 +22,8 @@ pub struct IndexedRecord {
     pub kind: Kind,
     /// For a compensation, the LSN it undoes.
     pub compensates: u64,
-    /// The producer's event (empty when it does not decode).
-    pub event: Event,
+    /// The producer's event's keys (empty when it does not decode).
+    pub event: EventKeys,
 }
 
 /// The record kinds a filter can select.
@@ -65,9 +66,9 @@ impl IndexedRecord {
             RecordKind::Event => (Kind::Event, 0),
             RecordKind::Compensation { compensates } => (Kind::Compensation, compensates.0),
         };
-        let event = Event::decode(record.event.as_slice()).unwrap_or_else(|error| {
+        let event = EventKeys::decode(record.event.as_slice()).unwrap_or_else(|error| {
             tracing::warn!(lsn = record.lsn.0, %error, "event does not decode: indexed by lsn, time and kind only");
-            Event::default()
+            EventKeys::default()
         });
         IndexedRecord {
             lsn: record.lsn.0,

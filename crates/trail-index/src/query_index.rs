@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tantivy::collector::TopDocs;
+use tantivy::indexer::IndexWriterOptions;
 use tantivy::query::{BooleanQuery, Occur, Query, RangeQuery, TermQuery};
 use tantivy::schema::{Field, IndexRecordOption, Schema, SchemaBuilder, FAST, STRING};
 use tantivy::{Index, IndexReader, IndexWriter, Order, ReloadPolicy, TantivyDocument, Term};
@@ -175,8 +176,16 @@ impl QueryIndexWriter {
         fields: Fields,
         watermark: Option<Head>,
     ) -> Result<QueryIndexWriter> {
+        // One indexing thread and one merge thread per log: on a server with
+        // many logs, tantivy's default of four merge threads each would be
+        // most of the process's threads.
+        let options = IndexWriterOptions::builder()
+            .memory_budget_per_thread(WRITER_MEMORY_BYTES)
+            .num_worker_threads(1)
+            .num_merge_threads(1)
+            .build();
         let writer = index
-            .writer_with_num_threads(1, WRITER_MEMORY_BYTES)
+            .writer_with_options(options)
             .map_err(IndexError::query("opening its writer", path))?;
         let reader = index
             .reader_builder()

@@ -6,6 +6,8 @@
 
 pub mod content;
 
+pub mod keys;
+
 pub mod codec;
 
 /// Messages and the `Log` service's client and server for package `trail.v1`.
