@@ -59,8 +59,8 @@ pub struct DerivedLog {
     name: LogName,
     query_reader: Arc<QueryIndexReader>,
     state_store: Arc<StateStore>,
-    // Dropped last-declared-last: the drivers stop (and commit) before the
-    // stores they hold close.
+    // Each driver holds its own handle on its store; dropping a driver
+    // stops its thread after a last commit and joins it.
     query: Driver<QueryIndexWriter>,
     state: Driver<StateFollower>,
 }
