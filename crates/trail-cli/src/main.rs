@@ -3,6 +3,7 @@
 //! offline `verify`, `inspect` and `index rebuild`. Prints tables for people and, with
 //! `--json`, one JSON object per line. Exit codes: 0 ok, 1 failure, 2 usage.
 
+mod archive;
 mod bench;
 mod derived;
 mod filter;
@@ -109,8 +110,20 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         to: u64,
         /// A data directory (or a copy of one) to verify without a server.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "archive")]
         dir: Option<PathBuf>,
+        /// An archive (file:///path or s3://bucket/prefix) to verify from the bucket alone.
+        #[arg(long)]
+        archive: Option<String>,
+        #[command(flatten)]
+        target: archive::TargetArgs,
+    },
+    /// Rebuild a log's data directory from its archive, verifying every segment.
+    Restore(archive::RestoreArgs),
+    /// A log's archive on the server: status, or archive sealed segments now.
+    Archive {
+        #[command(subcommand)]
+        command: archive::ArchiveCommand,
     },
     /// List a data directory's logs and segments (offline, read-only).
     Inspect {
@@ -221,12 +234,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             from,
             to,
             dir: None,
+            archive: None,
+            ..
         } => verify_online(&cli.addr, cli.json, &log, from, to).await,
         Command::Verify {
             log,
             dir: Some(dir),
             ..
         } => verify_offline(cli.json, &dir, &log),
+        Command::Verify {
+            log,
+            archive: Some(url),
+            target,
+            ..
+        } => archive::verify(cli.json, &url, &log, &target).await,
+        Command::Restore(args) => archive::restore(cli.json, &args).await,
+        Command::Archive { command } => archive::admin(&cli.addr, cli.json, command).await,
         Command::Inspect { dir } => inspect(cli.json, &dir),
         Command::Query(args) => derived::query(&cli.addr, cli.json, args).await,
         Command::State(args) => derived::state(&cli.addr, cli.json, args).await,

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
-use trail_log::{Follower, Head, Log, StoredRecord};
+use trail_log::{Follower, Head, Log, RetentionHold, StoredRecord};
 
 use crate::error::{IndexError, Result};
 
@@ -110,12 +110,19 @@ impl<S: DerivedStore> Driver<S> {
             None => log.follow(log.first_local_lsn()),
         };
         let log_name = log.name().to_string();
+        // Segments the store has not taken in stay on the local disk: the
+        // archive removes only what every holder released.
+        let hold = log.hold_segments(S::NAME);
+        if let Some(from) = from {
+            hold.release_through(from.lsn);
+        }
         let name = format!("trail-{}-{}", short_name(S::NAME), log.name());
         let thread = std::thread::Builder::new()
             .name(name)
             .spawn(move || {
                 let mut run = Run {
                     follower,
+                    hold,
                     pace,
                     progress: progress_sender,
                     jobs: job_receiver,
@@ -182,6 +189,8 @@ fn short_name(name: &str) -> String {
 /// The driver thread's state.
 struct Run<S: DerivedStore> {
     follower: Follower,
+    /// Released through each commit's watermark.
+    hold: RetentionHold,
     pace: Pace,
     progress: watch::Sender<Progress>,
     jobs: mpsc::UnboundedReceiver<Job<S>>,
@@ -286,6 +295,7 @@ impl<S: DerivedStore> Run<S> {
             return Ok(());
         };
         store.commit(through)?;
+        self.hold.release_through(through.lsn);
         self.pending_records = 0;
         self.oldest_pending = None;
         self.progress.send_modify(|progress| {

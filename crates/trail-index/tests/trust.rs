@@ -82,6 +82,7 @@ fn build(root: &Path, actor: &str, count: u64) {
     let derived = DerivedLog::open(root, Arc::clone(&log), DerivedOptions::default()).unwrap();
     caught_up(&derived, count);
     drop(derived);
+    assert!(log.retention_holders().is_empty(), "released when stopped");
     drop(log);
     store.close().unwrap();
 }
@@ -134,7 +135,19 @@ fn stores_of_another_log_are_rebuilt_and_matching_ones_resume() {
     caught_up(&derived, 85);
     assert_eq!(by(&derived, "carol", 85), (81..=85).collect::<Vec<_>>());
     assert_eq!(by(&derived, "bob", 85).len(), 80);
+    // Both stores hold the log's segments until they took them in, so an
+    // archive never removes what a store still has to read.
+    let mut holders = log.retention_holders();
+    holders.sort();
+    assert_eq!(
+        holders,
+        vec![
+            ("query index".to_owned(), trail_log::Lsn(85)),
+            ("state store".to_owned(), trail_log::Lsn(85)),
+        ]
+    );
     drop(derived);
+    assert!(log.retention_holders().is_empty(), "released when stopped");
     drop(log);
     store.close().unwrap();
 }

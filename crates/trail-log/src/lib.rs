@@ -36,6 +36,7 @@ pub mod offline;
 pub mod options;
 pub mod prefix;
 pub mod read;
+pub mod removal;
 pub mod retention;
 pub mod segment;
 pub mod types;
@@ -60,6 +61,7 @@ pub use options::{Clock, LogOptions, ManualClock, SameBytes, SameContent, System
 pub use prefix::ArchivedPrefix;
 pub use read::{RecordIter, StoredRecord};
 pub use recovery::TornTail;
+pub use removal::PrefixRemoval;
 pub use retention::RetentionHold;
 pub use store::{Store, WAL_DIR_NAME};
 pub use types::{Durability, Head, InvalidLogName, LogName, Lsn, Receipt, RecordHash, RecordKind};

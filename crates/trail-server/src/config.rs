@@ -39,6 +39,133 @@ pub struct Config {
     pub derived: DerivedConfig,
     /// Where and how the server logs.
     pub logging: LoggingConfig,
+    /// Tiered storage: the compactor that archives sealed segments.
+    pub archive: ArchiveConfig,
+}
+
+/// The compactor (`compactor.rs`): archives each log's sealed segments to
+/// an object store, then drops local copies after `local_retention_secs`.
+/// Off by default (`url = ""`): an archive on the same disk as the data dir
+/// is no second copy, and turning archiving on lets segments leave the
+/// local disk, which an operator should choose knowingly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// `file:///absolute/path` or `s3://bucket/prefix`; empty turns
+    /// archiving off.
+    pub url: String,
+    /// S3 endpoint (empty: AWS, or `AWS_ENDPOINT_URL`); plain `http://`
+    /// only to a loopback host.
+    pub endpoint: String,
+    /// S3 region (empty: `AWS_REGION`, else `us-east-1`).
+    pub region: String,
+    /// S3 access key id (empty: `AWS_ACCESS_KEY_ID`; prefer the variable).
+    pub access_key_id: String,
+    /// S3 secret key (empty: `AWS_SECRET_ACCESS_KEY`; prefer the variable).
+    pub secret_access_key: String,
+    /// A sealed segment is archived once it is this old, seconds.
+    pub archive_after_secs: u64,
+    /// ...or at once while a log's local segment files exceed this many bytes.
+    pub hot_bytes_max: u64,
+    /// An archived segment's local file is removed this long after its
+    /// upload was verified, seconds.
+    pub local_retention_secs: u64,
+    /// zstd level of the objects, 1..=19; 0 stores them uncompressed.
+    pub zstd_level: i32,
+    /// How often the compactor looks for due segments, milliseconds.
+    pub check_interval_ms: u64,
+    /// First delay after a failed round, milliseconds (doubles per failure).
+    pub backoff_initial_ms: u64,
+    /// Longest delay between failed rounds, milliseconds.
+    pub backoff_max_ms: u64,
+}
+
+impl Default for ArchiveConfig {
+    fn default() -> Self {
+        ArchiveConfig {
+            url: String::new(),
+            endpoint: String::new(),
+            region: String::new(),
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+            archive_after_secs: 3600,
+            hot_bytes_max: 16 << 30,
+            local_retention_secs: 7 * 24 * 3600,
+            zstd_level: trail_archive::ZSTD_LEVEL_DEFAULT,
+            check_interval_ms: 5000,
+            backoff_initial_ms: 1000,
+            backoff_max_ms: 300_000,
+        }
+    }
+}
+
+impl ArchiveConfig {
+    /// Whether archiving is on.
+    #[must_use]
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
+
+    /// What the archiver of each log runs with.
+    #[must_use]
+    pub fn archiver_config(&self) -> trail_archive::ArchiverConfig {
+        let encoding = if self.zstd_level == 0 {
+            trail_archive::Encoding {
+                compression: trail_archive::Compression::None,
+                zstd_level: 0,
+            }
+        } else {
+            trail_archive::Encoding {
+                compression: trail_archive::Compression::Zstd,
+                zstd_level: self.zstd_level,
+            }
+        };
+        trail_archive::ArchiverConfig {
+            encoding,
+            archive_after: Duration::from_secs(self.archive_after_secs),
+            hot_bytes_max: self.hot_bytes_max,
+            local_retention: Duration::from_secs(self.local_retention_secs),
+        }
+    }
+
+    /// The target settings.
+    #[must_use]
+    pub fn target_config(&self) -> trail_archive::TargetConfig {
+        trail_archive::TargetConfig {
+            url: self.url.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ServerError> {
+        if !(0..=19).contains(&self.zstd_level) {
+            return Err(ServerError::Config(format!(
+                "archive.zstd_level = {} is outside 0..=19 (0 turns compression off)",
+                self.zstd_level
+            )));
+        }
+        if self.check_interval_ms < 100 {
+            return Err(ServerError::Config(
+                "archive.check_interval_ms must be at least 100".to_owned(),
+            ));
+        }
+        if self.backoff_initial_ms == 0 || self.backoff_initial_ms > self.backoff_max_ms {
+            return Err(ServerError::Config(format!(
+                "archive.backoff_initial_ms ({}) must be at least 1 and at most archive.backoff_max_ms ({})",
+                self.backoff_initial_ms, self.backoff_max_ms
+            )));
+        }
+        if self.enabled() && !(self.url.starts_with("file://") || self.url.starts_with("s3://")) {
+            return Err(ServerError::Config(format!(
+                "archive.url = {:?}: use file:///absolute/path or s3://bucket/prefix, or \"\" for off",
+                self.url
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The derived stores that follow each log: the query index and the
@@ -124,6 +251,7 @@ impl Default for Config {
             limits: Limits::default(),
             derived: DerivedConfig::default(),
             logging: LoggingConfig::default(),
+            archive: ArchiveConfig::default(),
         }
     }
 }
@@ -310,6 +438,7 @@ impl Config {
         }
         self.limits.validate()?;
         self.derived.validate()?;
+        self.archive.validate()?;
         self.request_fits_a_group()?;
         self.log_options()
             .validate()
@@ -451,6 +580,37 @@ mod tests {
             message.contains("limits.event_bytes_max")
                 && message.contains("limits.request_bytes_max"),
             "{message}"
+        );
+    }
+
+    #[test]
+    fn archive_settings_are_checked() {
+        let with = |edit: &dyn Fn(&mut ArchiveConfig)| {
+            let mut config = Config::default();
+            edit(&mut config.archive);
+            config.validate()
+        };
+        assert!(
+            !Config::default().archive.enabled(),
+            "archiving is off by default"
+        );
+        assert!(with(&|_| {}).is_ok());
+        assert!(with(&|archive| archive.url = "s3://bucket/prefix".into()).is_ok());
+        assert!(with(&|archive| archive.url = "ftp://host/x".into()).is_err());
+        assert!(with(&|archive| archive.zstd_level = 20).is_err());
+        assert!(with(&|archive| archive.check_interval_ms = 10).is_err());
+        assert!(with(&|archive| archive.backoff_initial_ms = 0).is_err());
+        assert!(with(&|archive| archive.backoff_initial_ms = archive.backoff_max_ms + 1).is_err());
+        let off = Config {
+            archive: ArchiveConfig {
+                zstd_level: 0,
+                ..ArchiveConfig::default()
+            },
+            ..Config::default()
+        };
+        assert_eq!(
+            off.archive.archiver_config().encoding.compression,
+            trail_archive::Compression::None
         );
     }
 

@@ -10,6 +10,7 @@
 //! # }
 //! ```
 
+pub mod compactor;
 pub mod config;
 pub mod content;
 pub mod limits;
@@ -138,6 +139,7 @@ async fn serve_opened(
     let (stopping_sender, stopping) = watch::channel(false);
     let limits = config.limits.clone();
     let sampling = metrics.enabled();
+    let store_for_archive = Arc::clone(&store);
     let mut service = LogService::with_metrics(store, limits.clone(), stopping.clone(), metrics);
     if let Some(options) = config.derived.options() {
         service = service.with_derived(options);
@@ -172,7 +174,14 @@ async fn serve_opened(
     // request_limit refuses a request over request_bytes_max with the
     // status every limit uses; tonic's own check (OUT_OF_RANGE) stays
     // behind it at the same size as a second guard.
-    let admin_server = AdminServer::new(service::AdminService::new(service.clone()));
+    // The compactor archives sealed segments beside serving; off unless
+    // [archive] url is set.
+    let compactor = compactor::Compactor::new(&config.archive, Arc::clone(&store_for_archive))?;
+    let archiving = compactor
+        .clone()
+        .map(|compactor| tokio::spawn(compactor.run(stopping.clone())));
+    let admin_server =
+        AdminServer::new(service::AdminService::new(service.clone()).with_compactor(compactor));
     let log_server = request_limit::RequestLimit::new(
         LogServer::new(service)
             .max_decoding_message_size(limits.request_bytes_max)
@@ -210,6 +219,11 @@ async fn serve_opened(
     }
     if let Some(sampler) = sampler {
         sampler.abort();
+    }
+    if let Some(archiving) = archiving {
+        // A round cut short leaves at most an object without its manifest,
+        // which the next start finds and keeps (FORMAT.md §13.4).
+        archiving.abort();
     }
     opening.abort();
     Ok(())

@@ -1,10 +1,18 @@
 //! The `trail.v1.Admin` service: operations an operator starts by hand.
 //! `Snapshot` asks a log's state driver for a snapshot at its next
-//! consistent point and answers once the file is durable.
+//! consistent point and answers once the file is durable. `ArchiveNow`
+//! and `ArchiveStatus` hand over to the compactor (`crate::compactor`).
 
 use tonic::{Request, Response, Status};
+use trail_archive::{ArchiveError, ArchiveStatus};
+use trail_log::LogName;
 use trail_proto::v1::admin_server::Admin;
-use trail_proto::v1::{SnapshotRequest, SnapshotResponse};
+use trail_proto::v1::{
+    ArchiveNowRequest, ArchiveStatusRequest, ArchiveStatusResponse, SnapshotRequest,
+    SnapshotResponse,
+};
+
+use crate::compactor::{error_text, Compactor};
 
 use super::query::index_status;
 use super::LogService;
@@ -13,13 +21,82 @@ use super::LogService;
 #[derive(Clone)]
 pub struct AdminService {
     logs: LogService,
+    /// The compactor, when archiving is on.
+    compactor: Option<Compactor>,
 }
 
 impl AdminService {
     /// Admin operations on `logs`' logs.
     #[must_use]
     pub fn new(logs: LogService) -> AdminService {
-        AdminService { logs }
+        AdminService {
+            logs,
+            compactor: None,
+        }
+    }
+
+    /// With the compactor `ArchiveNow` and `ArchiveStatus` talk to.
+    #[must_use]
+    pub fn with_compactor(mut self, compactor: Option<Compactor>) -> AdminService {
+        self.compactor = compactor;
+        self
+    }
+
+    fn compactor(&self) -> Result<&Compactor, Status> {
+        self.compactor.as_ref().ok_or_else(|| {
+            Status::failed_precondition("archiving is off: set [archive] url in the configuration")
+        })
+    }
+}
+
+fn log_name(log: &str) -> Result<LogName, Status> {
+    LogName::new(log).map_err(|error| Status::invalid_argument(error.to_string()))
+}
+
+/// Every variant mapped, no catch-all: a new kind of archive failure must
+/// be given its status here.
+fn archive_status_error(error: &ArchiveError) -> Status {
+    let message = error_text(error);
+    match error {
+        ArchiveError::Store { .. } => Status::unavailable(message),
+        ArchiveError::DataLoss { .. } | ArchiveError::Segment { .. } => Status::data_loss(message),
+        ArchiveError::Conflict { .. } | ArchiveError::Config(_) => {
+            Status::failed_precondition(message)
+        }
+        ArchiveError::Local { .. } => Status::internal(message),
+        ArchiveError::Log(log_error) => crate::status::from_log_error(log_error),
+    }
+}
+
+fn status_response(status: ArchiveStatus, uploaded_now: u64) -> ArchiveStatusResponse {
+    let ArchiveStatus {
+        target,
+        archived_segments,
+        archived_through,
+        archived_bytes,
+        local_segments,
+        local_and_archived,
+        local_bytes,
+        first_local_lsn,
+        uploads,
+        last_upload_unix_nanos,
+        failures,
+        last_error,
+    } = status;
+    ArchiveStatusResponse {
+        target,
+        archived_segments,
+        archived_through_lsn: archived_through.0,
+        archived_bytes,
+        local_segments,
+        local_and_archived,
+        local_bytes,
+        first_local_lsn: first_local_lsn.0,
+        uploads,
+        last_upload_unix_nanos,
+        failures,
+        last_error: last_error.unwrap_or_default(),
+        uploaded_now,
     }
 }
 
@@ -47,5 +124,33 @@ impl Admin for AdminService {
                 .unwrap_or_default(),
             bytes: info.bytes,
         }))
+    }
+
+    async fn archive_now(
+        &self,
+        request: Request<ArchiveNowRequest>,
+    ) -> Result<Response<ArchiveStatusResponse>, Status> {
+        let ArchiveNowRequest { log } = request.into_inner();
+        let name = log_name(&log)?;
+        let compactor = self.compactor()?;
+        match compactor.archive_now(&name).await {
+            Ok(Some((status, uploaded))) => Ok(Response::new(status_response(status, uploaded))),
+            Ok(None) => Err(crate::status::log_not_found(&name)),
+            Err(error) => Err(archive_status_error(&error)),
+        }
+    }
+
+    async fn archive_status(
+        &self,
+        request: Request<ArchiveStatusRequest>,
+    ) -> Result<Response<ArchiveStatusResponse>, Status> {
+        let ArchiveStatusRequest { log } = request.into_inner();
+        let name = log_name(&log)?;
+        let status = self
+            .compactor()?
+            .status(&name)
+            .await
+            .ok_or_else(|| crate::status::log_not_found(&name))?;
+        Ok(Response::new(status_response(status, 0)))
     }
 }

@@ -1,0 +1,327 @@
+//! The archive's side of one log in a running server: it holds the log's
+//! retention gate, uploads sealed segments once they are due, and after the
+//! local retention delay releases them and asks the engine to drop them
+//! (`Log::remove_archived_through`, which writes `wal/PREFIX` first). Only
+//! a segment whose manifest is in the bucket (written and read back, or
+//! found there) and whose local file has the digest that manifest names is
+//! ever released. All file IO and hashing run on blocking threads; nothing
+//! here takes a lock the log's writer takes, so appends never wait for it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use trail_log::{ErrorKind, Log, Lsn, RetentionHold, SegmentInfo};
+
+use crate::chain::load_chain;
+use crate::compress::Encoding;
+use crate::error::{ArchiveError, Result};
+use crate::manifest::{Digest, Manifest};
+use crate::target::ArchiveTarget;
+use crate::upload::{prepare_segment, upload_segment};
+
+/// The name the archive holds logs under in the retention gate.
+pub const HOLDER_NAME: &str = "archive";
+
+/// When segments are archived and local copies dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchiverConfig {
+    /// How objects are encoded.
+    pub encoding: Encoding,
+    /// A sealed segment is uploaded once it is this old...
+    pub archive_after: Duration,
+    /// ...or at once while the log's local segments exceed this many bytes.
+    pub hot_bytes_max: u64,
+    /// An archived segment's local file stays this long after its upload.
+    pub local_retention: Duration,
+}
+
+/// What the archive has done for one log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ArchiveStatus {
+    /// The target's URL.
+    pub target: String,
+    /// Segments in the archive (the manifest chain's length; 0 before the
+    /// chain was first read).
+    pub archived_segments: u64,
+    /// The last archived LSN.
+    pub archived_through: Lsn,
+    /// Bytes stored for them (segment and sidecar objects).
+    pub archived_bytes: u64,
+    /// Local segments (sealed or active).
+    pub local_segments: u64,
+    /// Local segments that are archived too.
+    pub local_and_archived: u64,
+    /// Bytes of local segment files.
+    pub local_bytes: u64,
+    /// The first LSN on local disk.
+    pub first_local_lsn: Lsn,
+    /// Segments uploaded by this process.
+    pub uploads: u64,
+    /// When the last upload finished, unix nanoseconds (0: none yet).
+    pub last_upload_unix_nanos: i64,
+    /// Failed attempts since start.
+    pub failures: u64,
+    /// The last failure's message, cleared by a success.
+    pub last_error: Option<String>,
+}
+
+/// The archive's work on one log.
+#[derive(Debug)]
+pub struct Archiver {
+    target: ArchiveTarget,
+    log: Arc<Log>,
+    config: ArchiverConfig,
+    /// Keeps every sealed segment local until released below.
+    hold: RetentionHold,
+    /// The bucket's manifests by first LSN, once read (a restarted server
+    /// reads them again, so it never uploads twice or breaks the chain).
+    chain: Option<BTreeMap<Lsn, Manifest>>,
+    /// Local segments (by first LSN) whose file digest equals their
+    /// manifest's: the only ones that may be released.
+    local_matches: HashSet<Lsn>,
+    status: ArchiveStatus,
+}
+
+fn unix_nanos(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |elapsed| {
+        i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX)
+    })
+}
+
+/// Runs blocking file IO and hashing off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(worker_failed)?
+}
+
+fn worker_failed(error: tokio::task::JoinError) -> ArchiveError {
+    ArchiveError::Local {
+        path: std::path::PathBuf::new(),
+        source: std::io::Error::other(format!("archive worker task failed: {error}")),
+    }
+}
+
+impl Archiver {
+    /// Starts archiving `log` to `target`: holds its sealed segments from
+    /// now on. Does no IO.
+    #[must_use]
+    pub fn new(target: ArchiveTarget, log: Arc<Log>, config: ArchiverConfig) -> Archiver {
+        let hold = log.hold_segments(HOLDER_NAME);
+        let status = ArchiveStatus {
+            target: target.url().to_owned(),
+            ..ArchiveStatus::default()
+        };
+        Archiver {
+            target,
+            log,
+            config,
+            hold,
+            chain: None,
+            local_matches: HashSet::new(),
+            status,
+        }
+    }
+
+    /// The log archived.
+    #[must_use]
+    pub fn log(&self) -> &Arc<Log> {
+        &self.log
+    }
+
+    /// What it has done, with the local side as of now.
+    #[must_use]
+    pub fn status(&self) -> ArchiveStatus {
+        let mut status = self.status.clone();
+        let segments = self.log.segments();
+        status.local_segments = segments.len() as u64;
+        status.local_bytes = segments.iter().map(|info| info.file_bytes).sum();
+        status.local_and_archived = segments
+            .iter()
+            .filter(|info| self.archived(info).is_some())
+            .count() as u64;
+        status.first_local_lsn = self.log.first_local_lsn();
+        status
+    }
+
+    fn archived(&self, info: &SegmentInfo) -> Option<&Manifest> {
+        self.chain
+            .as_ref()?
+            .get(&info.first_lsn)
+            .filter(|manifest| manifest.last_lsn == info.last_lsn && info.sealed)
+    }
+
+    /// One round: uploads every due sealed segment in LSN order (all sealed
+    /// ones with `force`), then drops local copies whose retention passed.
+    /// Returns how many segments it uploaded.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Store`] when the store is unreachable (nothing local
+    /// was touched: retry later), [`ArchiveError::DataLoss`] /
+    /// [`ArchiveError::Conflict`] when the bucket does not continue this
+    /// log, [`ArchiveError::Segment`] for a local segment that fails its
+    /// checks.
+    pub async fn step(&mut self, force: bool) -> Result<u64> {
+        let outcome = self.step_inner(force).await;
+        match &outcome {
+            Ok(_) => self.status.last_error = None,
+            Err(error) => {
+                self.status.failures += 1;
+                self.status.last_error = Some(crate::check::error_chain(error));
+            }
+        }
+        outcome
+    }
+
+    async fn step_inner(&mut self, force: bool) -> Result<u64> {
+        if self.chain.is_none() {
+            let links = load_chain(&self.target, self.log.name()).await?;
+            let chain: BTreeMap<Lsn, Manifest> = links
+                .into_iter()
+                .map(|link| (link.manifest.first_lsn, link.manifest))
+                .collect();
+            self.status.archived_segments = chain.len() as u64;
+            self.status.archived_bytes = chain
+                .values()
+                .map(|manifest| manifest.segment_object.bytes + manifest.index_object.bytes)
+                .sum();
+            self.status.archived_through = chain
+                .values()
+                .next_back()
+                .map_or(Lsn::ZERO, |manifest| manifest.last_lsn);
+            self.chain = Some(chain);
+        }
+        let uploaded = self.upload_due(force).await?;
+        self.drop_local().await?;
+        Ok(uploaded)
+    }
+
+    async fn upload_due(&mut self, force: bool) -> Result<u64> {
+        let segments = self.log.segments();
+        let local_bytes: u64 = segments.iter().map(|info| info.file_bytes).sum();
+        let over_budget = local_bytes > self.config.hot_bytes_max;
+        let mut uploaded = 0;
+        for info in segments.into_iter().filter(|info| info.sealed) {
+            if self.archived(&info).is_some() {
+                continue;
+            }
+            let tip = self
+                .chain
+                .as_ref()
+                .and_then(|chain| chain.values().next_back().cloned());
+            let next = tip.as_ref().map_or(Lsn::FIRST, |tip| tip.last_lsn.next());
+            if info.last_lsn < next {
+                // Overlaps the archive with other boundaries: refuse to
+                // guess which is right.
+                return Err(ArchiveError::Conflict {
+                    key: self
+                        .target
+                        .layout(self.log.name().as_str())
+                        .segments_dir()
+                        .to_string(),
+                    first: info.first_lsn,
+                    last: info.last_lsn,
+                });
+            }
+            let age = std::fs::metadata(&info.path)
+                .and_then(|metadata| metadata.modified())
+                .ok()
+                .and_then(|modified| modified.elapsed().ok())
+                .unwrap_or(Duration::ZERO);
+            if !(force || over_budget || age >= self.config.archive_after) {
+                // Later segments are younger.
+                break;
+            }
+            let log_name = self.log.name().clone();
+            let encoding = self.config.encoding;
+            let now = unix_nanos(SystemTime::now());
+            let segment = info.clone();
+            let prepared =
+                blocking(move || prepare_segment(&log_name, &segment, tip.as_ref(), encoding, now))
+                    .await?;
+            let manifest = upload_segment(&self.target, self.log.name(), prepared).await?;
+            tracing::info!(log = %self.log.name(), first = %manifest.first_lsn, last = %manifest.last_lsn, stored_bytes = manifest.segment_object.bytes, "archived segment");
+            uploaded += 1;
+            self.status.uploads += 1;
+            self.status.archived_segments += 1;
+            self.status.archived_bytes +=
+                manifest.segment_object.bytes + manifest.index_object.bytes;
+            self.status.archived_through = manifest.last_lsn;
+            self.status.last_upload_unix_nanos = unix_nanos(SystemTime::now());
+            self.local_matches.insert(info.first_lsn);
+            if let Some(chain) = self.chain.as_mut() {
+                chain.insert(manifest.first_lsn, manifest);
+            }
+        }
+        Ok(uploaded)
+    }
+
+    /// Releases and removes the oldest local segments that are archived,
+    /// match their manifest, and are past the local retention. The newest
+    /// local segment always stays.
+    async fn drop_local(&mut self) -> Result<()> {
+        let segments = self.log.segments();
+        let now = unix_nanos(SystemTime::now());
+        let retention = i64::try_from(self.config.local_retention.as_nanos()).unwrap_or(i64::MAX);
+        let mut through: Option<Manifest> = None;
+        for info in segments.iter().take(segments.len().saturating_sub(1)) {
+            let Some(manifest) = self.archived(info).cloned() else {
+                break;
+            };
+            if now.saturating_sub(manifest.archived_at_unix_nanos) < retention {
+                break;
+            }
+            if !self.local_matches.contains(&info.first_lsn) {
+                let path = info.path.clone();
+                let expected = manifest.segment;
+                let matches = blocking(move || {
+                    let bytes =
+                        std::fs::read(&path).map_err(|error| ArchiveError::local(&path, error))?;
+                    Ok(Digest::of(&bytes) == expected)
+                })
+                .await?;
+                if !matches {
+                    return Err(ArchiveError::Segment {
+                        path: info.path.clone(),
+                        reason: format!("its digest differs from the archived manifest of lsns {}..={}; it is kept", manifest.first_lsn, manifest.last_lsn),
+                    });
+                }
+                self.local_matches.insert(info.first_lsn);
+            }
+            through = Some(manifest);
+        }
+        let Some(manifest) = through else {
+            return Ok(());
+        };
+        self.hold.release_through(manifest.last_lsn);
+        let log = Arc::clone(&self.log);
+        let removed = tokio::task::spawn_blocking(move || {
+            log.remove_archived_through(
+                manifest.last_lsn,
+                manifest.last_recorded_at_unix_nanos,
+                manifest.voucher(),
+            )
+        })
+        .await
+        .map_err(worker_failed)?;
+        match removed {
+            Ok(removal) => {
+                for path in &removal.removed {
+                    if let Some(first) = path.file_name().and_then(|name| {
+                        trail_log::segment::parse_segment_file_name(&name.to_string_lossy())
+                    }) {
+                        self.local_matches.remove(&first);
+                    }
+                }
+                Ok(())
+            }
+            // Not yet (the background verification still reads the
+            // segments): the next round tries again.
+            Err(error) if error.kind() == ErrorKind::InvalidArgument => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+}

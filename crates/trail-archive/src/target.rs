@@ -1,0 +1,245 @@
+//! The archive target: where objects go, through the `object_store` crate.
+//! `file://PATH` (a directory; the embedded default lives under the data
+//! dir) or `s3://BUCKET/PREFIX` on any S3-compatible store, path-style,
+//! with credentials from the configuration or the usual AWS environment
+//! variables. Plain HTTP is allowed only for a loopback endpoint.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::aws::{AmazonS3Builder, Checksum};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, RetryConfig};
+
+use crate::error::{ArchiveError, Result};
+use crate::layout::LogLayout;
+
+/// Retries inside one object-store call. Few and short: the compactor
+/// retries whole uploads with its own backoff, and a CLI run should fail
+/// fast on an unreachable store rather than wait for minutes.
+const STORE_RETRIES_MAX: usize = 2;
+/// The longest one call spends retrying.
+const STORE_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How to reach the target.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TargetConfig {
+    /// `file:///absolute/path` or `s3://bucket/prefix`.
+    pub url: String,
+    /// S3 endpoint, e.g. `http://127.0.0.1:9000` (empty: AWS, or
+    /// `AWS_ENDPOINT_URL` from the environment).
+    pub endpoint: String,
+    /// S3 region (empty: `AWS_REGION` / `AWS_DEFAULT_REGION`, else
+    /// `us-east-1`).
+    pub region: String,
+    /// Access key id (empty: `AWS_ACCESS_KEY_ID`).
+    pub access_key_id: String,
+    /// Secret access key (empty: `AWS_SECRET_ACCESS_KEY`).
+    pub secret_access_key: String,
+}
+
+/// An open target.
+#[derive(Clone, Debug)]
+pub struct ArchiveTarget {
+    pub(crate) store: Arc<dyn ObjectStore>,
+    pub(crate) prefix: Path,
+    url: String,
+}
+
+impl ArchiveTarget {
+    /// Opens the target `config` names. Does no network IO.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Config`] for an unknown scheme, a relative path, a
+    /// missing bucket, or plain HTTP to a host that is not loopback.
+    pub fn open(config: &TargetConfig) -> Result<ArchiveTarget> {
+        let url = url::Url::parse(&config.url).map_err(|error| {
+            ArchiveError::Config(format!(
+                "archive url {:?} does not parse ({error}); use file:///path or s3://bucket/prefix",
+                config.url
+            ))
+        })?;
+        match url.scheme() {
+            "file" => Self::open_directory(config, &url),
+            "s3" => Self::open_s3(config, &url),
+            other => Err(ArchiveError::Config(format!(
+                "archive url scheme {other:?} is not supported; use file:///path or s3://bucket/prefix"
+            ))),
+        }
+    }
+
+    fn open_directory(config: &TargetConfig, url: &url::Url) -> Result<ArchiveTarget> {
+        let path = url.to_file_path().map_err(|()| {
+            ArchiveError::Config(format!(
+                "archive url {:?} is not an absolute file path",
+                config.url
+            ))
+        })?;
+        std::fs::create_dir_all(&path).map_err(|error| ArchiveError::local(&path, error))?;
+        let store = LocalFileSystem::new_with_prefix(&path).map_err(|error| {
+            ArchiveError::Config(format!("archive directory {}: {error}", path.display()))
+        })?;
+        Ok(ArchiveTarget {
+            store: Arc::new(store),
+            prefix: Path::default(),
+            url: config.url.clone(),
+        })
+    }
+
+    fn open_s3(config: &TargetConfig, url: &url::Url) -> Result<ArchiveTarget> {
+        let bucket = url
+            .host_str()
+            .filter(|bucket| !bucket.is_empty())
+            .ok_or_else(|| {
+                ArchiveError::Config(format!(
+                    "archive url {:?} names no bucket (s3://bucket/prefix)",
+                    config.url
+                ))
+            })?;
+        // from_env reads AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+        // AWS_REGION, AWS_ENDPOINT_URL, ...; explicit settings override it.
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_virtual_hosted_style_request(false)
+            .with_checksum_algorithm(Checksum::SHA256)
+            .with_retry(RetryConfig {
+                max_retries: STORE_RETRIES_MAX,
+                retry_timeout: STORE_RETRY_TIMEOUT,
+                ..RetryConfig::default()
+            });
+        // The endpoint: configured, else the environment's. Plain http is
+        // allowed for a loopback endpoint only, whatever AWS_ALLOW_HTTP says.
+        let endpoint = [
+            config.endpoint.clone(),
+            std::env::var("AWS_ENDPOINT_URL").unwrap_or_default(),
+            std::env::var("AWS_ENDPOINT").unwrap_or_default(),
+        ]
+        .into_iter()
+        .find(|endpoint| !endpoint.is_empty())
+        .unwrap_or_default();
+        let mut allow_http = false;
+        if !endpoint.is_empty() {
+            let parsed = url::Url::parse(&endpoint).map_err(|error| {
+                ArchiveError::Config(format!(
+                    "archive endpoint {endpoint:?} does not parse ({error})"
+                ))
+            })?;
+            match parsed.scheme() {
+                "https" => {}
+                "http" if is_loopback(&parsed) => allow_http = true,
+                "http" => {
+                    return Err(ArchiveError::Config(format!(
+                        "archive endpoint {endpoint:?} is plain http to a host that is not loopback; use https"
+                    )))
+                }
+                other => {
+                    return Err(ArchiveError::Config(format!(
+                        "archive endpoint {endpoint:?} has scheme {other:?}; use https (or http to loopback)"
+                    )))
+                }
+            }
+            builder = builder.with_endpoint(endpoint);
+        }
+        builder = builder.with_allow_http(allow_http);
+        let region = if config.region.is_empty() {
+            std::env::var("AWS_REGION")
+                .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+                .unwrap_or_else(|_| "us-east-1".into())
+        } else {
+            config.region.clone()
+        };
+        builder = builder.with_region(region);
+        if !config.access_key_id.is_empty() {
+            builder = builder.with_access_key_id(&config.access_key_id);
+        }
+        if !config.secret_access_key.is_empty() {
+            builder = builder.with_secret_access_key(&config.secret_access_key);
+        }
+        let store = builder.build().map_err(|error| {
+            ArchiveError::Config(format!("archive target {:?}: {error}", config.url))
+        })?;
+        let prefix = Path::from(url.path().trim_matches('/'));
+        Ok(ArchiveTarget {
+            store: Arc::new(store),
+            prefix,
+            url: config.url.clone(),
+        })
+    }
+
+    /// The URL it was opened with.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Where `log`'s objects live.
+    #[must_use]
+    pub fn layout(&self, log: &str) -> LogLayout {
+        LogLayout::new(&self.prefix, log)
+    }
+}
+
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            name == "localhost"
+                || name
+                    .parse::<IpAddr>()
+                    .is_ok_and(|address| address.is_loopback())
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3(endpoint: &str) -> TargetConfig {
+        TargetConfig {
+            url: "s3://bucket/trail/prod".into(),
+            endpoint: endpoint.into(),
+            region: "us-east-1".into(),
+            access_key_id: "key".into(),
+            secret_access_key: "secret".into(),
+        }
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback() {
+        assert!(ArchiveTarget::open(&s3("http://127.0.0.1:9000")).is_ok());
+        assert!(ArchiveTarget::open(&s3("http://localhost:9000")).is_ok());
+        assert!(ArchiveTarget::open(&s3("http://[::1]:9000")).is_ok());
+        assert!(matches!(
+            ArchiveTarget::open(&s3("http://10.0.0.5:9000")),
+            Err(ArchiveError::Config(_))
+        ));
+        assert!(ArchiveTarget::open(&s3("https://s3.example.invalid")).is_ok());
+        assert!(ArchiveTarget::open(&s3("ftp://127.0.0.1:21")).is_err());
+        let target = ArchiveTarget::open(&s3("http://127.0.0.1:9000")).expect("opens");
+        assert_eq!(target.prefix.as_ref(), "trail/prod");
+    }
+
+    #[test]
+    fn refuses_unknown_schemes_and_relative_paths() {
+        for url in [
+            "ftp://x/y",
+            "file://remote-host/x",
+            "s3:///prefix",
+            "not a url",
+        ] {
+            let config = TargetConfig {
+                url: url.into(),
+                ..TargetConfig::default()
+            };
+            assert!(
+                matches!(ArchiveTarget::open(&config), Err(ArchiveError::Config(_))),
+                "{url}"
+            );
+        }
+    }
+}

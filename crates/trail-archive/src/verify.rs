@@ -1,0 +1,224 @@
+//! Offline verification of a log's archive from the bucket alone: the
+//! manifest chain ([`crate::chain::load_chain`]), then every object against
+//! its manifest (size, blake3 of the stored object, of the decoded file),
+//! and every segment's records re-checked with the chain carried across
+//! each segment boundary.
+
+use bytes::Bytes;
+use trail_log::codec::genesis_hash;
+use trail_log::index::SegmentIndex;
+use trail_log::{LogName, Lsn, RecordHash};
+
+use crate::chain::{load_chain, ChainLink};
+use crate::check::check_sealed_segment;
+use crate::compress;
+use crate::error::Result;
+use crate::layout::{INDEX_SUFFIX, SEGMENT_SUFFIX};
+use crate::manifest::Digest;
+use crate::objects;
+use crate::target::ArchiveTarget;
+
+/// What a verified archive holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveReport {
+    /// Segments checked.
+    pub segments: u64,
+    /// Records in them.
+    pub records: u64,
+    /// The last archived LSN (0 for an empty archive).
+    pub last_lsn: Lsn,
+    /// Its hash (the genesis value for an empty archive).
+    pub last_hash: RecordHash,
+    /// Bytes of the segment files.
+    pub segment_bytes: u64,
+    /// Bytes stored for them (objects of segments and sidecars).
+    pub stored_bytes: u64,
+    /// The voucher an archived-prefix record carries for this archive's
+    /// last segment (empty for an empty archive).
+    pub voucher: String,
+}
+
+/// A segment and its sidecar fetched and checked.
+pub(crate) struct FetchedSegment {
+    pub segment: Vec<u8>,
+    pub index: Vec<u8>,
+}
+
+/// Progress of a verify or a restore.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Stored bytes fetched and checked so far.
+    pub done_bytes: u64,
+    /// Stored bytes in all.
+    pub total_bytes: u64,
+    /// The last LSN checked.
+    pub lsn: Lsn,
+}
+
+/// Verifies every archived segment of `log`.
+///
+/// # Errors
+/// [`crate::ArchiveError::DataLoss`] naming the object key and LSN range of
+/// the first missing, altered or swapped object or broken link;
+/// [`crate::ArchiveError::Store`] when the store fails.
+pub async fn verify_archive(
+    target: &ArchiveTarget,
+    log: &LogName,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<ArchiveReport> {
+    walk(target, log, progress, &mut |_, _| Ok(())).await
+}
+
+/// Loads the chain, then fetches and checks each segment in order, handing
+/// each to `visit`.
+pub(crate) async fn walk(
+    target: &ArchiveTarget,
+    log: &LogName,
+    progress: &mut dyn FnMut(Progress),
+    visit: &mut dyn FnMut(&ChainLink, FetchedSegment) -> Result<()>,
+) -> Result<ArchiveReport> {
+    let chain = load_chain(target, log).await?;
+    let mut report = ArchiveReport {
+        segments: 0,
+        records: 0,
+        last_lsn: Lsn::ZERO,
+        last_hash: genesis_hash(log.as_str()),
+        segment_bytes: 0,
+        stored_bytes: 0,
+        voucher: String::new(),
+    };
+    let mut state = Progress {
+        total_bytes: chain
+            .iter()
+            .map(|link| link.manifest.segment_object.bytes + link.manifest.index_object.bytes)
+            .sum(),
+        ..Progress::default()
+    };
+    progress(state);
+    let mut recorded_at_floor = i64::MIN;
+    for link in &chain {
+        let fetched = fetch_segment(target, log, link, recorded_at_floor).await?;
+        let manifest = &link.manifest;
+        recorded_at_floor = manifest.last_recorded_at_unix_nanos;
+        report.segments += 1;
+        report.records += manifest.record_count;
+        report.last_lsn = manifest.last_lsn;
+        report.last_hash = manifest.last_hash;
+        report.segment_bytes += manifest.segment.bytes;
+        report.stored_bytes += manifest.segment_object.bytes + manifest.index_object.bytes;
+        report.voucher = manifest.voucher();
+        state.done_bytes = report.stored_bytes;
+        state.lsn = manifest.last_lsn;
+        visit(link, fetched)?;
+        progress(state);
+    }
+    Ok(report)
+}
+
+/// Fetches one segment's objects and checks them against the manifest:
+/// sizes and digests of the objects and of the decoded files, every record
+/// of the segment (from the manifest's `prev_hash`, which the chain already
+/// tied to the previous segment), the seal, and the sidecar's range.
+pub(crate) async fn fetch_segment(
+    target: &ArchiveTarget,
+    log: &LogName,
+    link: &ChainLink,
+    recorded_at_floor: i64,
+) -> Result<FetchedSegment> {
+    let manifest = &link.manifest;
+    let layout = target.layout(log.as_str());
+    let (first, last) = (manifest.first_lsn, manifest.last_lsn);
+    let store = target.store.as_ref();
+    let loss = |key: &object_store::path::Path, reason: String| crate::ArchiveError::DataLoss {
+        key: key.to_string(),
+        first,
+        last,
+        reason,
+    };
+
+    let segment_key = layout.key(first, last, SEGMENT_SUFFIX);
+    let object = objects::get(store, &segment_key)
+        .await?
+        .ok_or_else(|| loss(&segment_key, "segment object is missing".into()))?;
+    let segment = decode_checked(
+        &object,
+        manifest.segment_object,
+        manifest.segment,
+        manifest.compression,
+    )
+    .map_err(|reason| loss(&segment_key, reason))?;
+    let facts = check_sealed_segment(
+        &segment,
+        std::path::Path::new(segment_key.as_ref()),
+        manifest.log_id,
+        first,
+        manifest.prev_hash,
+        recorded_at_floor,
+    )
+    .map_err(|reason| loss(&segment_key, reason))?;
+    if (
+        facts.last_lsn,
+        facts.last_hash,
+        facts.record_count,
+        facts.last_recorded_at_unix_nanos,
+    ) != (
+        last,
+        manifest.last_hash,
+        manifest.record_count,
+        manifest.last_recorded_at_unix_nanos,
+    ) {
+        return Err(loss(
+            &segment_key,
+            format!(
+                "segment holds lsns {first}..={} ending with {}, not what its manifest says",
+                facts.last_lsn, facts.last_hash
+            ),
+        ));
+    }
+
+    let index_key = layout.key(first, last, INDEX_SUFFIX);
+    let object = objects::get(store, &index_key)
+        .await?
+        .ok_or_else(|| loss(&index_key, "sidecar object is missing".into()))?;
+    let index = decode_checked(
+        &object,
+        manifest.index_object,
+        manifest.index,
+        manifest.compression,
+    )
+    .map_err(|reason| loss(&index_key, reason))?;
+    match SegmentIndex::decode(&index) {
+        Ok(decoded)
+            if decoded.first_lsn == first
+                && decoded.last_lsn == last
+                && decoded.segment_bytes == manifest.segment.bytes => {}
+        Ok(_) => return Err(loss(&index_key, "sidecar describes another segment".into())),
+        Err(reason) => {
+            return Err(loss(
+                &index_key,
+                format!("sidecar does not decode: {reason}"),
+            ))
+        }
+    }
+    Ok(FetchedSegment { segment, index })
+}
+
+fn decode_checked(
+    object: &Bytes,
+    stored: Digest,
+    file: Digest,
+    compression: crate::manifest::Compression,
+) -> Result<Vec<u8>, String> {
+    if Digest::of(object) != stored {
+        return Err(format!(
+            "stored object ({} bytes) does not match its manifest's digest ({} bytes): altered or swapped",
+            object.len(),
+            stored.bytes
+        ));
+    }
+    let bytes = compress::decode(object, compression, file.bytes)?;
+    if Digest::of(&bytes) != file {
+        return Err("decoded file does not match its manifest's digest".into());
+    }
+    Ok(bytes)
+}

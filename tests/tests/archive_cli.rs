@@ -1,0 +1,263 @@
+//! Tiered storage through the binaries: a `traild` with `[archive]` on a
+//! `file://` target archives sealed segments (`trail archive now`, `trail
+//! archive status`) and drops local copies; then, with the server stopped,
+//! `trail verify --archive` checks the bucket alone and `trail restore`
+//! rebuilds a data dir that a fresh `traild` serves with the same LSNs and
+//! hashes. A tampered object fails verify and restore with DATA_LOSS naming
+//! the object key and LSN range. (The S3 protocol itself, outages and the
+//! archiver's rules are tested in crates/trail-archive/tests against a real
+//! S3 server.)
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use trail_e2e::{trail_path, Error, Traild};
+
+fn trail(args: &[&str]) -> Result<Output, Error> {
+    Ok(Command::new(trail_path()).args(args).output()?)
+}
+
+fn json_lines(output: &Output) -> Result<Vec<serde_json::Value>, Error> {
+    let text = String::from_utf8(output.stdout.clone())?;
+    Ok(text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?)
+}
+
+fn ok(output: &Output) {
+    assert!(
+        output.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Appends events `from..from + count`; returns their receipts' (lsn, hash).
+fn append(addr: &str, dir: &Path, from: usize, count: usize) -> Result<Vec<(u64, String)>, Error> {
+    let file = dir.join(format!("events-{from}.jsonl"));
+    let lines: String = (from..from + count)
+        .map(|position| {
+            format!(
+                "{{\"event_id\":\"e-{position}\",\"actor\":\"user-{}\",\"action\":\"login\",\"resource\":\"account/{position}\",\"outcome\":\"success\"}}\n",
+                position % 7
+            )
+        })
+        .collect();
+    std::fs::write(&file, lines)?;
+    let output = trail(&[
+        "--addr",
+        addr,
+        "--json",
+        "append",
+        "--log",
+        "cli",
+        "--file",
+        file.to_str().unwrap(),
+    ])?;
+    ok(&output);
+    Ok(json_lines(&output)?
+        .iter()
+        .map(|receipt| {
+            (
+                receipt["lsn"].as_u64().unwrap(),
+                receipt["hash"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// (lsn, hash) of every record the server reads from `from` on.
+fn lsns_and_hashes(addr: &str, from: u64) -> Result<Vec<(u64, String)>, Error> {
+    let output = trail(&[
+        "--addr",
+        addr,
+        "--json",
+        "read",
+        "--log",
+        "cli",
+        "--from",
+        &from.to_string(),
+    ])?;
+    ok(&output);
+    Ok(json_lines(&output)?
+        .iter()
+        .map(|record| {
+            (
+                record["lsn"].as_u64().unwrap(),
+                record["hash"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect())
+}
+
+fn status(addr: &str) -> Result<serde_json::Value, Error> {
+    let output = trail(&[
+        "--addr", addr, "--json", "archive", "status", "--log", "cli",
+    ])?;
+    ok(&output);
+    Ok(json_lines(&output)?.remove(0))
+}
+
+#[test]
+fn archive_verify_restore_and_tamper_through_the_cli() -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let archive = dir.path().join("archive");
+    let url = format!("file://{}", archive.display());
+    let config = dir.path().join("traild.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[log]\nsegment_age_max_secs = 1\n\n[archive]\nurl = \"{url}\"\narchive_after_secs = 0\nlocal_retention_secs = 0\ncheck_interval_ms = 200\n"
+        ),
+    )?;
+    let server = Traild::start(&data, &["--config", config.to_str().unwrap()])?;
+    let addr = server.address.clone();
+
+    // Two segments sealed by age, then an active one. The compactor may
+    // archive and drop them as soon as they are sealed: the receipts are
+    // the record of what was written.
+    let mut original = append(&addr, dir.path(), 0, 40)?;
+    std::thread::sleep(Duration::from_millis(1300));
+    original.extend(append(&addr, dir.path(), 40, 40)?);
+    std::thread::sleep(Duration::from_millis(1300));
+    original.extend(append(&addr, dir.path(), 80, 5)?);
+    assert_eq!(
+        original.iter().map(|(lsn, _)| *lsn).collect::<Vec<_>>(),
+        (1..=85).collect::<Vec<_>>()
+    );
+
+    let now = trail(&["--addr", &addr, "--json", "archive", "now", "--log", "cli"])?;
+    ok(&now);
+    let now = json_lines(&now)?.remove(0);
+    assert!(now["archived_segments"].as_u64().unwrap() >= 2, "{now}");
+    let archived_through = now["archived_through_lsn"].as_u64().unwrap();
+    assert!(archived_through >= 80, "{now}");
+    assert_eq!(now["target"], url.as_str());
+
+    // The compactor drops the archived segments locally (retention 0).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first_local = loop {
+        let current = status(&addr)?;
+        let first_local = current["first_local_lsn"].as_u64().unwrap();
+        if first_local > archived_through {
+            assert_eq!(current["failures"], 0, "{current}");
+            break first_local;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "local segments were not dropped: {current}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(data.join("cli/wal/PREFIX").exists());
+    // What is local still reads, and the server keeps taking appends.
+    assert_eq!(
+        lsns_and_hashes(&addr, first_local)?,
+        original[(first_local - 1) as usize..].to_vec()
+    );
+    append(&addr, dir.path(), 85, 1)?;
+    let text =
+        String::from_utf8(trail(&["--addr", &addr, "archive", "status", "--log", "cli"])?.stdout)?;
+    assert!(
+        text.contains("archive:") && text.contains("local:"),
+        "{text}"
+    );
+    server.terminate()?;
+
+    // From the bucket alone.
+    let verified = trail(&["--json", "verify", "--archive", &url, "--log", "cli"])?;
+    ok(&verified);
+    let verified = json_lines(&verified)?.remove(0);
+    assert_eq!(verified["ok"], true);
+    assert_eq!(verified["last_lsn"].as_u64().unwrap(), archived_through);
+    assert_eq!(
+        verified["last_hash"].as_str().unwrap(),
+        original[(archived_through - 1) as usize].1
+    );
+
+    let fresh = dir.path().join("fresh");
+    ok(&trail(&[
+        "restore",
+        "--from",
+        &url,
+        "--log",
+        "cli",
+        "--to",
+        fresh.to_str().unwrap(),
+    ])?);
+    let restored = Traild::start(&fresh, &[])?;
+    assert_eq!(
+        lsns_and_hashes(&restored.address, 1)?,
+        original[..archived_through as usize].to_vec()
+    );
+    let online = trail(&["--addr", &restored.address, "verify", "--log", "cli"])?;
+    ok(&online);
+    restored.terminate()?;
+    // Restore never writes over an existing log.
+    let again = trail(&[
+        "restore",
+        "--from",
+        &url,
+        "--log",
+        "cli",
+        "--to",
+        fresh.to_str().unwrap(),
+    ])?;
+    assert!(!again.status.success());
+
+    // One flipped byte in the first segment's object.
+    let segments = archive.join("cli/segments");
+    let mut objects: Vec<_> = std::fs::read_dir(&segments)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|extension| extension == "seg"))
+        .collect();
+    objects.sort();
+    let first_object = objects.first().unwrap().clone();
+    let mut bytes = std::fs::read(&first_object)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&first_object, &bytes)?;
+    let key = format!(
+        "cli/segments/{}",
+        first_object.file_name().unwrap().to_string_lossy()
+    );
+    let damaged = trail(&["verify", "--archive", &url, "--log", "cli"])?;
+    assert_eq!(damaged.status.code(), Some(1));
+    let stderr = String::from_utf8(damaged.stderr)?;
+    assert!(
+        stderr.contains("DATA_LOSS") && stderr.contains(&key) && stderr.contains("lsns 1..="),
+        "{stderr}"
+    );
+    let json = json_lines(&trail(&[
+        "--json",
+        "verify",
+        "--archive",
+        &url,
+        "--log",
+        "cli",
+    ])?)?
+    .remove(0);
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["data_loss"]["key"], key.as_str());
+    assert_eq!(json["data_loss"]["first_lsn"], 1);
+    let elsewhere = dir.path().join("elsewhere");
+    let refused = trail(&[
+        "restore",
+        "--from",
+        &url,
+        "--log",
+        "cli",
+        "--to",
+        elsewhere.to_str().unwrap(),
+    ])?;
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8(refused.stderr)?.contains(&key));
+    assert!(!elsewhere.join("cli").exists());
+    Ok(())
+}
