@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::input::{ChangeKind, Watermark};
 
 /// Bumped on any change to a key or value encoding; a store with another
-/// version is damaged (rebuilt), never migrated in place.
-pub(crate) const LAYOUT_VERSION: u32 = 1;
+/// version is damaged (rebuilt), never migrated in place. 2: time keys only
+/// with checkpoints (FORMAT.md 12.6).
+pub(crate) const LAYOUT_VERSION: u32 = 2;
 
 pub(crate) const VERSION_KEY: &[u8] = &[0x01];
 pub(crate) const WATERMARK_KEY: &[u8] = &[0x02];
@@ -52,6 +53,7 @@ pub(crate) fn sortable_time(t: i64) -> u64 {
     (t as u64) ^ (1u64 << 63)
 }
 
+/// The time index: one key per checkpoint (at `lsn`, its row recorded at `t`).
 pub(crate) fn time_key(resource: &str, t: i64, lsn: u64) -> Vec<u8> {
     let mut k = resource_prefix(TIME, resource);
     k.extend_from_slice(&sortable_time(t).to_be_bytes());
@@ -148,6 +150,19 @@ pub(crate) struct StoredEntry {
     pub outcome: String,
     pub kind: ChangeKind,
     pub result: StoredResult,
+}
+
+/// `StoredEntry` borrowing its strings from the input, for writing: the same
+/// fields in the same order, so the same bytes (serde writes `&str` and
+/// `String` alike).
+#[derive(Debug, Serialize)]
+pub(crate) struct StoredEntryRef<'a> {
+    pub recorded_at: i64,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub outcome: &'a str,
+    pub kind: ChangeKind,
+    pub result: &'a StoredResult,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -273,6 +288,25 @@ mod tests {
         };
         assert_eq!(encode(&e).unwrap(), vec![2, b'/', b'a', 0, 1, 1, b'1']);
         assert_eq!(encode(&ChangeKind::Delete).unwrap(), vec![3]);
+        let owned = StoredEntry {
+            recorded_at: -7,
+            actor: "a".into(),
+            action: "act".into(),
+            outcome: "success".into(),
+            kind: ChangeKind::MergePatch,
+            result: StoredResult::Applied {
+                fields: vec![e.clone()],
+            },
+        };
+        let borrowed = StoredEntryRef {
+            recorded_at: owned.recorded_at,
+            actor: &owned.actor,
+            action: &owned.action,
+            outcome: &owned.outcome,
+            kind: owned.kind,
+            result: &owned.result,
+        };
+        assert_eq!(encode(&borrowed).unwrap(), encode(&owned).unwrap());
         let h = StoredHead {
             entries: 300,
             last_entry_lsn: 1,

@@ -16,8 +16,9 @@ use crate::fields::{replay, Direction, FieldChange};
 use crate::input::{StateInput, Watermark};
 use crate::layout::{
     self, decode, encode, head_key, lsn_key, lsn_suffix, resource_prefix, time_key,
-    StoredCheckpoint, StoredCounters, StoredEntry, StoredField, StoredHead, StoredResult,
-    CHECKPOINT, COUNTERS_KEY, HEAD, HISTORY, LAYOUT_VERSION, TIME, VERSION_KEY, WATERMARK_KEY,
+    StoredCheckpoint, StoredCounters, StoredEntry, StoredEntryRef, StoredField, StoredHead,
+    StoredResult, CHECKPOINT, COUNTERS_KEY, HEAD, HISTORY, LAYOUT_VERSION, TIME, VERSION_KEY,
+    WATERMARK_KEY,
 };
 
 /// Tuning that does not change the layout: a store written with one interval
@@ -28,12 +29,18 @@ pub struct StoreOptions {
     /// resource, so `state(resource, Some(lsn))` replays fewer than this many
     /// rows. Clamped to at least 1.
     pub checkpoint_every: u32,
+    /// Memory budget, in bytes (estimated), of the in-memory copy of recently
+    /// applied resources' heads, so `apply` on a hot resource reads nothing
+    /// from sled. Least recently applied first out; 0 turns it off. Answers
+    /// never come from it (queries read sled), so any size is correct.
+    pub head_cache_bytes: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             checkpoint_every: 64,
+            head_cache_bytes: 64 << 20,
         }
     }
 }
@@ -84,8 +91,9 @@ pub struct StateStore {
     pub(crate) dir: PathBuf,
     pub(crate) db: sled::Db,
     options: StoreOptions,
-    /// One `apply` at a time: a batch reads heads before it writes them.
-    writer: Mutex<()>,
+    /// One `apply` at a time: a batch reads heads before it writes them. The
+    /// heads of recently applied resources live under the same lock.
+    writer: Mutex<HeadCache>,
     /// sled makes a batch atomic for crashes, not for concurrent readers (a
     /// plain `get` can see half of one). Readers hold this shared for a whole
     /// answer, `apply` holds it exclusively only while sled applies the batch.
@@ -138,8 +146,9 @@ impl StateStore {
             db,
             options: StoreOptions {
                 checkpoint_every: options.checkpoint_every.max(1),
+                head_cache_bytes: options.head_cache_bytes,
             },
-            writer: Mutex::new(()),
+            writer: Mutex::new(HeadCache::new(options.head_cache_bytes)),
             commit: RwLock::new(()),
         };
         store.check_layout(existed)?;
@@ -231,14 +240,16 @@ impl StateStore {
     /// (records without a state change are not passed in). Nothing is written
     /// when any check fails.
     pub fn apply(&self, inputs: &[StateInput], through: Watermark) -> Result<ApplyReport> {
-        let _writer = lock(&self.writer);
+        let mut cache = lock(&self.writer);
         let current = self.read_watermark()?;
         check_order(inputs, through, current)?;
         let mut counters = self.read_counters()?;
         let every = u64::from(self.options.checkpoint_every);
 
         // The overlay: heads touched by this batch, so later inputs on the same
-        // resource see earlier ones before anything is written.
+        // resource see earlier ones before anything is written. Heads taken
+        // out of the cache go back only once the batch is committed, so a
+        // failed apply leaves nothing in the cache that sled does not hold.
         let mut heads: HashMap<&str, Head> = HashMap::new();
         let mut batch = sled::Batch::default();
         let mut report = ApplyReport {
@@ -252,7 +263,13 @@ impl StateStore {
             let lsn = input.lsn;
             let head = match heads.entry(resource) {
                 Entry::Occupied(o) => o.into_mut(),
-                Entry::Vacant(v) => v.insert(self.load_head(resource)?.unwrap_or_default()),
+                Entry::Vacant(v) => {
+                    let head = match cache.take(resource) {
+                        Some(head) => head,
+                        None => self.load_head(resource)?.unwrap_or_default(),
+                    };
+                    v.insert(head)
+                }
             };
             if head.entries > 0 && input.recorded_at_unix_nanos < head.last_recorded_at {
                 return Err(StateError::TimeBackwards {
@@ -268,7 +285,7 @@ impl StateStore {
                     head.state = state;
                     head.last_change_lsn = Some(lsn);
                     let fields = fields
-                        .iter()
+                        .into_iter()
                         .map(store_field)
                         .collect::<Result<Vec<_>, String>>()
                         .map_err(|detail| encode_error(resource, lsn, detail))?;
@@ -291,20 +308,16 @@ impl StateStore {
             head.last_recorded_at = input.recorded_at_unix_nanos;
             counters.entries += 1;
 
-            let entry = StoredEntry {
+            let entry = StoredEntryRef {
                 recorded_at: input.recorded_at_unix_nanos,
-                actor: input.actor.clone(),
-                action: input.action.clone(),
-                outcome: input.outcome.clone(),
+                actor: &input.actor,
+                action: &input.action,
+                outcome: &input.outcome,
                 kind: input.change.kind(),
-                result,
+                result: &result,
             };
             let value = encode(&entry).map_err(|d| encode_error(resource, lsn, d))?;
             batch.insert(lsn_key(HISTORY, resource, lsn), value);
-            batch.insert(
-                time_key(resource, input.recorded_at_unix_nanos, lsn),
-                Vec::new(),
-            );
             if head.entries.is_multiple_of(every) {
                 let checkpoint = StoredCheckpoint {
                     last_change_lsn: head.last_change_lsn,
@@ -312,9 +325,16 @@ impl StateStore {
                 };
                 let value = encode(&checkpoint).map_err(|d| encode_error(resource, lsn, d))?;
                 batch.insert(lsn_key(CHECKPOINT, resource, lsn), value);
+                // The time index has one key per checkpoint, not per row: a
+                // seek by time lands on a checkpoint, then reads rows.
+                batch.insert(
+                    time_key(resource, input.recorded_at_unix_nanos, lsn),
+                    Vec::new(),
+                );
             }
         }
         report.resources = heads.len();
+        let mut committed: Vec<(&str, Head, usize)> = Vec::with_capacity(heads.len());
         for (resource, head) in heads {
             let lsn = head.last_entry_lsn;
             let stored = StoredHead {
@@ -325,16 +345,23 @@ impl StateStore {
                 state: json_text(&head.state).map_err(|d| encode_error(resource, lsn, d))?,
             };
             let value = encode(&stored).map_err(|d| encode_error(resource, lsn, d))?;
+            let size = value.len();
             batch.insert(head_key(resource), value);
+            committed.push((resource, head, size));
         }
         let value = encode(&counters).map_err(|d| encode_error("", through.lsn, d))?;
         batch.insert(COUNTERS_KEY, value);
         batch.insert(WATERMARK_KEY, &layout::encode_watermark(&through)[..]);
 
-        let _commit = write_lock(&self.commit);
-        self.db
-            .apply_batch(batch)
-            .map_err(|e| self.sled_error("apply a batch", e))?;
+        {
+            let _commit = write_lock(&self.commit);
+            self.db
+                .apply_batch(batch)
+                .map_err(|e| self.sled_error("apply a batch", e))?;
+        }
+        for (resource, head, size) in committed {
+            cache.put(resource, head, size);
+        }
         Ok(report)
     }
 
@@ -353,31 +380,58 @@ impl StateStore {
     }
 
     /// The state of `resource` as of time `t`: after every change recorded at
-    /// or before `t`. One reverse seek in the time keys, then as `state`.
+    /// or before `t`. One reverse seek in the time keys (one per checkpoint)
+    /// to the last checkpoint recorded at or before `t`, then its rows up to
+    /// `t`: as cheap as `state`.
     pub fn state_at_time(&self, resource: &str, t_unix_nanos: i64) -> Result<StateAnswer> {
         let _read = read_lock(&self.commit);
         let watermark = self.read_watermark()?;
+        let (state, last_change_lsn) = self.state_at_time_inner(resource, t_unix_nanos)?;
+        Ok(StateAnswer {
+            state,
+            last_change_lsn,
+            watermark,
+        })
+    }
+
+    fn state_at_time_inner(&self, resource: &str, t: i64) -> Result<(Option<Value>, Option<u64>)> {
+        let Some(head) = self.load_stored_head(resource)? else {
+            return Ok((None, None));
+        };
+        if t >= head.last_recorded_at {
+            let state = self.parse_json(resource, head.last_entry_lsn, head.state.as_deref())?;
+            return Ok((state, head.last_change_lsn));
+        }
+        // Times do not go backwards within a resource (`TimeBackwards`), so
+        // the rows recorded at or before `t` are a prefix in LSN order; the
+        // checkpoint found is in it, and the rest of it lies before the next
+        // checkpoint (recorded after `t`, or it would have been found).
         let lo = resource_prefix(TIME, resource);
-        let hi = time_key(resource, t_unix_nanos, u64::MAX);
+        let hi = time_key(resource, t, u64::MAX);
         let last = self
             .db
             .range(lo..=hi)
             .next_back()
             .transpose()
             .map_err(|e| self.sled_error("seek the time keys", e))?;
-        let (state, last_change_lsn) = match last {
-            None => (None, None),
+        let (from, state, last_change) = match last {
+            None => (0, None, None),
             Some((key, _)) => {
                 let lsn = lsn_suffix(&key).ok_or_else(|| {
                     self.damaged(format!("resource {resource:?}: time key too short"))
                 })?;
-                self.state_at(resource, lsn)?
+                let value = self
+                    .get(&lsn_key(CHECKPOINT, resource, lsn), "read a checkpoint")?
+                    .ok_or_else(|| {
+                        self.damaged(format!(
+                            "resource {resource:?}: time key at lsn {lsn} without its checkpoint"
+                        ))
+                    })?;
+                self.checkpoint(resource, lsn, &value)?
             }
         };
-        Ok(StateAnswer {
-            state,
-            last_change_lsn,
-            watermark,
+        self.replay_rows(resource, from, u64::MAX, state, last_change, |entry| {
+            entry.recorded_at <= t
         })
     }
 
@@ -395,29 +449,56 @@ impl StateStore {
             .next_back()
             .transpose()
             .map_err(|e| self.sled_error("seek the checkpoints", e))?;
-        let (from, mut state, mut last_change) = match checkpoint {
+        let (from, state, last_change) = match checkpoint {
             None => (0, None, None),
             Some((key, value)) => {
                 let lsn = lsn_suffix(&key).unwrap_or(0);
-                let c: StoredCheckpoint = decode(&value).map_err(|d| {
-                    self.damaged(format!(
-                        "resource {resource:?} checkpoint at lsn {lsn}: {d}"
-                    ))
-                })?;
-                (
-                    lsn,
-                    self.parse_json(resource, lsn, c.state.as_deref())?,
-                    c.last_change_lsn,
-                )
+                self.checkpoint(resource, lsn, &value)?
             }
         };
+        self.replay_rows(resource, from, n, state, last_change, |_| true)
+    }
+
+    /// A checkpoint's LSN, state and last applied change.
+    fn checkpoint(
+        &self,
+        resource: &str,
+        lsn: u64,
+        value: &[u8],
+    ) -> Result<(u64, Option<Value>, Option<u64>)> {
+        let c: StoredCheckpoint = decode(value).map_err(|d| {
+            self.damaged(format!(
+                "resource {resource:?} checkpoint at lsn {lsn}: {d}"
+            ))
+        })?;
+        Ok((
+            lsn,
+            self.parse_json(resource, lsn, c.state.as_deref())?,
+            c.last_change_lsn,
+        ))
+    }
+
+    /// Replay the history rows after `from` up to `to` (inclusive) onto
+    /// `state`, stopping before the first row `take` refuses.
+    fn replay_rows(
+        &self,
+        resource: &str,
+        from: u64,
+        to: u64,
+        mut state: Option<Value>,
+        mut last_change: Option<u64>,
+        take: impl Fn(&StoredEntry) -> bool,
+    ) -> Result<(Option<Value>, Option<u64>)> {
         let rows = self.db.range(
-            lsn_key(HISTORY, resource, from.saturating_add(1))..=lsn_key(HISTORY, resource, n),
+            lsn_key(HISTORY, resource, from.saturating_add(1))..=lsn_key(HISTORY, resource, to),
         );
         for row in rows {
             let (key, value) = row.map_err(|e| self.sled_error("read history", e))?;
             let lsn = lsn_suffix(&key).unwrap_or(0);
             let entry = self.decode_entry(resource, lsn, &value)?;
+            if !take(&entry) {
+                break;
+            }
             if let StoredResult::Applied { fields } = entry.result {
                 let fields = self.load_fields(resource, lsn, fields)?;
                 state = replay(state, &fields, Direction::Forward).map_err(|e| {
@@ -528,6 +609,90 @@ impl StateStore {
 
     pub(crate) fn sled_error(&self, op: &'static str, e: sled::Error) -> StateError {
         sled_error(&self.dir, op, e)
+    }
+}
+
+/// The heads of recently applied resources, as `apply` left them, so the next
+/// `apply` on one of them needs no sled read, no decode and no JSON parse.
+/// Filled only after a batch commits; bounded by an estimate of its memory
+/// (the head's encoded size, times a factor for the parsed JSON, plus the
+/// key); least recently applied out first.
+struct HeadCache {
+    map: HashMap<String, CachedHead>,
+    budget: usize,
+    bytes: usize,
+    tick: u64,
+}
+
+struct CachedHead {
+    head: Head,
+    bytes: usize,
+    used: u64,
+}
+
+impl HeadCache {
+    /// Parsed JSON (`serde_json::Value`, a BTreeMap per object) takes a few
+    /// times its text, and even a small object costs a B-tree node (over
+    /// 600 bytes) plus the entry itself; a deliberately high guess, it only
+    /// sizes the budget.
+    const PARSED_FACTOR: usize = 4;
+    const OVERHEAD: usize = 1024;
+
+    fn new(budget: usize) -> HeadCache {
+        HeadCache {
+            map: HashMap::new(),
+            budget,
+            bytes: 0,
+            tick: 0,
+        }
+    }
+
+    fn take(&mut self, resource: &str) -> Option<Head> {
+        let cached = self.map.remove(resource)?;
+        self.bytes -= cached.bytes;
+        Some(cached.head)
+    }
+
+    fn put(&mut self, resource: &str, head: Head, encoded: usize) {
+        let bytes = encoded * Self::PARSED_FACTOR + resource.len() + Self::OVERHEAD;
+        if bytes > self.budget / 2 {
+            // Too big to be worth it (or the cache is off): a replaced entry
+            // must not survive with an older head.
+            self.take(resource);
+            return;
+        }
+        self.tick += 1;
+        let cached = CachedHead {
+            head,
+            bytes,
+            used: self.tick,
+        };
+        self.bytes += bytes;
+        if let Some(old) = self.map.insert(resource.to_owned(), cached) {
+            self.bytes -= old.bytes;
+        }
+        if self.bytes > self.budget {
+            self.evict();
+        }
+    }
+
+    /// Drop the least recently applied entries until a quarter of the budget
+    /// is free: one pass over the map per many inserts.
+    fn evict(&mut self) {
+        let target = self.budget - self.budget / 4;
+        let mut by_age: Vec<(u64, usize)> = self.map.values().map(|c| (c.used, c.bytes)).collect();
+        by_age.sort_unstable();
+        let mut bytes = self.bytes;
+        let mut cutoff = 0;
+        for (used, size) in by_age {
+            if bytes <= target {
+                break;
+            }
+            bytes -= size;
+            cutoff = used;
+        }
+        self.map.retain(|_, c| c.used > cutoff);
+        self.bytes = self.map.values().map(|c| c.bytes).sum();
     }
 }
 
@@ -644,9 +809,9 @@ fn check_order(
     Ok(())
 }
 
-fn store_field(f: &FieldChange) -> Result<StoredField, String> {
+fn store_field(f: FieldChange) -> Result<StoredField, String> {
     Ok(StoredField {
-        path: f.path.clone(),
+        path: f.path,
         before: json_text(&f.before)?,
         after: json_text(&f.after)?,
     })
@@ -672,7 +837,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 
 // A panic while a lock was held cannot leave sled half-written (the batch is
 // atomic), so a poisoned lock is still safe to take.
-fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -682,4 +847,37 @@ pub(crate) fn read_lock(l: &RwLock<()>) -> RwLockReadGuard<'_, ()> {
 
 fn write_lock(l: &RwLock<()>) -> RwLockWriteGuard<'_, ()> {
     l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn head(entries: u64) -> Head {
+        Head {
+            entries,
+            ..Head::default()
+        }
+    }
+
+    #[test]
+    fn head_cache_stays_in_budget_and_keeps_the_recent() {
+        let per = 10 * HeadCache::PARSED_FACTOR + 3 + HeadCache::OVERHEAD;
+        let mut c = HeadCache::new(per * 8);
+        for i in 0..20u64 {
+            c.put(&format!("r{i:02}"), head(i), 10);
+            assert!(c.bytes <= c.budget);
+            assert_eq!(c.bytes, c.map.values().map(|e| e.bytes).sum::<usize>());
+        }
+        assert!(c.take("r19").is_some_and(|h| h.entries == 19));
+        assert!(c.take("r19").is_none());
+        assert!(c.take("r00").is_none());
+        // Refused (too big) replaces: the older head must not survive.
+        c.put("r18", head(99), per * 8);
+        assert!(c.take("r18").is_none());
+        let mut off = HeadCache::new(0);
+        off.put("r", head(1), 1);
+        assert!(off.take("r").is_none());
+    }
 }

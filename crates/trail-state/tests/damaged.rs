@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 
 use common::{input, merge, wm};
-use trail_state::{StateError, StateStore};
+use trail_state::{StateError, StateStore, LAYOUT_VERSION};
 
 fn assert_damaged<T: std::fmt::Debug>(r: Result<T, StateError>, what: &str) {
     match r {
@@ -60,12 +60,15 @@ fn unknown_layout_version_is_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("s");
     drop(StateStore::open(&dir).unwrap());
-    {
-        let db = sled::open(&dir).unwrap();
-        db.insert([0x01], &2u32.to_le_bytes()).unwrap();
-        db.flush().unwrap();
+    // The previous layout (1: a time key per history row) and a future one.
+    for version in [LAYOUT_VERSION - 1, LAYOUT_VERSION + 1] {
+        {
+            let db = sled::open(&dir).unwrap();
+            db.insert([0x01], &version.to_le_bytes()).unwrap();
+            db.flush().unwrap();
+        }
+        assert_damaged(StateStore::open(&dir), &format!("layout version {version}"));
     }
-    assert_damaged(StateStore::open(&dir), "layout version 2");
 }
 
 #[test]

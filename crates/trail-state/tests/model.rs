@@ -257,6 +257,13 @@ impl Harness {
                 &self.dir,
                 StoreOptions {
                     checkpoint_every: every,
+                    // Off, tiny (entries evicted and refused all the time),
+                    // or the default, depending on the interval.
+                    head_cache_bytes: match every % 3 {
+                        0 => 0,
+                        1 => 3000,
+                        _ => StoreOptions::default().head_cache_bytes,
+                    },
                 },
             )
             .expect("reopen"),

@@ -79,6 +79,7 @@ fn setup(root: &Path) -> StateStore {
         root.join("store"),
         StoreOptions {
             checkpoint_every: 8,
+            ..StoreOptions::default()
         },
     )
     .unwrap();
