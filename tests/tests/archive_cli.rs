@@ -1,9 +1,10 @@
 //! Tiered storage through the binaries: a `traild` with `[archive]` on a
-//! `file://` target archives sealed segments (`trail archive now`, `trail
-//! archive status`) and drops local copies; then, with the server stopped,
-//! `trail verify --archive` checks the bucket alone and `trail restore`
-//! rebuilds a data dir that a fresh `traild` serves with the same LSNs and
-//! hashes. A tampered object fails verify and restore with DATA_LOSS naming
+//! `file://` target archives what was written (`trail archive now` seals
+//! the active segment first; `trail archive status`) and drops local
+//! copies, still serving every LSN (read-through); then, with the server
+//! stopped, `trail verify --archive` checks the bucket alone and `trail
+//! restore` rebuilds a data dir that a fresh `traild` serves with the same
+//! LSNs and hashes. A tampered object fails verify and restore with DATA_LOSS naming
 //! the object key and LSN range. (The S3 protocol itself, outages and the
 //! archiver's rules are tested in crates/trail-archive/tests against a real
 //! S3 server.)
@@ -95,6 +96,12 @@ fn lsns_and_hashes(addr: &str, from: u64) -> Result<Vec<(u64, String)>, Error> {
         .collect())
 }
 
+fn archive_now(addr: &str) -> Result<serde_json::Value, Error> {
+    let output = trail(&["--addr", addr, "--json", "archive", "now", "--log", "cli"])?;
+    ok(&output);
+    Ok(json_lines(&output)?.remove(0))
+}
+
 fn status(addr: &str) -> Result<serde_json::Value, Error> {
     let output = trail(&[
         "--addr", addr, "--json", "archive", "status", "--log", "cli",
@@ -113,34 +120,46 @@ fn archive_verify_restore_and_tamper_through_the_cli() -> Result<(), Error> {
     std::fs::write(
         &config,
         format!(
-            "[log]\nsegment_age_max_secs = 1\n\n[archive]\nurl = \"{url}\"\narchive_after_secs = 0\nlocal_retention_secs = 0\ncheck_interval_ms = 200\n"
+            "[archive]\nurl = \"{url}\"\narchive_after_secs = 0\nlocal_retention_secs = 0\ncheck_interval_ms = 200\n"
         ),
     )?;
     let server = Traild::start(&data, &["--config", config.to_str().unwrap()])?;
     let addr = server.address.clone();
 
-    // Two segments sealed by age, then an active one. The compactor may
-    // archive and drop them as soon as they are sealed: the receipts are
-    // the record of what was written.
-    let mut original = append(&addr, dir.path(), 0, 40)?;
-    std::thread::sleep(Duration::from_millis(1300));
-    original.extend(append(&addr, dir.path(), 40, 40)?);
-    std::thread::sleep(Duration::from_millis(1300));
-    original.extend(append(&addr, dir.path(), 80, 5)?);
+    // Three segments, each sealed by `trail archive now` (no age-based
+    // sealing is configured: the background compactor never seals), each
+    // call archiving exactly what was written before it. The compactor may
+    // drop them locally as soon as they are archived: the receipts are the
+    // record of what was written.
+    let mut original = Vec::new();
+    let mut archived_segments = 0;
+    for (from, count) in [(0, 40), (40, 40), (80, 5)] {
+        original.extend(append(&addr, dir.path(), from, count)?);
+        let now = archive_now(&addr)?;
+        archived_segments += 1;
+        assert_eq!(now["uploaded_now"], 1, "{now}");
+        assert_eq!(now["archived_segments"], archived_segments, "{now}");
+        assert_eq!(
+            now["archived_through_lsn"].as_u64().unwrap(),
+            (from + count) as u64,
+            "{now}"
+        );
+        assert_eq!(now["target"], url.as_str());
+    }
     assert_eq!(
         original.iter().map(|(lsn, _)| *lsn).collect::<Vec<_>>(),
         (1..=85).collect::<Vec<_>>()
     );
+    // Nothing new: nothing sealed, nothing uploaded.
+    let again = archive_now(&addr)?;
+    assert_eq!(again["uploaded_now"], 0, "{again}");
+    assert_eq!(again["archived_segments"], 3, "{again}");
+    let archived_through = 85;
 
-    let now = trail(&["--addr", &addr, "--json", "archive", "now", "--log", "cli"])?;
-    ok(&now);
-    let now = json_lines(&now)?.remove(0);
-    assert!(now["archived_segments"].as_u64().unwrap() >= 2, "{now}");
-    let archived_through = now["archived_through_lsn"].as_u64().unwrap();
-    assert!(archived_through >= 80, "{now}");
-    assert_eq!(now["target"], url.as_str());
-
-    // The compactor drops the archived segments locally (retention 0).
+    // The next append opens a new segment, so the newest sealed one is no
+    // longer the newest local segment and the compactor drops every
+    // archived one (retention 0) while the server keeps taking appends.
+    original.extend(append(&addr, dir.path(), 85, 1)?);
     let deadline = Instant::now() + Duration::from_secs(20);
     let first_local = loop {
         let current = status(&addr)?;
@@ -155,13 +174,15 @@ fn archive_verify_restore_and_tamper_through_the_cli() -> Result<(), Error> {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    assert_eq!(first_local, 86);
     assert!(data.join("cli/wal/PREFIX").exists());
-    // What is local still reads, and the server keeps taking appends.
+    // What is local still reads, and so does what is only in the archive
+    // now (read-through, chained across the boundary).
     assert_eq!(
         lsns_and_hashes(&addr, first_local)?,
         original[(first_local - 1) as usize..].to_vec()
     );
-    append(&addr, dir.path(), 85, 1)?;
+    assert_eq!(lsns_and_hashes(&addr, 1)?, original);
     let text =
         String::from_utf8(trail(&["--addr", &addr, "archive", "status", "--log", "cli"])?.stdout)?;
     assert!(

@@ -66,6 +66,19 @@ pub struct ArchiveStatus {
     pub last_error: Option<String>,
 }
 
+/// One verified upload, for the server's metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UploadDone {
+    /// Bytes stored for it (segment and sidecar objects).
+    pub stored_bytes: u64,
+    /// From reading the local segment to its manifest read back.
+    pub elapsed: Duration,
+}
+
+/// Most uploads kept for [`Archiver::take_uploads`] between two calls (a
+/// caller that never takes them loses the oldest, not memory).
+pub const UPLOADS_KEPT_MAX: usize = 1024;
+
 /// The archive's work on one log.
 #[derive(Debug)]
 pub struct Archiver {
@@ -81,6 +94,8 @@ pub struct Archiver {
     /// manifest's: the only ones that may be released.
     local_matches: HashSet<Lsn>,
     status: ArchiveStatus,
+    /// Uploads since the last [`Archiver::take_uploads`].
+    uploads: Vec<UploadDone>,
 }
 
 fn unix_nanos(time: SystemTime) -> i64 {
@@ -123,6 +138,7 @@ impl Archiver {
             chain: None,
             local_matches: HashSet::new(),
             status,
+            uploads: Vec::new(),
         }
     }
 
@@ -130,6 +146,12 @@ impl Archiver {
     #[must_use]
     pub fn log(&self) -> &Arc<Log> {
         &self.log
+    }
+
+    /// The uploads verified since the last call (at most
+    /// [`UPLOADS_KEPT_MAX`], the newest), oldest first.
+    pub fn take_uploads(&mut self) -> Vec<UploadDone> {
+        std::mem::take(&mut self.uploads)
     }
 
     /// What it has done, with the local side as of now.
@@ -235,6 +257,7 @@ impl Archiver {
                 // Later segments are younger.
                 break;
             }
+            let started = std::time::Instant::now();
             let log_name = self.log.name().clone();
             let encoding = self.config.encoding;
             let now = unix_nanos(SystemTime::now());
@@ -245,6 +268,13 @@ impl Archiver {
             let manifest = upload_segment(&self.target, self.log.name(), prepared).await?;
             tracing::info!(log = %self.log.name(), first = %manifest.first_lsn, last = %manifest.last_lsn, stored_bytes = manifest.segment_object.bytes, "archived segment");
             uploaded += 1;
+            if self.uploads.len() >= UPLOADS_KEPT_MAX {
+                self.uploads.remove(0);
+            }
+            self.uploads.push(UploadDone {
+                stored_bytes: manifest.segment_object.bytes + manifest.index_object.bytes,
+                elapsed: started.elapsed(),
+            });
             self.status.uploads += 1;
             self.status.archived_segments += 1;
             self.status.archived_bytes +=

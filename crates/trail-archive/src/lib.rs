@@ -47,13 +47,13 @@ pub mod target;
 pub mod upload;
 pub mod verify;
 
-pub use archiver::{ArchiveStatus, Archiver, ArchiverConfig};
+pub use archiver::{ArchiveStatus, Archiver, ArchiverConfig, UploadDone, UPLOADS_KEPT_MAX};
 pub use backoff::Backoff;
 pub use chain::{load_chain, ChainLink};
 pub use compress::{Encoding, ZSTD_LEVEL_DEFAULT};
 pub use error::{ArchiveError, Result};
 pub use manifest::{Compression, Manifest};
-pub use read_through::{ArchiveReader, CacheStats, READ_RECORDS_MAX};
+pub use read_through::{ArchiveRead, ArchiveReader, CacheStats, READ_RECORDS_MAX};
 pub use restore::restore_log;
 pub use target::{ArchiveTarget, TargetConfig};
 pub use upload::{prepare_segment, upload_segment, PreparedSegment};

@@ -24,7 +24,8 @@ pub enum ArchiveCommand {
         #[arg(long, default_value = "")]
         log: String,
     },
-    /// Archive every sealed segment of a log now, and wait until each is verified.
+    /// Seal the active segment if it holds records, archive every sealed
+    /// segment of a log now, and wait until each is verified.
     Now {
         #[arg(long, default_value = "")]
         log: String,

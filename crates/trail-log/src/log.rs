@@ -247,6 +247,24 @@ impl Log {
         }
     }
 
+    /// Seals the active segment now if it holds records, after every
+    /// append queued before this call; answers once the seal is durable,
+    /// with the sealed segment (`None` when the active segment was empty
+    /// or there was none). The next append starts a new segment. What
+    /// `trail archive now` uses so nothing written waits for the segment
+    /// to fill or age before it can be archived.
+    ///
+    /// # Errors
+    /// A closed or fail-stopped log, or a failed seal (which fail-stops it).
+    pub async fn seal_active(&self) -> Result<Option<SegmentInfo>> {
+        let (reply, sealed) = oneshot::channel();
+        self.sender()?
+            .send_async(Command::Seal { reply })
+            .await
+            .map_err(|_| self.closed_or_failed())?;
+        sealed.await.map_err(|_| self.closed_or_failed())?
+    }
+
     fn sender(&self) -> Result<flume::Sender<Command>> {
         self.sender
             .lock()

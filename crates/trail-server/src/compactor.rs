@@ -19,6 +19,7 @@ use trail_archive::{
 use trail_log::{LogName, Store};
 
 use crate::config::ArchiveConfig;
+use crate::metrics::{ArchiveMetrics, Metrics};
 use crate::ServerError;
 
 /// Most logs the compactor tracks; past it, new logs are not archived (and
@@ -30,6 +31,28 @@ struct Entry {
     archiver: Archiver,
     backoff: Backoff,
     next_attempt: Instant,
+    metrics: Arc<ArchiveMetrics>,
+}
+
+impl Entry {
+    /// Runs one archiver step and records what it did in the metrics.
+    async fn step(&mut self, force: bool) -> Result<u64, ArchiveError> {
+        let outcome = self.archiver.step(force).await;
+        for upload in self.archiver.take_uploads() {
+            self.metrics.uploaded(upload.stored_bytes, upload.elapsed);
+        }
+        if outcome.is_err() {
+            self.metrics.failed();
+        }
+        self.sample();
+        outcome
+    }
+
+    fn sample(&self) {
+        let status = self.archiver.status();
+        self.metrics
+            .sample(status.local_bytes, status.archived_bytes);
+    }
 }
 
 /// The running compactor, shared with the Admin service.
@@ -44,6 +67,7 @@ struct Inner {
     config: ArchiverConfig,
     check_interval: Duration,
     backoff: Backoff,
+    metrics: Metrics,
     /// Per log, behind its own lock: a round and an `ArchiveNow` of the
     /// same log never run at once; different logs never wait for each other.
     logs: Mutex<BTreeMap<LogName, Arc<Mutex<Entry>>>>,
@@ -53,13 +77,15 @@ struct Inner {
 }
 
 impl Compactor {
-    /// The compactor `config` describes, `None` when archiving is off.
+    /// The compactor `config` describes, recording into `metrics`; `None`
+    /// when archiving is off.
     ///
     /// # Errors
     /// [`ServerError::Config`] when the target cannot be opened.
     pub fn new(
         config: &ArchiveConfig,
         store: Arc<Store>,
+        metrics: Metrics,
     ) -> Result<Option<Compactor>, ServerError> {
         if !config.enabled() {
             return Ok(None);
@@ -76,10 +102,17 @@ impl Compactor {
                     Duration::from_millis(config.backoff_initial_ms),
                     Duration::from_millis(config.backoff_max_ms),
                 ),
+                metrics,
                 logs: Mutex::new(BTreeMap::new()),
                 unopenable: Mutex::new(BTreeSet::new()),
             }),
         }))
+    }
+
+    /// Where it archives to.
+    #[must_use]
+    pub fn target(&self) -> &ArchiveTarget {
+        &self.inner.target
     }
 
     /// Runs rounds every `check_interval` until `stopping` turns true.
@@ -127,9 +160,11 @@ impl Compactor {
             };
             let mut entry = entry.lock().await;
             if Instant::now() < entry.next_attempt {
+                // The sizes still move (appends, removals) while it waits.
+                entry.sample();
                 continue;
             }
-            match entry.archiver.step(false).await {
+            match entry.step(false).await {
                 Ok(_) => entry.backoff.succeeded(),
                 Err(error) => {
                     let delay = entry.backoff.failed();
@@ -169,17 +204,21 @@ impl Compactor {
             archiver: Archiver::new(self.inner.target.clone(), log, self.inner.config),
             backoff: self.inner.backoff.clone(),
             next_attempt: Instant::now(),
+            metrics: self.inner.metrics.for_archive(name.as_str()),
         }));
         logs.insert(name.clone(), Arc::clone(&entry));
         Some(entry)
     }
 
-    /// Archives every sealed segment of `name` now and waits until each is
+    /// Seals the log's active segment when it holds records, archives
+    /// every sealed segment of `name` now and waits until each is
     /// verified; returns the status and how many it uploaded. `None` for a
-    /// log that does not exist.
+    /// log that does not exist. Everything acknowledged before the call is
+    /// archived when it returns.
     ///
     /// # Errors
-    /// As [`Archiver::step`].
+    /// [`ArchiveError::Log`] when the seal fails (a closed or fail-stopped
+    /// log), otherwise as [`Archiver::step`].
     pub async fn archive_now(
         &self,
         name: &LogName,
@@ -188,7 +227,12 @@ impl Compactor {
             return Ok(None);
         };
         let mut entry = entry.lock().await;
-        let uploaded = entry.archiver.step(true).await?;
+        // Under the entry's lock, so a background round cannot start
+        // between the seal and the upload; the seal waits only for the
+        // writer's queue, never for the object store.
+        let log = Arc::clone(entry.archiver.log());
+        log.seal_active().await?;
+        let uploaded = entry.step(true).await?;
         entry.backoff.succeeded();
         entry.next_attempt = Instant::now();
         Ok(Some((entry.archiver.status(), uploaded)))

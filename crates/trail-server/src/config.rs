@@ -78,6 +78,11 @@ pub struct ArchiveConfig {
     pub backoff_initial_ms: u64,
     /// Longest delay between failed rounds, milliseconds.
     pub backoff_max_ms: u64,
+    /// Bytes of archived segments one log's read-through cache keeps
+    /// (reads of LSNs no longer local); at most
+    /// `trail_server::service::ARCHIVE_READ_LOGS_MAX` logs keep one at a
+    /// time. A segment larger than this is read once and not kept.
+    pub read_cache_bytes_max: u64,
 }
 
 impl Default for ArchiveConfig {
@@ -95,6 +100,7 @@ impl Default for ArchiveConfig {
             check_interval_ms: 5000,
             backoff_initial_ms: 1000,
             backoff_max_ms: 300_000,
+            read_cache_bytes_max: 256 << 20,
         }
     }
 }

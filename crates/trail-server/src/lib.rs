@@ -140,6 +140,7 @@ async fn serve_opened(
     let limits = config.limits.clone();
     let sampling = metrics.enabled();
     let store_for_archive = Arc::clone(&store);
+    let metrics_for_archive = metrics.clone();
     let mut service = LogService::with_metrics(store, limits.clone(), stopping.clone(), metrics);
     if let Some(options) = config.derived.options() {
         service = service.with_derived(options);
@@ -176,7 +177,20 @@ async fn serve_opened(
     // behind it at the same size as a second guard.
     // The compactor archives sealed segments beside serving; off unless
     // [archive] url is set.
-    let compactor = compactor::Compactor::new(&config.archive, Arc::clone(&store_for_archive))?;
+    let compactor = compactor::Compactor::new(
+        &config.archive,
+        Arc::clone(&store_for_archive),
+        metrics_for_archive.clone(),
+    )?;
+    // Reads of LSNs the compactor removed locally go to the same target.
+    let service = match &compactor {
+        Some(compactor) => service.with_archive(service::ArchiveReaders::new(
+            compactor.target().clone(),
+            config.archive.read_cache_bytes_max,
+            metrics_for_archive,
+        )),
+        None => service,
+    };
     let archiving = compactor
         .clone()
         .map(|compactor| tokio::spawn(compactor.run(stopping.clone())));

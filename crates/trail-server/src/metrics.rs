@@ -24,6 +24,18 @@
 //! | `trail_log_segments_to_verify` | gauge | `log`: sealed segments trusted at open, to be re-hashed in the background |
 //! | `trail_log_segments_verified` | gauge | `log`: of those, re-hashed and found sound so far |
 //! | `trail_log_torn_tail_records_cut` | gauge | `log`: records a torn tail held that opening the log cut (0: none); see OPERATIONS.md |
+//! | `trail_archive_uploaded_segments_total` | counter | `log`: segments uploaded and verified by this process |
+//! | `trail_archive_uploaded_bytes_total` | counter | `log`: bytes stored for them (segment and sidecar objects, compressed) |
+//! | `trail_archive_upload_latency_seconds` | histogram | `log`: one segment, from reading it locally to its manifest read back |
+//! | `trail_archive_failures_total` | counter | `log`: failed archive rounds (each retried after a backoff) |
+//! | `trail_archive_local_bytes` | gauge | `log`: bytes of the log's local segment files (the hot tier) |
+//! | `trail_archive_archived_bytes` | gauge | `log`: bytes the archive holds for the log |
+//! | `trail_archive_read_cache_hits_total` | counter | `log`: archived segments a read found in the read-through cache |
+//! | `trail_archive_read_cache_misses_total` | counter | `log`: archived segments a read had to download |
+//! | `trail_archive_read_latency_seconds` | histogram | `log`: one read step of archived records, cache or download |
+//!
+//! The `trail_archive_*` series exist only with `[archive]` on, for the
+//! logs the compactor or a read-through has touched.
 //!
 //! The writer's counters start at zero when the server opens the log. The
 //! mean group commit size is
@@ -68,11 +80,26 @@ const LOG_RECORDS: &str = "trail_log_records_total";
 const LOG_WRITTEN_BYTES: &str = "trail_log_written_bytes_total";
 const LOG_SYNCS: &str = "trail_log_syncs_total";
 const LOG_DAMAGED: &str = "trail_log_damaged";
+const ARCHIVE_SEGMENTS: &str = "trail_archive_uploaded_segments_total";
+const ARCHIVE_BYTES: &str = "trail_archive_uploaded_bytes_total";
+const ARCHIVE_UPLOAD_LATENCY: &str = "trail_archive_upload_latency_seconds";
+const ARCHIVE_FAILURES: &str = "trail_archive_failures_total";
+const ARCHIVE_LOCAL_BYTES: &str = "trail_archive_local_bytes";
+const ARCHIVE_ARCHIVED_BYTES: &str = "trail_archive_archived_bytes";
+const ARCHIVE_READ_HITS: &str = "trail_archive_read_cache_hits_total";
+const ARCHIVE_READ_MISSES: &str = "trail_archive_read_cache_misses_total";
+const ARCHIVE_READ_LATENCY: &str = "trail_archive_read_latency_seconds";
 
 /// Upper bounds of the latency buckets, seconds: 100 µs to 10 s.
 const LATENCY_BUCKETS: [f64; 16] = [
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
+];
+
+/// Upper bounds of the upload latency buckets, seconds: 10 ms to 10 min
+/// (a 64 MiB segment to a slow remote store takes minutes).
+const UPLOAD_LATENCY_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0, 120.0, 600.0,
 ];
 
 /// Upper bounds of the events-per-request buckets.
@@ -164,6 +191,18 @@ impl Metrics {
                     &REQUEST_EVENTS_BUCKETS,
                 )
             })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(ARCHIVE_UPLOAD_LATENCY.to_owned()),
+                    &UPLOAD_LATENCY_BUCKETS,
+                )
+            })
+            .and_then(|builder| {
+                builder.set_buckets_for_metric(
+                    Matcher::Full(ARCHIVE_READ_LATENCY.to_owned()),
+                    &LATENCY_BUCKETS,
+                )
+            })
             .map_err(|error| ServerError::Metrics(error.to_string()))?;
         let (recorder, exporter) = builder
             .build()
@@ -202,6 +241,13 @@ impl Metrics {
         }))
     }
 
+    /// The archive handles for one log (registered now; keep them). The
+    /// compactor and the read-through each ask; both get the same series.
+    #[must_use]
+    pub fn for_archive(&self, log: &str) -> Arc<ArchiveMetrics> {
+        Arc::new(ArchiveMetrics::new(self.recorder.as_deref(), log))
+    }
+
     /// Marks `log` as damaged and out of service: `trail_log_damaged{log}`
     /// = 1 (the series exists only for damaged logs, so
     /// `trail_log_damaged > 0` alerts on any).
@@ -234,6 +280,11 @@ fn describe(recorder: &PrometheusRecorder) {
         (LOG_RECORDS, Unit::Count, "Records the log's writer appended since the server opened the log"),
         (LOG_WRITTEN_BYTES, Unit::Bytes, "Frame bytes the log's writer wrote since the server opened the log"),
         (LOG_SYNCS, Unit::Count, "fdatasync/fsync calls on the log's segments since the server opened the log"),
+        (ARCHIVE_SEGMENTS, Unit::Count, "Segments of the log uploaded to the archive and verified there (read back) by this process"),
+        (ARCHIVE_BYTES, Unit::Bytes, "Bytes stored in the archive for the segments this process uploaded (segment and sidecar objects, as stored)"),
+        (ARCHIVE_FAILURES, Unit::Count, "Failed archive rounds of the log (an unreachable store, a bucket that does not continue the log); nothing local is removed, the round is retried after a backoff"),
+        (ARCHIVE_READ_HITS, Unit::Count, "Archived segments a read of archived records found in the read-through cache"),
+        (ARCHIVE_READ_MISSES, Unit::Count, "Archived segments a read of archived records downloaded (and verified) from the archive"),
     ];
     for (name, unit, help) in counters {
         recorder.describe_counter(name.into(), Some(unit), SharedString::const_str(help));
@@ -249,6 +300,34 @@ fn describe(recorder: &PrometheusRecorder) {
         APPEND_REQUEST_EVENTS.into(),
         Some(Unit::Count),
         SharedString::const_str("Events per successful append request"),
+    );
+    recorder.describe_histogram(
+        ARCHIVE_UPLOAD_LATENCY.into(),
+        Some(Unit::Seconds),
+        SharedString::const_str(
+            "One segment's archiving: from reading the local file to its objects and manifest read back and compared",
+        ),
+    );
+    recorder.describe_histogram(
+        ARCHIVE_READ_LATENCY.into(),
+        Some(Unit::Seconds),
+        SharedString::const_str(
+            "One read step of archived records for Read or Subscribe, from the cache or a download",
+        ),
+    );
+    recorder.describe_gauge(
+        ARCHIVE_LOCAL_BYTES.into(),
+        Some(Unit::Bytes),
+        SharedString::const_str(
+            "Bytes of the log's local segment files, the hot tier (sampled by the compactor)",
+        ),
+    );
+    recorder.describe_gauge(
+        ARCHIVE_ARCHIVED_BYTES.into(),
+        Some(Unit::Bytes),
+        SharedString::const_str(
+            "Bytes the archive holds for the log per its manifest chain (sampled by the compactor)",
+        ),
     );
     recorder.describe_gauge(
         QUEUE_DEPTH.into(),
@@ -488,6 +567,82 @@ impl LogMetrics {
                     .map_or(0.0, |torn| torn.cut_records as f64),
             );
         }
+    }
+}
+
+/// One log's archive handles: uploads (the compactor) and read-through.
+pub struct ArchiveMetrics {
+    uploaded_segments: Counter,
+    uploaded_bytes: Counter,
+    upload_latency: Histogram,
+    failures: Counter,
+    local_bytes: Gauge,
+    archived_bytes: Gauge,
+    read_hits: Counter,
+    read_misses: Counter,
+    read_latency: Histogram,
+}
+
+impl std::fmt::Debug for ArchiveMetrics {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ArchiveMetrics")
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveMetrics {
+    fn new(recorder: Option<&PrometheusRecorder>, log: &str) -> ArchiveMetrics {
+        let log = SharedString::from_owned(log.to_owned());
+        let counter = |name: &'static str| register_counter(recorder, name, &log, None);
+        let gauge = |name: &'static str| match recorder {
+            Some(recorder) => recorder.register_gauge(&key(name, &log, None), &METADATA),
+            None => Gauge::noop(),
+        };
+        let histogram = |name: &'static str| match recorder {
+            Some(recorder) => recorder.register_histogram(&key(name, &log, None), &METADATA),
+            None => Histogram::noop(),
+        };
+        ArchiveMetrics {
+            uploaded_segments: counter(ARCHIVE_SEGMENTS),
+            uploaded_bytes: counter(ARCHIVE_BYTES),
+            upload_latency: histogram(ARCHIVE_UPLOAD_LATENCY),
+            failures: counter(ARCHIVE_FAILURES),
+            local_bytes: gauge(ARCHIVE_LOCAL_BYTES),
+            archived_bytes: gauge(ARCHIVE_ARCHIVED_BYTES),
+            read_hits: counter(ARCHIVE_READ_HITS),
+            read_misses: counter(ARCHIVE_READ_MISSES),
+            read_latency: histogram(ARCHIVE_READ_LATENCY),
+        }
+    }
+
+    /// A segment uploaded and verified: `stored_bytes` in `elapsed`.
+    pub fn uploaded(&self, stored_bytes: u64, elapsed: Duration) {
+        self.uploaded_segments.increment(1);
+        self.uploaded_bytes.increment(stored_bytes);
+        self.upload_latency.record(elapsed.as_secs_f64());
+    }
+
+    /// A failed archive round.
+    pub fn failed(&self) {
+        self.failures.increment(1);
+    }
+
+    /// The local (hot) and archived sizes of the log now.
+    pub fn sample(&self, local_bytes: u64, archived_bytes: u64) {
+        #[allow(clippy::cast_precision_loss)]
+        {
+            self.local_bytes.set(local_bytes as f64);
+            self.archived_bytes.set(archived_bytes as f64);
+        }
+    }
+
+    /// A read step of archived records: `hits` segments from the cache,
+    /// `misses` downloaded, in `elapsed`.
+    pub fn read(&self, hits: u64, misses: u64, elapsed: Duration) {
+        self.read_hits.increment(hits);
+        self.read_misses.increment(misses);
+        self.read_latency.record(elapsed.as_secs_f64());
     }
 }
 

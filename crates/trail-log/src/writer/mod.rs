@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 
 use crate::append::PreparedEvent;
-use crate::catalog::{ActiveTail, Tip};
+use crate::catalog::{ActiveTail, SegmentInfo, Tip};
 use crate::clean_close::{write_clean_close, CleanClose};
 use crate::codec::PreparedBody;
 use crate::error::{LogError, Result};
@@ -42,6 +42,13 @@ pub(crate) enum Command {
     /// Check the timers (age-based sealing, interval syncs) now: the
     /// monotonic clock may have been moved by a test.
     Tick,
+    /// Seal the active segment now if it holds records (what was queued
+    /// before is committed first), so an operator can archive everything
+    /// written without waiting for the segment to fill or age. Answers
+    /// with the segment sealed, `None` when there was nothing to seal.
+    Seal {
+        reply: oneshot::Sender<Result<Option<SegmentInfo>>>,
+    },
     Close {
         reply: std::sync::mpsc::SyncSender<Result<()>>,
     },
@@ -318,6 +325,16 @@ impl Writer {
             match command {
                 Command::Close { reply } => close = Some(reply),
                 Command::Tick => {}
+                Command::Seal { reply } => {
+                    // Appends queued before the request belong to the
+                    // segment it seals: write and answer them first.
+                    self.commit(&mut replies);
+                    let outcome = match self.failure_error() {
+                        Some(error) => Err(error),
+                        None => self.seal_holding_records(),
+                    };
+                    let _ = reply.send(outcome);
+                }
                 Command::Append {
                     events,
                     atomic,

@@ -2,7 +2,7 @@
 //! footer, trimmed length, sync, sidecar) and create the next one (from the
 //! preparer's zero-filled spare, or preallocated here).
 
-use crate::catalog::{SegmentEntry, SegmentEvent};
+use crate::catalog::{SegmentEntry, SegmentEvent, SegmentInfo};
 use crate::codec::{self, Seal};
 use crate::error::{LogError, Result};
 use crate::fs::WriteFile;
@@ -29,6 +29,29 @@ impl Writer {
             self.create_active()?;
         }
         Ok(())
+    }
+
+    /// Seals the active segment when it holds records and answers with it
+    /// as sealed; no new segment is created until the next append needs
+    /// one (as after an age-based seal), so an idle log does not grow an
+    /// empty preallocated file.
+    pub(super) fn seal_holding_records(&mut self) -> Result<Option<SegmentInfo>> {
+        let Some(first_lsn) = self
+            .active
+            .as_ref()
+            .filter(|active| self.written_tip.lsn >= active.first_lsn)
+            .map(|active| active.first_lsn)
+        else {
+            return Ok(None);
+        };
+        self.seal_active()?;
+        let catalog = self.shared.catalog();
+        let sealed = catalog
+            .segments
+            .iter()
+            .find(|entry| entry.first_lsn == first_lsn && entry.sealed)
+            .map(SegmentEntry::info);
+        Ok(sealed)
     }
 
     /// Writes the seal and footer, trims the preallocated tail, syncs, then

@@ -54,8 +54,9 @@ fn log_name(log: &str) -> Result<LogName, Status> {
 }
 
 /// Every variant mapped, no catch-all: a new kind of archive failure must
-/// be given its status here.
-fn archive_status_error(error: &ArchiveError) -> Status {
+/// be given its status here. `Read` and `Subscribe` of archived records
+/// answer through it too.
+pub(super) fn archive_status_error(error: &ArchiveError) -> Status {
     let message = error_text(error);
     match error {
         ArchiveError::Store { .. } => Status::unavailable(message),

@@ -9,8 +9,78 @@ use tonic::Status;
 use trail_index::{DerivedLog, DerivedOptions};
 use trail_log::{ErrorKind, Log, LogError, LogName, Store};
 
-use crate::metrics::{LogMetrics, Metrics};
+use trail_archive::{ArchiveReader, ArchiveTarget};
+
+use crate::metrics::{ArchiveMetrics, LogMetrics, Metrics};
 use crate::status;
+
+/// Most logs with a read-through cache at once: each holds up to
+/// `[archive] read_cache_bytes_max`, so this times that bounds the
+/// server's cache. Past it, the least recently read log's cache goes.
+pub const ARCHIVE_READ_LOGS_MAX: usize = 8;
+
+/// Reads of archived records (LSNs before a log's first local one): one
+/// [`ArchiveReader`] per log, with its bounded cache and metric handles.
+pub struct ArchiveReaders {
+    target: ArchiveTarget,
+    cache_bytes_max: u64,
+    metrics: Metrics,
+    /// By log: the reader, its metrics and when it was last asked for.
+    readers: std::sync::Mutex<ReaderSlots>,
+}
+
+#[derive(Default)]
+struct ReaderSlots {
+    by_log: HashMap<LogName, (Arc<ArchiveReader>, Arc<ArchiveMetrics>, u64)>,
+    clock: u64,
+}
+
+impl ArchiveReaders {
+    /// Reads from `target`, `cache_bytes_max` bytes cached per log.
+    #[must_use]
+    pub fn new(target: ArchiveTarget, cache_bytes_max: u64, metrics: Metrics) -> ArchiveReaders {
+        ArchiveReaders {
+            target,
+            cache_bytes_max,
+            metrics,
+            readers: std::sync::Mutex::new(ReaderSlots::default()),
+        }
+    }
+
+    /// `log`'s reader, created on first use. A stream keeps the reader it
+    /// got even if it is evicted here meanwhile (its cache then goes when
+    /// the stream ends).
+    pub(super) fn reader(&self, log: &LogName) -> (Arc<ArchiveReader>, Arc<ArchiveMetrics>) {
+        let mut slots = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        slots.clock += 1;
+        let now = slots.clock;
+        if let Some((reader, metrics, last_used)) = slots.by_log.get_mut(log) {
+            *last_used = now;
+            return (Arc::clone(reader), Arc::clone(metrics));
+        }
+        if slots.by_log.len() >= ARCHIVE_READ_LOGS_MAX {
+            let oldest = slots
+                .by_log
+                .iter()
+                .min_by_key(|(_, (_, _, last_used))| *last_used)
+                .map(|(name, _)| name.clone());
+            if let Some(oldest) = oldest {
+                slots.by_log.remove(&oldest);
+            }
+        }
+        let reader = Arc::new(ArchiveReader::new(
+            self.target.clone(),
+            log.clone(),
+            self.cache_bytes_max,
+        ));
+        let metrics = self.metrics.for_archive(log.as_str());
+        slots.by_log.insert(
+            log.clone(),
+            (Arc::clone(&reader), Arc::clone(&metrics), now),
+        );
+        (reader, metrics)
+    }
+}
 
 /// An open log, its derived stores and its metric handles.
 #[derive(Clone)]

@@ -12,7 +12,8 @@
 //! - `query.rs`: `Query`, and the bounded wait on a derived store
 //! - `state.rs`: `GetState` and `History`
 //! - `admin.rs`: the `trail.v1.Admin` service (`Snapshot`)
-//! - `cache.rs`: open logs (and their derived stores) by name
+//! - `cache.rs`: open logs (and their derived stores) by name, and the
+//!   read-through readers of archived records
 
 mod admin;
 mod append;
@@ -39,6 +40,7 @@ use trail_proto::v1::{
 };
 
 pub use admin::AdminService;
+pub use cache::{ArchiveReaders, ARCHIVE_READ_LOGS_MAX};
 pub use read::record_to_proto;
 
 use crate::limits::Limits;
@@ -61,6 +63,12 @@ pub struct LogService {
     /// Disk reads of `Read`/`Subscribe` streams in flight, server wide
     /// (`limits.disk_reads_in_flight_max`): each holds a blocking thread.
     disk_reads: Arc<Semaphore>,
+    /// Reads of LSNs before a log's first local one, when archiving is on.
+    archive: Option<Arc<ArchiveReaders>>,
+    /// The log a `Subscribe` stream reads, resolved before the handler
+    /// runs (it hands the stream only a follower), so its catch-up can
+    /// read archived records; `None` outside such a stream.
+    stream_log: Option<Arc<Log>>,
 }
 
 impl LogService {
@@ -88,7 +96,17 @@ impl LogService {
                 metrics,
             },
             shutdown,
+            archive: None,
+            stream_log: None,
         }
+    }
+
+    /// Serves `Read` and `Subscribe` of archived LSNs through `readers`.
+    /// Called before the service serves.
+    #[must_use]
+    pub fn with_archive(mut self, readers: ArchiveReaders) -> LogService {
+        self.archive = Some(Arc::new(readers));
+        self
     }
 
     /// Keeps each log's derived stores (query index, resource state)
@@ -161,6 +179,17 @@ impl LogService {
         self.open_log(validate::log_name(name)?).await
     }
 
+    /// This service, knowing the log a stream over `name` reads (when
+    /// archiving is on and the log exists; the handler reports a missing
+    /// one itself).
+    async fn for_stream_of(&self, name: &str) -> LogService {
+        let mut service = self.clone();
+        if self.archive.is_some() {
+            service.stream_log = self.existing_log(name).await.ok();
+        }
+        service
+    }
+
     async fn open_log(&self, name: LogName) -> Result<cache::OpenLog, Status> {
         let shared = &self.shared;
         cache::find_log(&shared.store, &shared.cache, &shared.metrics, name, false).await
@@ -215,7 +244,8 @@ impl LogRpc for LogService {
         &self,
         request: Request<SubscribeRequest>,
     ) -> Result<Response<RecordStream>, Status> {
-        subscribe::subscribe(self, request.into_inner())
+        let service = self.for_stream_of(&request.get_ref().log).await;
+        subscribe::subscribe(&service, request.into_inner())
             .await
             .map(Response::new)
     }

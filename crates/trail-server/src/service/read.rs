@@ -6,20 +6,34 @@
 //! file and buffer are put down between reads, a read happens only once the
 //! channel has room for all of it, and disk reads run on the blocking pool
 //! under one server-wide bound (`limits.disk_reads_in_flight_max`).
+//!
+//! With archiving on, LSNs before the log's first local one (removed
+//! locally after archiving) are read through the log's
+//! `trail_archive::ArchiveReader` and its bounded cache, a step at a time
+//! under the same flow control. The reader checks each segment and the
+//! manifest chain; this loop checks that the records it gets continue the
+//! stream (dense, each linked to the one before), that the last archived
+//! record's hash is the one `wal/PREFIX` names, and it resumes the local
+//! follower with that hash, so the first local record's link is checked
+//! too: the chain holds across the archive/local boundary.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
+use trail_archive::ArchiveReader;
 use trail_index::{Filter, IndexedRecord};
 use trail_log::codec::Record as StoredBody;
-use trail_log::{Follower, Lsn, RecordKind, StoredRecord};
+use trail_log::{Follower, Log, LogError, Lsn, RecordKind, StoredRecord};
 use trail_proto::server_view::Record;
 use trail_proto::v1::{ReadRequest, RecordKind as ProtoKind};
 
+use super::admin::archive_status_error;
 use super::{stopped, LogService, RecordStream};
 use crate::limits::READ_CHUNK_RECORDS_MAX;
+use crate::metrics::ArchiveMetrics;
 use crate::status;
 
 /// Records buffered between the follower and the gRPC stream of one
@@ -30,6 +44,11 @@ const STREAM_CHANNEL_RECORDS: usize = 2 * READ_CHUNK_RECORDS_MAX;
 
 /// Body bytes one read step gathers at most (past its first record).
 const READ_STEP_BYTES_MAX: usize = 1 << 20;
+
+/// Local reads in a row that may find their position archived (the
+/// compactor removed it between the check and the read) before the stream
+/// gives up: each retry goes to the archive, so more means a bug.
+const NOT_LOCAL_RETRIES_MAX: u32 = 3;
 
 /// Serves one `Read`: checks the range against the head, then streams it.
 pub(super) async fn read(
@@ -60,7 +79,14 @@ pub(super) async fn read(
             "from_lsn: {from_lsn} is after to_lsn {to_lsn}"
         )));
     }
-    Ok(spawn_stream(service, log.follow(from), Some(to), None))
+    let follower = log.follow(from);
+    Ok(spawn_stream_of(
+        service,
+        Some(log),
+        follower,
+        Some(to),
+        None,
+    ))
 }
 
 /// Starts streaming `follower`'s records (through `to`, or following the
@@ -71,11 +97,35 @@ pub(super) fn spawn_stream(
     to: Option<Lsn>,
     filter: Option<Arc<Filter>>,
 ) -> RecordStream {
+    spawn_stream_of(service, service.stream_log.clone(), follower, to, filter)
+}
+
+/// [`spawn_stream`] knowing the followed `log`: with archiving on, its
+/// archived LSNs are served too.
+fn spawn_stream_of(
+    service: &LogService,
+    log: Option<Arc<Log>>,
+    follower: Follower,
+    to: Option<Lsn>,
+    filter: Option<Arc<Filter>>,
+) -> RecordStream {
     let (sender, receiver) = mpsc::channel(STREAM_CHANNEL_RECORDS);
+    let archive = match (&service.archive, log) {
+        (Some(readers), Some(log)) => {
+            let (reader, metrics) = readers.reader(log.name());
+            Some(ArchiveSource {
+                log,
+                reader,
+                metrics,
+            })
+        }
+        _ => None,
+    };
     let stream = StreamRecords {
         follower,
         to,
         filter,
+        archive,
         chunk: service.shared.limits.read_chunk_records,
         disk_reads: Arc::clone(&service.disk_reads),
         sender,
@@ -114,6 +164,14 @@ pub fn record_to_proto(stored: &StoredRecord) -> Record {
     }
 }
 
+/// A log's archived records, for one stream.
+#[derive(Clone)]
+struct ArchiveSource {
+    log: Arc<Log>,
+    reader: Arc<ArchiveReader>,
+    metrics: Arc<ArchiveMetrics>,
+}
+
 /// One stream's reading state.
 struct StreamRecords {
     follower: Follower,
@@ -121,6 +179,8 @@ struct StreamRecords {
     to: Option<Lsn>,
     /// Only records that match are sent (filtered `Subscribe`).
     filter: Option<Arc<Filter>>,
+    /// Where LSNs before the log's first local one are read.
+    archive: Option<ArchiveSource>,
     /// Records per read step (at most [`READ_CHUNK_RECORDS_MAX`]).
     chunk: usize,
     /// The server-wide bound on disk reads in flight.
@@ -134,6 +194,7 @@ struct StreamRecords {
 /// the stream's last message).
 async fn stream_records(mut stream: StreamRecords) {
     let step = stream.chunk.clamp(1, READ_CHUNK_RECORDS_MAX);
+    let mut not_local_retries = 0;
     loop {
         let wanted = match stream.to {
             Some(to) if stream.follower.position() > to => return,
@@ -168,6 +229,32 @@ async fn stream_records(mut stream: StreamRecords) {
                 return;
             }
         };
+        if let Some(archive) = stream.archive.clone() {
+            let first_local = archive.log.first_local_lsn();
+            if stream.follower.position() < first_local {
+                let read = tokio::select! {
+                    read = read_archived(&archive, &stream.follower, wanted, first_local) => read,
+                    () = stopped(&mut stream.shutdown) => {
+                        drop(slots);
+                        let _ = stream.sender.send(Err(Status::unavailable("server is shutting down"))).await;
+                        return;
+                    }
+                };
+                match read {
+                    Ok((records, follower)) => {
+                        stream.follower = follower;
+                        send_records(slots, &records, stream.filter.as_deref());
+                        not_local_retries = 0;
+                        continue;
+                    }
+                    Err(error) => {
+                        drop(slots);
+                        let _ = stream.sender.send(Err(error)).await;
+                        return;
+                    }
+                }
+            }
+        }
         let permit = tokio::select! {
             permit = Arc::clone(&stream.disk_reads).acquire_owned() => match permit {
                 Ok(permit) => permit,
@@ -199,6 +286,14 @@ async fn stream_records(mut stream: StreamRecords) {
         stream.follower = follower;
         let records = match records {
             Ok(records) => records,
+            // Removed locally since the check above: the next pass reads
+            // it from the archive.
+            Err(LogError::NotLocal { .. })
+                if stream.archive.is_some() && not_local_retries < NOT_LOCAL_RETRIES_MAX =>
+            {
+                not_local_retries += 1;
+                continue;
+            }
             Err(error) => {
                 drop(slots);
                 let _ = stream
@@ -219,14 +314,81 @@ async fn stream_records(mut stream: StreamRecords) {
                 .await;
             return;
         }
-        let wanted = records.iter().filter(|stored| {
-            stream
-                .filter
-                .as_ref()
-                .is_none_or(|filter| filter.matches(&IndexedRecord::from_stored(stored)))
-        });
-        for (slot, stored) in slots.zip(wanted) {
-            slot.send(Ok(record_to_proto(stored)));
+        not_local_retries = 0;
+        send_records(slots, &records, stream.filter.as_deref());
+    }
+}
+
+/// Sends the records that pass `filter` into reserved slots (as many as
+/// were reserved; the rest of the slots go back).
+fn send_records<'a>(
+    slots: impl Iterator<Item = mpsc::Permit<'a, Result<Record, Status>>>,
+    records: &[StoredRecord],
+    filter: Option<&Filter>,
+) {
+    let wanted = records.iter().filter(|stored| {
+        filter.is_none_or(|filter| filter.matches(&IndexedRecord::from_stored(stored)))
+    });
+    for (slot, stored) in slots.zip(wanted) {
+        slot.send(Ok(record_to_proto(stored)));
+    }
+}
+
+/// Reads up to `wanted` archived records from `follower`'s position (all
+/// before `first_local`), checks that they continue the stream, and
+/// returns them with a follower resumed after the last one.
+async fn read_archived(
+    archive: &ArchiveSource,
+    follower: &Follower,
+    wanted: usize,
+    first_local: Lsn,
+) -> Result<(Vec<StoredRecord>, Follower), Status> {
+    let from = follower.position();
+    let last =
+        Lsn(from.0.saturating_add(wanted as u64).saturating_sub(1)).min(Lsn(first_local.0 - 1));
+    let started = Instant::now();
+    let read = archive
+        .reader
+        .read_counted(from, last)
+        .await
+        .map_err(|error| archive_status_error(&error))?;
+    archive
+        .metrics
+        .read(read.hits, read.misses, started.elapsed());
+    let name = archive.log.name();
+    let Some(end) = read.records.last() else {
+        return Err(Status::data_loss(format!(
+            "lsn {from} of log {name} is not on local disk (it starts at lsn {first_local}) and the archive does not hold it"
+        )));
+    };
+    let mut prev_hash = follower.prev_hash();
+    for (offset, stored) in (0u64..).zip(&read.records) {
+        let expected = Lsn(from.0 + offset);
+        if stored.record.lsn != expected {
+            return Err(Status::data_loss(format!(
+                "the archive of log {name} answered lsn {} where lsn {expected} belongs",
+                stored.record.lsn
+            )));
+        }
+        if prev_hash.is_some_and(|hash| hash != stored.record.prev_hash) {
+            return Err(Status::data_loss(format!(
+                "archived lsn {expected} of log {name} does not link to the record before it"
+            )));
+        }
+        prev_hash = Some(stored.hash);
+    }
+    let next = end.record.lsn.next();
+    let hash = end.hash;
+    // Crossing into the local log: the hash `wal/PREFIX` says the first
+    // local record links to must be the last archived record's.
+    if let Some(prefix) = archive.log.archived_prefix() {
+        if prefix.first_lsn == next && prefix.prev_hash != hash {
+            return Err(Status::data_loss(format!(
+                "the archive of log {name} ends at lsn {} with a hash the local log's prefix (wal/PREFIX) does not name: the archive and the local log are not the same log",
+                end.record.lsn
+            )));
         }
     }
+    // The local follower (or the next archived step) must link to it.
+    Ok((read.records, archive.log.follow_from(next, hash)))
 }
