@@ -125,8 +125,9 @@ pub fn check_sealed_segment(
     })
 }
 
-/// An error and its causes on one line.
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its causes on one line (for log lines and status texts).
+#[must_use]
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     // Bounded: error chains are short, and this stops at 16 links anyway.

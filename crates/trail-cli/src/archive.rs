@@ -5,6 +5,7 @@
 //! server's Admin service: `trail archive status` and `trail archive now`.
 
 use std::path::Path;
+use trail_archive::check::error_chain;
 
 use anyhow::{anyhow, Context};
 use clap::Args;
@@ -181,22 +182,10 @@ fn report_json(log: &str, report: &ArchiveReport) -> serde_json::Value {
     })
 }
 
-/// An error and its causes on one line (chains are short; 16 links at most).
-fn error_text(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    for _ in 0..16 {
-        let Some(cause) = source else { break };
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn failure(json: bool, log: &str, error: ArchiveError) -> anyhow::Result<()> {
     if json {
-        let mut value = serde_json::json!({ "log": log, "ok": false, "error": error_text(&error) });
+        let mut value =
+            serde_json::json!({ "log": log, "ok": false, "error": error_chain(&error) });
         if let ArchiveError::DataLoss {
             key,
             first,

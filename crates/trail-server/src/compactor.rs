@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
+use trail_archive::check::error_chain;
 
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
@@ -169,7 +170,7 @@ impl Compactor {
                 Err(error) => {
                     let delay = entry.backoff.failed();
                     entry.next_attempt = Instant::now() + delay;
-                    tracing::warn!(log = %name, error = %error_text(&error), retry_in_ms = delay.as_millis(), "archive round failed; nothing local was removed");
+                    tracing::warn!(log = %name, error = %error_chain(&error), retry_in_ms = delay.as_millis(), "archive round failed; nothing local was removed");
                 }
             }
         }
@@ -244,17 +245,4 @@ impl Compactor {
         let entry = entry.lock().await;
         Some(entry.archiver.status())
     }
-}
-
-/// An error and its causes on one line (chains are short; 16 links at most).
-pub fn error_text(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    for _ in 0..16 {
-        let Some(cause) = source else { break };
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

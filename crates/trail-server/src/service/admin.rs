@@ -12,7 +12,9 @@ use trail_proto::v1::{
     SnapshotResponse,
 };
 
-use crate::compactor::{error_text, Compactor};
+use trail_archive::check::error_chain;
+
+use crate::compactor::Compactor;
 
 use super::query::index_status;
 use super::LogService;
@@ -57,7 +59,7 @@ fn log_name(log: &str) -> Result<LogName, Status> {
 /// be given its status here. `Read` and `Subscribe` of archived records
 /// answer through it too.
 pub(super) fn archive_status_error(error: &ArchiveError) -> Status {
-    let message = error_text(error);
+    let message = error_chain(error);
     match error {
         ArchiveError::Store { .. } => Status::unavailable(message),
         ArchiveError::DataLoss { .. } | ArchiveError::Segment { .. } => Status::data_loss(message),
