@@ -347,6 +347,16 @@ fn apply_one(
         .map_err(|e| ReplayProblem::Patch(e.kind.to_string()))
 }
 
+/// One JSON-pointer token unescaped (RFC 6901: `~1` is `/`, `~0` is `~`),
+/// copied only when it holds a `~`.
+fn unescape(raw: &str) -> Cow<'_, str> {
+    if raw.contains('~') {
+        Cow::Owned(raw.replace("~1", "/").replace("~0", "~"))
+    } else {
+        Cow::Borrowed(raw)
+    }
+}
+
 /// `Value::pointer` without its two allocations per token (it unescapes every
 /// token with `str::replace`; here only tokens with a `~` are copied), with
 /// the same result: same split, same unescaping, same array index rules.
@@ -356,11 +366,7 @@ fn lookup<'a>(doc: &'a Value, pointer: &str) -> Option<&'a Value> {
     } else {
         pointer.strip_prefix('/').and_then(|rest| {
             rest.split('/').try_fold(doc, |target, raw| {
-                let token: Cow<'_, str> = if raw.contains('~') {
-                    Cow::Owned(raw.replace("~1", "/").replace("~0", "~"))
-                } else {
-                    Cow::Borrowed(raw)
-                };
+                let token = unescape(raw);
                 match target {
                     Value::Object(map) => map.get(token.as_ref()),
                     Value::Array(list) => parse_index(&token).and_then(|i| list.get(i)),
@@ -385,11 +391,7 @@ fn lookup_mut<'a>(doc: &'a mut Value, pointer: &str) -> Option<&'a mut Value> {
     } else {
         pointer.strip_prefix('/').and_then(|rest| {
             rest.split('/').try_fold(doc, |target, raw| {
-                let token: Cow<'_, str> = if raw.contains('~') {
-                    Cow::Owned(raw.replace("~1", "/").replace("~0", "~"))
-                } else {
-                    Cow::Borrowed(raw)
-                };
+                let token = unescape(raw);
                 match target {
                     Value::Object(map) => map.get_mut(token.as_ref()),
                     Value::Array(list) => parse_index(&token).and_then(|i| list.get_mut(i)),

@@ -207,3 +207,99 @@ pub(super) fn index_status(error: &IndexError) -> Status {
     }
     Status::new(code, error.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use trail_log::{Head, Lsn, RecordHash};
+
+    use super::*;
+
+    fn at(lsn: u64, error: Option<&str>) -> Progress {
+        Progress {
+            applied: Some(Head {
+                lsn: Lsn(lsn),
+                hash: RecordHash([1; 32]),
+            }),
+            error: error.map(str::to_owned),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wait_answers_when_reached_times_out_or_reports_a_stopped_store() {
+        let (sender, progress) = watch::channel(at(3, None));
+        let short = Duration::from_millis(50);
+        // Reached already, and 0 never waits.
+        assert_eq!(
+            wait_for(progress.clone(), 3, short, "query index")
+                .await
+                .map(|p| p.lsn())
+                .ok(),
+            Some(3)
+        );
+        assert!(wait_for(progress.clone(), 0, short, "query index")
+            .await
+            .is_ok());
+        // Not reached in time: DEADLINE_EXCEEDED saying how far it got.
+        let late = wait_for(progress.clone(), 9, short, "query index")
+            .await
+            .expect_err("not reached");
+        assert_eq!(late.code(), tonic::Code::DeadlineExceeded);
+        assert!(
+            late.message().contains("reached lsn 3 but not min_lsn 9"),
+            "{}",
+            late.message()
+        );
+        // Reached while waiting.
+        let waiting = tokio::spawn(wait_for(
+            progress.clone(),
+            5,
+            Duration::from_secs(5),
+            "query index",
+        ));
+        sender.send_replace(at(5, None));
+        assert_eq!(
+            waiting.await.ok().and_then(Result::ok).map(|p| p.lsn()),
+            Some(5)
+        );
+        // A store that stopped: UNAVAILABLE with its reason, even when reached.
+        sender.send_replace(at(5, Some("disk gone")));
+        for wanted in [4, 9] {
+            let stopped = wait_for(progress.clone(), wanted, short, "state store")
+                .await
+                .expect_err("stopped");
+            assert_eq!(stopped.code(), tonic::Code::Unavailable);
+            assert!(
+                stopped
+                    .message()
+                    .contains("the state store stopped following the log at lsn 5: disk gone"),
+                "{}",
+                stopped.message()
+            );
+        }
+        // The driver gone: UNAVAILABLE, not a hang.
+        drop(sender);
+        let gone = wait_for(progress, 9, Duration::from_secs(5), "query index")
+            .await
+            .expect_err("gone");
+        assert_eq!(gone.code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn page_and_wait_bounds_default_and_refuse_naming_the_key() {
+        let limits = Limits::default();
+        assert_eq!(
+            page_limit(0, &limits).ok(),
+            Some(limits.query_page_records_default)
+        );
+        assert_eq!(page_limit(7, &limits).ok(), Some(7));
+        let over = page_limit(1_001, &limits).expect_err("over");
+        assert_eq!(over.code(), tonic::Code::ResourceExhausted);
+        assert!(over.message().contains("limits.query_page_records_max"));
+        assert_eq!(
+            wait_timeout(0, &limits).ok(),
+            Some(Duration::from_millis(limits.index_wait_ms_default))
+        );
+        let over = wait_timeout(60_001, &limits).expect_err("over");
+        assert!(over.message().contains("limits.index_wait_ms_max"));
+    }
+}
