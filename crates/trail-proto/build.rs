@@ -20,12 +20,19 @@ use prost::Message;
 use tonic_prost_build::FileDescriptorSet;
 
 /// The types of `log.proto` the server view shares with the contract: all of
-/// them but `AppendRequest` and `Record`. A type missing here is generated twice, and the
+/// them but `AppendRequest`, `Record` and the responses that hold records. A type missing here is generated twice, and the
 /// server's handlers no longer take the contract's types: the build fails in
 /// trail-server, not silently.
-const SHARED_TYPES: [&str; 20] = [
+const SHARED_TYPES: [&str; 27] = [
     "Event",
     "StateChange",
+    "FieldChanges",
+    "CompensationNote",
+    "CompensateMode",
+    "CompensateRequest",
+    "RollbackRequest",
+    "ResourceState",
+    "AutoVerifyResult",
     "Outcome",
     "AppendResponse",
     "Receipt",

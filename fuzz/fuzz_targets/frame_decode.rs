@@ -12,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use libfuzzer_sys::fuzz_target;
-use trail_log::codec::{decode_body, encode_body, split_frame, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES};
+use trail_log::codec::{decode_body, encode_body_as, split_frame, FRAME_BODY_BYTES_MAX, FRAME_HEADER_BYTES};
 
 /// Records the largest single allocation, so the target can bound it.
 struct LargestAllocation;
@@ -75,7 +75,7 @@ fn check_body(body: &[u8]) {
     let decoded = decode_body(body);
     check_allocations(body.len(), "decode_body");
     if let Ok(decoded) = decoded {
-        match encode_body(&decoded) {
+        match encode_body_as(&decoded, body[0]) {
             Ok(reencoded) => assert_eq!(reencoded, body, "an accepted body re-encodes differently: {decoded:?}"),
             Err(error) => panic!("an accepted body does not re-encode: {error}"),
         }

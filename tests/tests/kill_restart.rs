@@ -49,6 +49,7 @@ fn event(id: String, client: usize, sequence: usize) -> Event {
         attributes: BTreeMap::from([("client".to_owned(), client.to_string())]),
         payload: vec![b'p'; 64 + sequence % 200],
         change: None,
+        compensation: None,
     }
 }
 

@@ -57,6 +57,7 @@ fn event(sequence: usize) -> Event {
         // About 512 bytes an event, encoded.
         payload: vec![b'p'; 440],
         change: None,
+        compensation: None,
     }
 }
 

@@ -114,6 +114,7 @@ fn make_event(run: &str, client: usize, sequence: u64, payload: &[u8]) -> Event 
         attributes: std::collections::BTreeMap::new(),
         payload: payload.to_vec(),
         change: None,
+        compensation: None,
     }
 }
 

@@ -335,11 +335,17 @@ fn path_text(field: &FieldChange) -> &str {
 
 /// One change as table lines: the row, then one line per changed path.
 fn history_lines(row: &StateChangeRow) -> Vec<String> {
-    let change = if row.applied {
+    let mut change = if row.applied {
         row.change_kind.clone()
     } else {
         format!("{}  REJECTED: {}", row.change_kind, row.rejected_reason)
     };
+    if row.compensates != 0 {
+        change.push_str(&format!("  undoes {}: {:?}", row.compensates, row.reason));
+    }
+    if row.compensated_by != 0 {
+        change.push_str(&format!("  (compensated by {})", row.compensated_by));
+    }
     let mut lines = vec![format!(
         "{:>10}  {:<30}  {:<16} {:<16} {:<8}  {change}",
         row.lsn,
@@ -377,7 +383,7 @@ fn history_json(row: &StateChangeRow) -> serde_json::Value {
             value
         })
         .collect();
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "lsn": row.lsn,
         "recorded_at_unix_nanos": row.recorded_at_unix_nanos,
         "recorded_at": times::format_rfc3339(row.recorded_at_unix_nanos),
@@ -388,7 +394,16 @@ fn history_json(row: &StateChangeRow) -> serde_json::Value {
         "applied": row.applied,
         "rejected_reason": (!row.applied).then_some(&row.rejected_reason),
         "fields": fields,
-    })
+    });
+    // Keys of compensation only where they apply: other rows read as before.
+    if row.compensates != 0 {
+        json["compensates"] = row.compensates.into();
+        json["reason"] = row.reason.clone().into();
+    }
+    if row.compensated_by != 0 {
+        json["compensated_by"] = row.compensated_by.into();
+    }
+    json
 }
 
 /// `trail snapshot`: `snapshot of log shop  lsn 7  hash 31…  file F  1234 bytes`.
@@ -453,6 +468,7 @@ mod tests {
                     after_json: None,
                 },
             ],
+            ..StateChangeRow::default()
         }
     }
 

@@ -154,6 +154,7 @@ impl EventLine {
             attributes: self.attributes,
             payload,
             change: change.map(|kind| StateChange { kind: Some(kind) }),
+            compensation: None,
         })
     }
 }
@@ -196,9 +197,25 @@ pub fn event_to_json(event: &Event) -> serde_json::Value {
                 Kind::MergePatchJson(text) => serde_json::json!({ "merge_patch": parse(text) }),
                 Kind::JsonPatchJson(text) => serde_json::json!({ "json_patch": parse(text) }),
                 Kind::Delete(delete) => serde_json::json!({ "delete": delete }),
+                Kind::FieldChanges(fields) => serde_json::json!({
+                    "field_changes": fields
+                        .changes
+                        .iter()
+                        .map(|field| {
+                            let mut value = serde_json::json!({ "path": field.path });
+                            if let Some(before) = &field.before_json {
+                                value["before"] = parse(before);
+                            }
+                            if let Some(after) = &field.after_json {
+                                value["after"] = parse(after);
+                            }
+                            value
+                        })
+                        .collect::<Vec<_>>()
+                }),
             }
         });
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "event_id": event.event_id,
         "actor": event.actor,
         "action": event.action,
@@ -209,7 +226,16 @@ pub fn event_to_json(event: &Event) -> serde_json::Value {
         "attributes": event.attributes,
         "payload": payload,
         "change": change,
-    })
+    });
+    // Only compensation records carry a note; other events' JSON is as it was.
+    if let Some(note) = &event.compensation {
+        json["compensation"] = serde_json::json!({
+            "reason": note.reason,
+            "mode": note.mode,
+            "requested_lsn": note.requested_lsn,
+        });
+    }
+    json
 }
 
 /// The CLI's name for an outcome.

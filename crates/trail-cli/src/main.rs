@@ -5,6 +5,7 @@
 
 mod archive;
 mod bench;
+mod compensate;
 mod derived;
 mod filter;
 mod input;
@@ -90,6 +91,10 @@ enum Command {
     State(derived::StateArgs),
     /// A resource's changes: each changed JSON path with its value before and after.
     History(derived::HistoryArgs),
+    /// Undo a record by appending compensation records (never rewriting the log).
+    Compensate(compensate::CompensateArgs),
+    /// Undo every change to a resource after a point, newest first, in one atomic batch.
+    Rollback(compensate::RollbackArgs),
     /// Snapshot a log's resource state on the server now (Admin.Snapshot).
     Snapshot {
         #[arg(long, default_value = "")]
@@ -255,6 +260,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::State(args) => derived::state(&cli.addr, cli.json, args).await,
         Command::History(args) => derived::history(&cli.addr, cli.json, args).await,
         Command::Snapshot { log } => derived::snapshot(&cli.addr, cli.json, &log).await,
+        Command::Compensate(args) => compensate::compensate(&cli.addr, cli.json, args).await,
+        Command::Rollback(args) => compensate::rollback(&cli.addr, cli.json, args).await,
         Command::Index {
             command: IndexCommand::Rebuild { dir, log },
         } => rebuild::run(cli.json, &dir, &log),
@@ -472,14 +479,25 @@ fn print_record(json: bool, record: &Record) -> anyhow::Result<()> {
             "recorded_at_unix_nanos": record.recorded_at_unix_nanos,
             "kind": kind,
             "compensates": record.compensates,
+            "compensates_hash": hex::encode(&record.compensates_hash),
+            "compensated_by": record.compensated_by,
             "batch_last_lsn": record.batch_last_lsn,
             "event": input::event_to_json(event),
         }))
     } else {
         let outcome =
             trail_proto::v1::Outcome::try_from(event.outcome).map_or("?", input::outcome_name);
+        // Compensation links are shown only where there are some, so an
+        // ordinary record's line is what it always was.
+        let mut links = String::new();
+        if kind == "compensation" {
+            links.push_str(&format!("  undoes {}", record.compensates));
+        }
+        if record.compensated_by != 0 {
+            links.push_str(&format!("  (compensated by {})", record.compensated_by));
+        }
         println!(
-            "{:>10}  {}  {:<8}  {:<16} {:<16} {:<24} {}",
+            "{:>10}  {}  {:<8}  {:<16} {:<16} {:<24} {}{links}",
             record.lsn,
             &hex::encode(&record.hash)[..16.min(record.hash.len() * 2)],
             outcome,
@@ -615,6 +633,18 @@ fn display_log(log: &str) -> &str {
     }
 }
 
+/// `; 2 compensations checked` (and how many could not be, archived), or
+/// nothing for a range without compensations.
+fn compensations_text(checked: u64, unchecked: u64) -> String {
+    match (checked, unchecked) {
+        (0, 0) => String::new(),
+        (checked, 0) => format!("; {checked} compensation links checked"),
+        (checked, unchecked) => format!(
+            "; {checked} compensation links checked, {unchecked} with archived targets not hash-checked"
+        ),
+    }
+}
+
 async fn verify_online(
     addr: &str,
     json: bool,
@@ -649,13 +679,16 @@ async fn verify_online(
             "head_hash": hex::encode(&report.head_hash),
             "first_bad_lsn": report.first_bad_lsn,
             "reason": report.reason,
+            "compensations_checked": report.compensations_checked,
+            "compensations_unchecked": report.compensations_unchecked,
         }))?;
     } else if ok {
         println!(
-            "ok: {} records verified; chain head lsn {} hash {}",
+            "ok: {} records verified; chain head lsn {} hash {}{}",
             report.verified,
             report.head_lsn,
-            hex::encode(&report.head_hash)
+            hex::encode(&report.head_hash),
+            compensations_text(report.compensations_checked, report.compensations_unchecked)
         );
     } else {
         println!(
@@ -755,6 +788,8 @@ fn verify_offline(json: bool, dir: &Path, log: &str) -> anyhow::Result<()> {
             // After damage the engine knows no verified head hash.
             "head_hash": ok.then(|| report.head_hash.to_hex()),
             "first_bad_lsn": report.failure.as_ref().map_or(0, |failure| failure.lsn.0),
+            "compensations_checked": report.compensations_checked,
+            "compensations_unchecked": report.compensations_unchecked,
             "reason": report.failure.as_ref().map(|failure| format!("{} (file {}, offset {})", failure.reason, failure.file.display(), failure.offset)),
             "damage": report.failure.as_ref().map(|failure| damage_json(&failure.file, failure.offset, failure.lsn.0, &failure.reason)),
             "torn_tail": report.torn_tail.as_ref().map(|torn| serde_json::json!({
@@ -779,8 +814,12 @@ fn verify_offline(json: bool, dir: &Path, log: &str) -> anyhow::Result<()> {
         }
         match &report.failure {
             None => println!(
-                "ok: {} records verified (lsn {}..={}); chain head {}",
-                report.verified, report.first, report.last, report.head_hash
+                "ok: {} records verified (lsn {}..={}); chain head {}{}",
+                report.verified,
+                report.first,
+                report.last,
+                report.head_hash,
+                compensations_text(report.compensations_checked, report.compensations_unchecked)
             ),
             Some(failure) => println!(
                 "FAILED at lsn {}: {} in {} at offset {} ({} records verified before it)",

@@ -72,6 +72,7 @@ fn event(id: u64, hot_every: u64) -> EventInput {
         .into(),
         payload: vec![b'x'; 256],
         change,
+        compensation: None,
     };
     EventInput::new(event.event_id.clone(), event.encode_to_vec())
 }

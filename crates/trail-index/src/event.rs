@@ -64,7 +64,8 @@ impl IndexedRecord {
         let record = &stored.record;
         let (kind, compensates) = match record.kind {
             RecordKind::Event => (Kind::Event, 0),
-            RecordKind::Compensation { compensates } => (Kind::Compensation, compensates.0),
+            RecordKind::CompensationV1 { compensates }
+            | RecordKind::Compensation { compensates, .. } => (Kind::Compensation, compensates.0),
         };
         let event = EventKeys::decode(record.event.as_slice()).unwrap_or_else(|error| {
             tracing::warn!(lsn = record.lsn.0, %error, "event does not decode: indexed by lsn, time and kind only");

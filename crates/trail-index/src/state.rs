@@ -8,11 +8,14 @@ use std::time::{Duration, Instant};
 
 use trail_log::{Head, Lsn, RecordHash, StoredRecord};
 use trail_proto::v1::state_change::Kind as ChangeKindProto;
-use trail_state::{ChangeInput, SnapshotInfo, StateInput, StateStore, Watermark};
+use trail_state::{
+    ChangeInput, CompensationInput, FieldChangeText, SnapshotInfo, StateInput, StateStore,
+    Watermark,
+};
 
 use crate::driver::DerivedStore;
 use crate::error::Result;
-use crate::event::{outcome_name, IndexedRecord};
+use crate::event::{outcome_name, IndexedRecord, Kind};
 
 /// When snapshots are taken by themselves.
 #[derive(Clone, Copy, Debug)]
@@ -54,16 +57,44 @@ pub fn head_of(watermark: Watermark) -> Head {
     }
 }
 
-/// The state input a record carries, if it changes a resource's state.
+/// The state input a record carries: a state change for its resource, or
+/// a compensation (which the store records even without a change, as the
+/// undo of a change-less event). `None` for an event without a change.
 #[must_use]
 pub fn state_input(record: &IndexedRecord) -> Option<StateInput> {
     let event = &record.event;
-    let change = match event.change.as_ref()?.kind.as_ref()? {
-        ChangeKindProto::SetJson(json) => ChangeInput::Set(json.clone()),
-        ChangeKindProto::MergePatchJson(json) => ChangeInput::MergePatch(json.clone()),
-        ChangeKindProto::JsonPatchJson(json) => ChangeInput::JsonPatch(json.clone()),
-        ChangeKindProto::Delete(_) => ChangeInput::Delete,
-    };
+    let change = event
+        .change
+        .as_ref()
+        .and_then(|change| change.kind.as_ref())
+        .map(|kind| match kind {
+            ChangeKindProto::SetJson(json) => ChangeInput::Set(json.clone()),
+            ChangeKindProto::MergePatchJson(json) => ChangeInput::MergePatch(json.clone()),
+            ChangeKindProto::JsonPatchJson(json) => ChangeInput::JsonPatch(json.clone()),
+            ChangeKindProto::Delete(_) => ChangeInput::Delete,
+            ChangeKindProto::FieldChanges(fields) => ChangeInput::Fields(
+                fields
+                    .changes
+                    .iter()
+                    .map(|field| FieldChangeText {
+                        path: field.path.clone(),
+                        before: field.before_json.clone(),
+                        after: field.after_json.clone(),
+                    })
+                    .collect(),
+            ),
+        });
+    let compensation = (record.kind == Kind::Compensation).then(|| CompensationInput {
+        compensates: record.compensates,
+        reason: event
+            .compensation
+            .as_ref()
+            .map(|note| note.reason.clone())
+            .unwrap_or_default(),
+    });
+    if change.is_none() && compensation.is_none() {
+        return None;
+    }
     Some(StateInput {
         lsn: record.lsn,
         recorded_at_unix_nanos: record.recorded_at_unix_nanos,
@@ -72,6 +103,7 @@ pub fn state_input(record: &IndexedRecord) -> Option<StateInput> {
         outcome: outcome_name(record.outcome()).to_owned(),
         resource: event.resource.clone(),
         change,
+        compensation,
     })
 }
 

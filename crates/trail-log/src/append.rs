@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use crate::codec::PreparedBody;
 use crate::codec::RECORD_OVERHEAD_BYTES_MAX;
 use crate::error::{LogError, Result};
-use crate::types::RecordKind;
+use crate::types::{Lsn, RecordKind};
 
 /// One event to append: its id and the producer's encoding of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +21,10 @@ pub struct EventInput {
     pub encoded_event: Vec<u8>,
     /// Event or compensation.
     pub kind: RecordKind,
+    /// [`resource_key`] of the resource the event is about, when the caller
+    /// knows it: what [`PreparedAppend::only_if_unchanged`] conditions look
+    /// at. Not stored.
+    pub resource_key: Option<u64>,
 }
 
 impl EventInput {
@@ -31,7 +35,15 @@ impl EventInput {
             event_id,
             encoded_event,
             kind: RecordKind::Event,
+            resource_key: None,
         }
+    }
+
+    /// Names the resource the event is about (see [`EventInput::resource_key`]).
+    #[must_use]
+    pub fn about(mut self, resource: &str) -> EventInput {
+        self.resource_key = Some(resource_key(resource));
+        self
     }
 
     /// An upper bound of this event's frame on disk.
@@ -173,6 +185,10 @@ pub(crate) struct PreparedEvent {
     /// `index::event_id_key` of the id.
     pub key: u64,
     pub body: PreparedBody,
+    /// See [`EventInput::resource_key`].
+    pub resource_key: Option<u64>,
+    /// The LSN a compensation undoes, checked against the LSN it gets.
+    pub compensates: Option<Lsn>,
 }
 
 /// An append checked and prepared by [`crate::Log::prepare`], ready for
@@ -181,6 +197,54 @@ pub(crate) struct PreparedEvent {
 pub struct PreparedAppend {
     pub(crate) events: Vec<PreparedEvent>,
     pub(crate) atomic: bool,
+    pub(crate) condition: Option<Unchanged>,
+}
+
+/// A condition the writer checks when it numbers an append: no record about
+/// the resource was appended after `since`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unchanged {
+    /// [`resource_key`] of the resource.
+    pub resource_key: u64,
+    /// The LSN the caller's view of the resource is as of.
+    pub since: Lsn,
+}
+
+impl PreparedAppend {
+    /// Lands this append only if no record about `resource` (one appended
+    /// with [`EventInput::about`] naming it) was appended after `since`;
+    /// otherwise the append fails with [`LogError::ResourceChanged`] and
+    /// nothing of it is written. The writer checks this as it numbers the
+    /// append, so no append can slip in between the check and the records.
+    ///
+    /// The writer keeps, per bucket of resource keys, the last LSN that
+    /// touched it (a fixed table, [`RESOURCE_BUCKETS`] entries, reset to the
+    /// head when the log opens): a condition can fail because another
+    /// resource of the same bucket changed, never pass when its own did.
+    /// Callers retry with a newer view.
+    #[must_use]
+    pub fn only_if_unchanged(mut self, resource: &str, since: Lsn) -> PreparedAppend {
+        self.condition = Some(Unchanged {
+            resource_key: resource_key(resource),
+            since,
+        });
+        self
+    }
+}
+
+/// Buckets of the writer's "last LSN per resource" table: 32 KiB per log.
+pub const RESOURCE_BUCKETS: usize = 4096;
+
+/// The key of a resource name for append conditions: the first 8 bytes of
+/// its blake3 hash (domain-separated from event-id keys).
+#[must_use]
+pub fn resource_key(resource: &str) -> u64 {
+    static KEY: std::sync::LazyLock<[u8; 32]> =
+        std::sync::LazyLock::new(|| blake3::derive_key("trail.v1 resource key", &[]));
+    let hash = blake3::keyed_hash(&KEY, resource.as_bytes());
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_le_bytes(key)
 }
 
 /// Encodes and hashes the head of each event's record.
@@ -195,8 +259,14 @@ pub(crate) fn prepare(events: Vec<EventInput>, atomic: bool) -> Result<PreparedA
                 event_id: event.event_id,
                 key,
                 body,
+                resource_key: event.resource_key,
+                compensates: event.kind.compensates(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(PreparedAppend { events, atomic })
+    Ok(PreparedAppend {
+        events,
+        atomic,
+        condition: None,
+    })
 }

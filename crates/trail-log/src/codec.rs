@@ -15,16 +15,28 @@ pub const FRAME_HEADER_BYTES: usize = 8;
 pub const FRAME_BODY_BYTES_MAX: usize = 8 << 20;
 /// Upper bound of a record frame's size beyond its event id and event bytes
 /// (frame header, version byte, enum tags and worst-case varints).
-pub const RECORD_OVERHEAD_BYTES_MAX: usize = 128;
+pub const RECORD_OVERHEAD_BYTES_MAX: usize = 160;
 /// Worst-case bytes of a record body besides its event id and event:
-/// version byte, body tag, kind (tag + an LSN varint for a compensation),
-/// the two length varints, four u64 varints, one i64 varint and the hash.
-const RECORD_FIXED_BYTES_MAX: usize = 1 + 1 + (1 + 9) + 2 * 9 + 4 * 9 + 9 + 32;
+/// version byte, body tag, kind (tag + an LSN varint + a hash for a
+/// compensation), the two length varints, four u64 varints, one i64 varint
+/// and the hash.
+const RECORD_FIXED_BYTES_MAX: usize = 1 + 1 + (1 + 9 + 32) + 2 * 9 + 4 * 9 + 9 + 32;
 // A frame's worst-case overhead must fit the bound the limits are checked
 // against, or an event just under every limit could overflow a group.
 const _: () = assert!(FRAME_HEADER_BYTES + RECORD_FIXED_BYTES_MAX <= RECORD_OVERHEAD_BYTES_MAX);
-/// The version byte every body starts with.
-pub const BODY_FORMAT_VERSION: u8 = 1;
+/// The version byte every body this build writes starts with. Version 2
+/// added [`RecordKind::Compensation`] (a compensation that commits to the
+/// hash of the record it undoes); version 1 bodies are still read.
+pub const BODY_FORMAT_VERSION: u8 = 2;
+/// The oldest body version this build reads.
+pub const BODY_FORMAT_VERSION_MIN: u8 = 1;
+
+/// Whether `byte` is a body version this build reads: the cheap filter that
+/// recovery's scans apply before a CRC.
+#[must_use]
+pub fn is_known_body_version(byte: u8) -> bool {
+    (BODY_FORMAT_VERSION_MIN..=BODY_FORMAT_VERSION).contains(&byte)
+}
 /// blake3 `derive_key` context of the record-hash key.
 pub const RECORD_HASH_CONTEXT: &str = "trail.v1 record hash";
 /// blake3 `derive_key` context of a log's genesis value.
@@ -166,7 +178,10 @@ impl PreparedBody {
     /// # Errors
     /// [`CodecError::TooLarge`] when the body could not fit a frame.
     pub fn new(kind: RecordKind, event_id: &str, event: &[u8]) -> Result<PreparedBody, CodecError> {
-        let mut bytes = Vec::with_capacity(event.len() + event_id.len() + 24);
+        if kind.body_version() != BODY_FORMAT_VERSION {
+            return Err(CodecError::KindNotWritable(kind));
+        }
+        let mut bytes = Vec::with_capacity(event.len() + event_id.len() + 56);
         bytes.push(BODY_FORMAT_VERSION);
         bytes.push(BODY_RECORD_TAG);
         bincode::serde::encode_into_std_write(
@@ -315,6 +330,18 @@ pub enum CodecError {
     /// A body format version this build does not know.
     #[error("unknown body format version {0}")]
     UnknownVersion(u8),
+    /// A record kind that the body's format version does not have (a
+    /// format-1 compensation in a format-2 body, or the other way round).
+    #[error("record kind {kind:?} is not part of body format {version}")]
+    KindNotInVersion {
+        /// The body's version byte.
+        version: u8,
+        /// The kind it holds.
+        kind: RecordKind,
+    },
+    /// A kind the current body format cannot write.
+    #[error("record kind {0:?} is read from old logs only; it cannot be written")]
+    KindNotWritable(RecordKind),
     /// The body is not a valid bincode body.
     #[error("body does not decode: {0}")]
     Undecodable(String),
@@ -339,7 +366,11 @@ pub fn encode_record_frame(
     buffer: &mut Vec<u8>,
     record: &RecordRef<'_>,
 ) -> Result<RecordHash, CodecError> {
-    let body = encode_body_into(buffer, &BodyRef::Record(*record))?;
+    let body = encode_body_into(
+        buffer,
+        record.kind.body_version(),
+        &BodyRef::Record(*record),
+    )?;
     Ok(record_hash(body))
 }
 
@@ -348,16 +379,17 @@ pub fn encode_record_frame(
 /// # Errors
 /// Never in practice (a seal is small); kept for symmetry.
 pub fn encode_seal_frame(buffer: &mut Vec<u8>, seal: &Seal) -> Result<(), CodecError> {
-    encode_body_into(buffer, &BodyRef::Seal(*seal)).map(|_| ())
+    encode_body_into(buffer, BODY_FORMAT_VERSION, &BodyRef::Seal(*seal)).map(|_| ())
 }
 
 fn encode_body_into<'b>(
     buffer: &'b mut Vec<u8>,
+    version: u8,
     body: &BodyRef<'_>,
 ) -> Result<&'b [u8], CodecError> {
     let frame_start = buffer.len();
     buffer.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
-    buffer.push(BODY_FORMAT_VERSION);
+    buffer.push(version);
     if let Err(error) = bincode::serde::encode_into_std_write(body, buffer, bincode_config()) {
         buffer.truncate(frame_start);
         return Err(CodecError::Undecodable(error.to_string()));
@@ -422,6 +454,20 @@ pub fn split_frame(bytes: &[u8]) -> Result<(&[u8], usize), CodecError> {
     Ok((body, frame_len))
 }
 
+/// Whether body format `version` has record kind `kind`.
+fn kind_in_version(kind: RecordKind, version: u8) -> Result<(), CodecError> {
+    let allowed = match kind {
+        RecordKind::Event => true,
+        RecordKind::CompensationV1 { .. } => version == 1,
+        RecordKind::Compensation { .. } => version >= 2,
+    };
+    if allowed {
+        Ok(())
+    } else {
+        Err(CodecError::KindNotInVersion { version, kind })
+    }
+}
+
 /// Decodes a frame body (version byte + bincode).
 ///
 /// # Errors
@@ -431,13 +477,19 @@ pub fn decode_body(body: &[u8]) -> Result<Body, CodecError> {
     let (&version, rest) = body
         .split_first()
         .ok_or(CodecError::Undecodable("empty body".into()))?;
-    if version != BODY_FORMAT_VERSION {
+    if !is_known_body_version(version) {
         return Err(CodecError::UnknownVersion(version));
     }
     let (decoded, used): (Body, usize) = bincode::serde::decode_from_slice(rest, bincode_config())
         .map_err(|error| CodecError::Undecodable(error.to_string()))?;
     if used != rest.len() {
         return Err(CodecError::TrailingBytes(rest.len() - used));
+    }
+    // Both versions share one bincode layout except for the compensation
+    // kinds: version 1 has only `CompensationV1`, version 2 only
+    // `Compensation`. Events and seals read the same in both.
+    if let Body::Record(record) = &decoded {
+        kind_in_version(record.kind, version)?;
     }
     // bincode also accepts overlong varints (`fb 01 00` for 1). A record's
     // stored bytes are its identity, so only the one canonical encoding, the
@@ -470,6 +522,31 @@ pub fn encode_body(body: &Body) -> Result<Vec<u8>, CodecError> {
             encode_record_frame(&mut frame, &record.as_ref())?;
         }
         Body::Seal(seal) => encode_seal_frame(&mut frame, seal)?,
+    }
+    frame.drain(..FRAME_HEADER_BYTES);
+    Ok(frame)
+}
+
+/// Encodes a body with the version byte `version`, for round-trip checks of
+/// bodies read from older logs (a version-1 event re-encodes as version 1).
+///
+/// # Errors
+/// As [`encode_record_frame`]; [`CodecError::KindNotInVersion`] when the
+/// kind does not exist in that version, [`CodecError::UnknownVersion`] for
+/// a version this build does not know.
+pub fn encode_body_as(body: &Body, version: u8) -> Result<Vec<u8>, CodecError> {
+    if !is_known_body_version(version) {
+        return Err(CodecError::UnknownVersion(version));
+    }
+    let mut frame = Vec::new();
+    match body {
+        Body::Record(record) => {
+            kind_in_version(record.kind, version)?;
+            encode_body_into(&mut frame, version, &BodyRef::Record(record.as_ref()))?;
+        }
+        Body::Seal(seal) => {
+            encode_body_into(&mut frame, version, &BodyRef::Seal(*seal))?;
+        }
     }
     frame.drain(..FRAME_HEADER_BYTES);
     Ok(frame)
@@ -610,6 +687,85 @@ mod tests {
         assert_eq!(split_hash, whole_hash);
         assert!(prepared.frame_bytes_max() >= whole.len());
         Ok(())
+    }
+
+    /// The compensation bodies of FORMAT.md 4.3, byte for byte: format 1's
+    /// (still read) and format 2's (what the writer writes).
+    #[test]
+    fn compensation_bodies_of_both_versions_decode_as_documented() -> Result<(), CodecError> {
+        let tail = |bytes: &mut Vec<u8>| {
+            // event_id "x", empty event, lsn 300, recorded_at -1, prev_hash
+            // of 0x11s, batch_last_lsn 301, durable_lsn 299.
+            bytes.extend_from_slice(&[0x01, 0x78, 0x00, 0xfb, 0x2c, 0x01, 0x01]);
+            bytes.extend_from_slice(&[0x11; 32]);
+            bytes.extend_from_slice(&[0xfb, 0x2d, 0x01, 0xfb, 0x2b, 0x01]);
+        };
+        let mut v1 = vec![0x01, 0x00, 0x01, 0xfc, 0x70, 0x11, 0x01, 0x00];
+        tail(&mut v1);
+        let Body::Record(record) = decode_body(&v1)? else {
+            panic!("a record body");
+        };
+        assert_eq!(
+            record.kind,
+            RecordKind::CompensationV1 {
+                compensates: Lsn(70_000)
+            }
+        );
+        assert_eq!(
+            (
+                record.lsn,
+                record.recorded_at_unix_nanos,
+                record.batch_last_lsn
+            ),
+            (Lsn(300), -1, Lsn(301))
+        );
+        let mut v2 = vec![0x02, 0x00, 0x02, 0xfc, 0x70, 0x11, 0x01, 0x00];
+        v2.extend_from_slice(&[0x22; 32]);
+        tail(&mut v2);
+        let Body::Record(record) = decode_body(&v2)? else {
+            panic!("a record body");
+        };
+        assert_eq!(
+            record.kind,
+            RecordKind::Compensation {
+                compensates: Lsn(70_000),
+                compensates_hash: RecordHash([0x22; 32]),
+            }
+        );
+        assert_eq!(encode_body(&Body::Record(record))?, v2);
+        // Each version holds only its own compensation kind.
+        let mut swapped = v1.clone();
+        swapped[0] = 2;
+        assert!(matches!(
+            decode_body(&swapped),
+            Err(CodecError::KindNotInVersion { version: 2, .. })
+        ));
+        let mut swapped = v2.clone();
+        swapped[0] = 1;
+        assert!(matches!(
+            decode_body(&swapped),
+            Err(CodecError::KindNotInVersion { version: 1, .. })
+        ));
+        // An event reads the same in both versions.
+        let mut frame = Vec::new();
+        encode_record_frame(&mut frame, &sample(5).as_ref())?;
+        let mut event_v1 = frame[FRAME_HEADER_BYTES..].to_vec();
+        assert_eq!(event_v1[0], BODY_FORMAT_VERSION);
+        event_v1[0] = 1;
+        assert_eq!(decode_body(&event_v1)?, Body::Record(sample(5)));
+        assert_eq!(decode_body(&[3, 0]), Err(CodecError::UnknownVersion(3)));
+        Ok(())
+    }
+
+    #[test]
+    fn a_format_one_compensation_cannot_be_written() {
+        let kind = RecordKind::CompensationV1 {
+            compensates: Lsn(1),
+        };
+        assert_eq!(
+            PreparedBody::new(kind, "x", b"").err(),
+            Some(CodecError::KindNotWritable(kind))
+        );
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub enum ErrorKind {
     Unavailable,
     /// Stored data is damaged.
     DataLoss,
+    /// A condition of the append did not hold; retry with a newer view.
+    Aborted,
     /// A bug or an unexpected IO failure.
     Internal,
 }
@@ -66,6 +68,17 @@ pub enum LogError {
         event_id: String,
         /// Where the first event with this id is.
         lsn: Lsn,
+    },
+    /// An append's `only_if_unchanged` condition failed: a record about the
+    /// resource (or one sharing its bucket) was appended after `since`.
+    #[error("log {log}: the resource may have changed after lsn {since} (a record at lsn {last} is about it or shares its bucket); nothing was appended")]
+    ResourceChanged {
+        /// The log.
+        log: String,
+        /// The LSN the condition was as of.
+        since: Lsn,
+        /// The last LSN its bucket saw.
+        last: Lsn,
     },
     /// The log does not exist.
     #[error("log {0} does not exist")]
@@ -164,6 +177,7 @@ impl LogError {
                 ErrorKind::ResourceExhausted
             }
             LogError::EventIdConflict { .. } => ErrorKind::AlreadyExists,
+            LogError::ResourceChanged { .. } => ErrorKind::Aborted,
             LogError::LogNotFound(_) | LogError::LsnNotFound { .. } | LogError::NotLocal { .. } => {
                 ErrorKind::NotFound
             }

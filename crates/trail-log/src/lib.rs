@@ -51,7 +51,9 @@ mod shared;
 mod store;
 mod writer;
 
-pub use append::{AppendLimits, EventInput, PreparedAppend};
+pub use append::{
+    resource_key, AppendLimits, EventInput, PreparedAppend, Unchanged, RESOURCE_BUCKETS,
+};
 pub use background::BackgroundStatus;
 pub use catalog::{SegmentEvent, SegmentInfo};
 pub use error::{ErrorKind, LogError};

@@ -265,6 +265,24 @@ impl Log {
         sealed.await.map_err(|_| self.closed_or_failed())?
     }
 
+    /// The receipt of the durable event with `event_id`, if the log holds
+    /// one, from the writer's lifetime id index (so also for events whose
+    /// segments are archived). Queued behind the appends before it.
+    ///
+    /// # Errors
+    /// A closed or fail-stopped log; IO errors reading the index.
+    pub async fn find_event_id(&self, event_id: &str) -> Result<Option<Receipt>> {
+        let (reply, found) = oneshot::channel();
+        self.sender()?
+            .send_async(Command::FindEventId {
+                event_id: event_id.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| self.closed_or_failed())?;
+        found.await.map_err(|_| self.closed_or_failed())?
+    }
+
     fn sender(&self) -> Result<flume::Sender<Command>> {
         self.sender
             .lock()
@@ -289,6 +307,23 @@ impl Log {
         prepare(events, atomic)
     }
 
+    /// As [`Log::prepare`], checked against `limits` instead of the log's
+    /// own: for appends the server builds itself (a compensation batch),
+    /// whose size is bounded by their own setting. The group bound
+    /// (`group_bytes_max`) still applies: one append is one group commit.
+    ///
+    /// # Errors
+    /// As [`Log::prepare`].
+    pub fn prepare_with_limits(
+        &self,
+        events: Vec<EventInput>,
+        atomic: bool,
+        limits: &crate::AppendLimits,
+    ) -> Result<PreparedAppend> {
+        limits.check(&events, self.options.group_bytes_max)?;
+        prepare(events, atomic)
+    }
+
     /// Queues a prepared append for the writer (waiting for queue space) and
     /// returns its pending receipts. Appends submitted one after another by
     /// one caller get LSNs in that order.
@@ -297,11 +332,16 @@ impl Log {
     /// A closed or fail-stopped log.
     pub async fn submit(&self, append: PreparedAppend) -> Result<PendingReceipts> {
         let (reply, receipts) = oneshot::channel();
-        let PreparedAppend { events, atomic } = append;
+        let PreparedAppend {
+            events,
+            atomic,
+            condition,
+        } = append;
         self.sender()?
             .send_async(Command::Append {
                 events,
                 atomic,
+                condition,
                 reply,
             })
             .await
@@ -331,12 +371,17 @@ impl Log {
     /// # Errors
     /// As [`Log::append`], plus [`LogError::QueueFull`].
     pub async fn try_append(&self, events: Vec<EventInput>, atomic: bool) -> Result<Vec<Receipt>> {
-        let PreparedAppend { events, atomic } = self.prepare(events, atomic)?;
+        let PreparedAppend {
+            events,
+            atomic,
+            condition,
+        } = self.prepare(events, atomic)?;
         let (reply, receipts) = oneshot::channel();
         self.sender()?
             .try_send(Command::Append {
                 events,
                 atomic,
+                condition,
                 reply,
             })
             .map_err(|error| match error {
@@ -354,12 +399,17 @@ impl Log {
     /// # Errors
     /// As [`Log::append`].
     pub fn append_blocking(&self, events: Vec<EventInput>, atomic: bool) -> Result<Vec<Receipt>> {
-        let PreparedAppend { events, atomic } = self.prepare(events, atomic)?;
+        let PreparedAppend {
+            events,
+            atomic,
+            condition,
+        } = self.prepare(events, atomic)?;
         let (reply, receipts) = oneshot::channel();
         self.sender()?
             .send(Command::Append {
                 events,
                 atomic,
+                condition,
                 reply,
             })
             .map_err(|_| self.closed_or_failed())?;

@@ -692,7 +692,7 @@ pub fn max_durable_watermark_after(
         if declared == 0
             || declared > FRAME_BODY_BYTES_MAX
             || FRAME_HEADER_BYTES + declared > candidate.len()
-            || candidate[FRAME_HEADER_BYTES] != codec::BODY_FORMAT_VERSION
+            || !codec::is_known_body_version(candidate[FRAME_HEADER_BYTES])
         {
             position += 1;
             continue;
@@ -747,7 +747,7 @@ pub fn count_valid_record_frames(bytes: &[u8]) -> u64 {
         let plausible = declared != 0
             && declared <= FRAME_BODY_BYTES_MAX
             && FRAME_HEADER_BYTES + declared <= candidate.len()
-            && candidate[FRAME_HEADER_BYTES] == codec::BODY_FORMAT_VERSION;
+            && codec::is_known_body_version(candidate[FRAME_HEADER_BYTES]);
         if plausible {
             if let Ok((body, frame_len)) = codec::split_frame(candidate) {
                 if matches!(codec::decode_body(body), Ok(Body::Record(_))) {

@@ -145,16 +145,49 @@ pub enum Durability {
     None,
 }
 
-/// What kind of record this is.
+/// What kind of record this is. Stored as its variant index (FORMAT.md 4.3),
+/// so the order is part of the format: append only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RecordKind {
     /// An audit event as a producer sent it.
     Event,
-    /// An event appended by Trail to undo the record at `compensates`.
-    Compensation {
+    /// Body format 1's compensation: it names the LSN it undoes but not that
+    /// record's hash. Read from format-1 bodies only; never written (body
+    /// format 2 refuses it).
+    CompensationV1 {
         /// The LSN this record undoes.
         compensates: Lsn,
     },
+    /// An event appended by Trail to undo the record at `compensates`,
+    /// committing to that record's hash, so the link cannot be moved to
+    /// another record (body format 2).
+    Compensation {
+        /// The LSN this record undoes; always below the record's own LSN.
+        compensates: Lsn,
+        /// The hash of the record at `compensates`.
+        compensates_hash: RecordHash,
+    },
+}
+
+impl RecordKind {
+    /// The LSN a compensation undoes (`None` for an event).
+    #[must_use]
+    pub fn compensates(&self) -> Option<Lsn> {
+        match self {
+            RecordKind::Event => None,
+            RecordKind::CompensationV1 { compensates }
+            | RecordKind::Compensation { compensates, .. } => Some(*compensates),
+        }
+    }
+
+    /// The lowest body format version that can hold this kind.
+    #[must_use]
+    pub fn body_version(&self) -> u8 {
+        match self {
+            RecordKind::CompensationV1 { .. } => 1,
+            RecordKind::Event | RecordKind::Compensation { .. } => 2,
+        }
+    }
 }
 
 /// What the log answers for each appended event once it is durable.

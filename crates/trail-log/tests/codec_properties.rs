@@ -11,8 +11,14 @@ fn record() -> impl Strategy<Value = Record> {
         (1u64..u64::MAX, any::<i64>(), any::<[u8; 32]>()),
         prop_oneof![
             Just(RecordKind::Event),
-            (1u64..u64::MAX).prop_map(|lsn| RecordKind::Compensation {
+            (1u64..u64::MAX).prop_map(|lsn| RecordKind::CompensationV1 {
                 compensates: Lsn(lsn)
+            }),
+            (1u64..u64::MAX, any::<[u8; 32]>()).prop_map(|(lsn, hash)| {
+                RecordKind::Compensation {
+                    compensates: Lsn(lsn),
+                    compensates_hash: RecordHash(hash),
+                }
             })
         ],
         (any::<u64>(), any::<u64>()),
@@ -45,7 +51,7 @@ proptest! {
         prop_assert_eq!(codec::record_hash(body), hash);
         let decoded = codec::decode_body(body).expect("decodes");
         prop_assert_eq!(&decoded, &Body::Record(record));
-        prop_assert_eq!(codec::encode_body(&decoded).expect("re-encodes"), body.to_vec());
+        prop_assert_eq!(codec::encode_body_as(&decoded, body[0]).expect("re-encodes"), body.to_vec());
     }
 
     #[test]
@@ -81,6 +87,8 @@ proptest! {
     /// encoding the whole record at once.
     #[test]
     fn a_prepared_frame_is_the_whole_frame(record in record()) {
+        // Format-1 kinds are read, never written (a unit test in codec.rs).
+        prop_assume!(record.kind.body_version() == codec::BODY_FORMAT_VERSION);
         let mut whole = Vec::new();
         let whole_hash = codec::encode_record_frame(&mut whole, &record.as_ref()).expect("encodes");
         let mut prepared = codec::PreparedBody::new(record.kind, &record.event_id, &record.event).expect("prepares");

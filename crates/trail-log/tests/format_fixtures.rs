@@ -1,14 +1,16 @@
 //! Files written by earlier format versions keep opening (docs/FORMAT.md
-//! §11). `tests/fixtures/format-v1/` holds a data directory written by
-//! format version 1 (segments, sidecars, the clean-close marker, and a log
-//! with an archived prefix) and the receipts it answered; every test run
-//! opens a copy, reads every record back against those receipts, verifies
-//! it online and offline, and appends to it.
+//! §11). `tests/fixtures/format-v<N>/` holds a data directory written by
+//! body format version N (segments, sidecars, the clean-close marker, and a
+//! log with an archived prefix; version 2 also compensation records) and
+//! the receipts it answered; every test run opens a copy, reads every
+//! record back against those receipts, verifies it online and offline, and
+//! appends to it (a version-1 log then holds bodies of both versions).
 //!
-//! The fixture is never rewritten by a normal run. After a deliberate
-//! change of what version 1 means (there should be none), regenerate it
-//! with `TRAIL_WRITE_FIXTURES=1 cargo test -p trail-log --test
-//! format_fixtures` and say why in FORMAT.md's history.
+//! The fixtures are never rewritten by a normal run. Only the current
+//! version can be written: `TRAIL_WRITE_FIXTURES=2 cargo test -p trail-log
+//! --test format_fixtures` regenerates `format-v2` after a deliberate change
+//! (say why in FORMAT.md's history). `format-v1` was written by the last
+//! build of format 1 and can no longer be regenerated.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,13 +18,13 @@ use std::sync::Arc;
 use trail_log::fs::OsFileSystem;
 use trail_log::{
     ArchivedPrefix, Durability, EventInput, LogName, LogOptions, Lsn, ManualClock, RecordHash,
-    Store, WAL_DIR_NAME,
+    RecordKind, Store, WAL_DIR_NAME,
 };
 
 type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v1")
+fn fixture_dir(version: u8) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/format-v{version}"))
 }
 
 fn options() -> LogOptions {
@@ -60,6 +62,26 @@ fn write_fixture(root: &Path) -> Result<String, Box<dyn std::error::Error>> {
                 log.append_blocking((index..index + 3).map(event).collect(), true)?
             } else {
                 log.append_blocking(vec![event(index)], false)?
+            };
+            // Format 2: now and then a compensation of the record before.
+            let receipts = if index % 50 == 49 {
+                let target = receipts[receipts.len() - 1];
+                // Its id is the next index, so "event k is at lsn k + 1" holds.
+                let next = index + receipts.len();
+                let mut all = receipts;
+                all.extend(log.append_blocking(
+                    vec![EventInput {
+                        kind: RecordKind::Compensation {
+                            compensates: target.lsn,
+                            compensates_hash: target.hash,
+                        },
+                        ..event(next)
+                    }],
+                    false,
+                )?);
+                all
+            } else {
+                receipts
             };
             index += receipts.len();
             for receipt in receipts {
@@ -103,13 +125,25 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 
 #[test]
 fn format_v1_files_open_read_verify_and_take_appends() -> TestResult {
-    if std::env::var_os("TRAIL_WRITE_FIXTURES").is_some() {
-        let data = fixture_dir().join("data");
+    check_fixture(1, 0)
+}
+
+#[test]
+fn format_v2_files_open_read_verify_and_take_appends() -> TestResult {
+    if std::env::var("TRAIL_WRITE_FIXTURES").as_deref() == Ok("2") {
+        let data = fixture_dir(2).join("data");
         let _ = std::fs::remove_dir_all(&data);
         let expected = write_fixture(&data)?;
         std::fs::remove_file(data.join("LOCK"))?;
-        std::fs::write(fixture_dir().join("receipts.txt"), expected)?;
+        std::fs::write(fixture_dir(2).join("receipts.txt"), expected)?;
     }
+    check_fixture(2, 5)
+}
+
+/// Opens, reads, verifies and appends to a copy of fixture `version`, whose
+/// `audit` log holds at least `compensations` compensation records.
+fn check_fixture(version: u8, compensations: u64) -> TestResult {
+    let fixture_dir = || fixture_dir(version);
     let receipts = std::fs::read_to_string(fixture_dir().join("receipts.txt"))?;
     // Offline verification reads the fixture where it is, and changes nothing.
     for name in ["audit", "archived"] {
@@ -120,6 +154,9 @@ fn format_v1_files_open_read_verify_and_take_appends() -> TestResult {
         )?;
         assert_eq!(report.failure, None, "{name}");
         assert_eq!(report.torn_tail, None, "{name}");
+        if name == "audit" {
+            assert!(report.compensations_checked >= compensations, "{name}");
+        }
     }
     let copy = tempfile::tempdir()?;
     copy_tree(&fixture_dir().join("data"), copy.path())?;
@@ -155,6 +192,8 @@ fn format_v1_files_open_read_verify_and_take_appends() -> TestResult {
         assert_eq!(report.failure, None, "{name}");
         assert_eq!(report.verified, last.0 - first_local.0 + 1, "{name}");
         let next = log.append_blocking(vec![event(99_999)], false)?;
+        let after = log.verify(Lsn(1), next[0].lsn, &mut |_| {})?;
+        assert_eq!(after.failure, None, "{name}: both body versions verify");
         assert_eq!(next[0].lsn, last.next(), "{name} goes on");
         // A retry of a version-1 event (the last one: index = lsn - 1) is
         // recognised.

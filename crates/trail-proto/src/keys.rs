@@ -33,6 +33,9 @@ pub struct EventKeys {
     /// `Event.change`.
     #[prost(message, optional, tag = "10")]
     pub change: Option<crate::v1::StateChange>,
+    /// `Event.compensation`.
+    #[prost(message, optional, tag = "11")]
+    pub compensation: Option<crate::v1::CompensationNote>,
 }
 
 #[cfg(test)]
@@ -40,7 +43,7 @@ mod tests {
     use prost::Message;
 
     use super::EventKeys;
-    use crate::v1::{state_change, Event, Outcome, StateChange};
+    use crate::v1::{state_change, CompensationNote, Event, Outcome, StateChange};
 
     #[test]
     fn a_full_event_decodes_through_the_view_with_every_key() {
@@ -57,6 +60,11 @@ mod tests {
             change: Some(StateChange {
                 kind: Some(state_change::Kind::MergePatchJson("{}".into())),
             }),
+            compensation: Some(CompensationNote {
+                reason: "wrong refund".into(),
+                mode: "compensate".into(),
+                requested_lsn: 4,
+            }),
         };
         let keys = EventKeys::decode(event.encode_to_vec().as_slice()).expect("decodes");
         assert_eq!(
@@ -70,6 +78,7 @@ mod tests {
                 occurred_at_unix_nanos: event.occurred_at_unix_nanos,
                 attributes: event.attributes,
                 change: event.change,
+                compensation: event.compensation,
             }
         );
     }

@@ -56,6 +56,12 @@ pub struct Limits {
     pub index_wait_ms_default: u64,
     /// The longest `min_lsn_timeout_ms` a request may ask for.
     pub index_wait_ms_max: u64,
+    /// The `reason` of a `Compensate` or `Rollback`, in bytes.
+    pub reason_bytes_max: usize,
+    /// Compensation records one `Compensate` (cascade) or `Rollback` may
+    /// append in its one atomic batch; the batch must also fit one group
+    /// commit (`log.group_bytes_max`).
+    pub compensation_records_max: usize,
 }
 
 /// The most records a `Read` or `Subscribe` stream reads ahead of its
@@ -86,6 +92,8 @@ impl Default for Limits {
             query_filters_max: 16,
             index_wait_ms_default: 5_000,
             index_wait_ms_max: 60_000,
+            reason_bytes_max: 1_024,
+            compensation_records_max: 10_000,
         }
     }
 }
@@ -115,6 +123,8 @@ impl Limits {
             ),
             ("query_page_records_max", self.query_page_records_max),
             ("query_filters_max", self.query_filters_max),
+            ("reason_bytes_max", self.reason_bytes_max),
+            ("compensation_records_max", self.compensation_records_max),
         ];
         for (name, value) in positive {
             if value == 0 {

@@ -14,6 +14,7 @@ pub fn code_for(kind: ErrorKind) -> Code {
         ErrorKind::ResourceExhausted => Code::ResourceExhausted,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::DataLoss => Code::DataLoss,
+        ErrorKind::Aborted => Code::Aborted,
         ErrorKind::Internal => Code::Internal,
     }
 }

@@ -192,6 +192,7 @@ fn checked_fields(index: usize, event: &Event, limits: &Limits) -> Result<(), St
         attributes,
         payload,
         change,
+        compensation,
     } = event;
 
     if event_id.is_empty() {
@@ -212,6 +213,23 @@ fn checked_fields(index: usize, event: &Event, limits: &Limits) -> Result<(), St
     }
     if event_id.chars().any(char::is_control) {
         return Err(invalid(index, "event_id", "contains a control character"));
+    }
+    if event_id.starts_with(crate::service::RESERVED_EVENT_ID_PREFIX) {
+        return Err(invalid(
+            index,
+            "event_id",
+            format!(
+                "starts with {:?}, which Trail keeps for the records it appends itself (compensations)",
+                crate::service::RESERVED_EVENT_ID_PREFIX
+            ),
+        ));
+    }
+    if compensation.is_some() {
+        return Err(invalid(
+            index,
+            "compensation",
+            "is set by Trail only, on the records Compensate and Rollback append",
+        ));
     }
     text_field(index, "actor", actor, true, limits)?;
     text_field(index, "action", action, true, limits)?;
@@ -310,6 +328,7 @@ fn state_change(index: usize, change: &StateChange, limits: &Limits) -> Result<(
                 "false; leave change unset for no state change",
             ));
         }
+        Some(Kind::FieldChanges(fields)) => return field_changes(index, fields, limits),
         Some(Kind::SetJson(json)) => ("change.set_json", json),
         Some(Kind::MergePatchJson(json)) => ("change.merge_patch_json", json),
         Some(Kind::JsonPatchJson(json)) => ("change.json_patch_json", json),
@@ -327,6 +346,60 @@ fn state_change(index: usize, change: &StateChange, limits: &Limits) -> Result<(
         .map_err(|error| invalid(index, field, format!("not JSON: {error}")))?;
     if let Some(Kind::JsonPatchJson(_)) = kind {
         json_patch(index, field, &value)?;
+    }
+    Ok(())
+}
+
+/// Strict field changes: at least one, each path a JSON pointer, each
+/// value (when set) JSON, all of it within `change_bytes_max`.
+fn field_changes(
+    index: usize,
+    fields: &trail_proto::v1::FieldChanges,
+    limits: &Limits,
+) -> Result<(), Status> {
+    let size = fields.encoded_len();
+    if size > limits.change_bytes_max {
+        return Err(too_large(
+            index,
+            "change.field_changes",
+            size,
+            limits.change_bytes_max,
+            "change_bytes_max",
+        ));
+    }
+    if fields.changes.is_empty() {
+        return Err(invalid(
+            index,
+            "change.field_changes",
+            "empty; leave change unset for no state change",
+        ));
+    }
+    for (at, field) in fields.changes.iter().enumerate() {
+        let name = format!("change.field_changes.changes[{at}]");
+        if !field.path.is_empty() && !field.path.starts_with('/') {
+            return Err(invalid(
+                index,
+                &name,
+                format!(
+                    "path {:?} is not a JSON pointer (empty, or starting with /)",
+                    field.path
+                ),
+            ));
+        }
+        for (side, value) in [
+            ("before_json", &field.before_json),
+            ("after_json", &field.after_json),
+        ] {
+            if let Some(json) = value {
+                serde_json::from_str::<serde_json::Value>(json).map_err(|error| {
+                    invalid(
+                        index,
+                        &format!("{name}.{side}"),
+                        format!("not JSON: {error}"),
+                    )
+                })?;
+            }
+        }
     }
     Ok(())
 }

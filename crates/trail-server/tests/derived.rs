@@ -68,6 +68,7 @@ fn random_event(rng: &mut Rng, index: usize) -> Event {
         attributes,
         payload: Vec::new(),
         change: None,
+        compensation: None,
     }
 }
 

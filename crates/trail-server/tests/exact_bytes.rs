@@ -95,6 +95,7 @@ fn known_fields(event_id: &str) -> Event {
         change: Some(StateChange {
             kind: Some(Kind::SetJson(r#"{"logged_in":true}"#.to_owned())),
         }),
+        compensation: None,
     }
 }
 

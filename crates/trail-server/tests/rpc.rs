@@ -88,6 +88,7 @@ fn event(id: &str) -> Event {
         change: Some(StateChange {
             kind: Some(Kind::SetJson(r#"{"logged_in":true}"#.to_owned())),
         }),
+        compensation: None,
     }
 }
 

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use arbitrary::{Arbitrary, Unstructured};
-use trail_log::codec::{decode_body, encode_body, split_frame};
+use trail_log::codec::{decode_body, encode_body_as, split_frame};
 use trail_sim::damage::check_bit_flip;
 use trail_sim::scenario::{run_ops_with, Op, Trouble};
 
@@ -76,7 +76,7 @@ fn frame_decode_inputs_replay_clean() {
         ];
         for body in bodies.into_iter().flatten() {
             if let Ok(decoded) = decode_body(body) {
-                let reencoded = encode_body(&decoded)
+                let reencoded = encode_body_as(&decoded, body[0])
                     .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
                 assert_eq!(
                     reencoded,

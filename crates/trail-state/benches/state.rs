@@ -27,7 +27,8 @@ fn event(lsn: u64, resource: String, change: ChangeInput) -> StateInput {
         action: "order.update".to_owned(),
         outcome: "success".to_owned(),
         resource,
-        change,
+        change: Some(change),
+        compensation: None,
     }
 }
 

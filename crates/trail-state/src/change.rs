@@ -5,8 +5,8 @@
 use json_patch::{PatchErrorKind, PatchOperation};
 use serde_json::Value;
 
-use crate::fields::{field_changes, FieldChange};
-use crate::input::ChangeInput;
+use crate::fields::{field_changes, replay, Direction, FieldChange};
+use crate::input::{ChangeInput, FieldChangeText};
 
 /// What a change did.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +18,8 @@ pub(crate) enum Outcome {
     Rejected {
         reason: String,
     },
+    /// No change was asked for (a change-less compensation).
+    Unchanged,
 }
 
 /// Apply `change` to `current`. A change that cannot apply is a rejection with
@@ -46,13 +48,40 @@ pub(crate) fn apply_change(current: &Option<Value>, change: &ChangeInput) -> Out
             Err(reason) => return rejected(reason),
         },
         ChangeInput::Delete => None,
+        ChangeInput::Fields(texts) => match fields_on(current, texts) {
+            Ok(state) => state,
+            Err(reason) => return rejected(reason),
+        },
     };
+    // For `Fields` too: the row keeps the canonical diff rather than the
+    // fields as sent, so every applied row replays exactly both ways (12.4)
+    // whatever list a producer sent (`-` indexes, repeated paths, no-ops).
     let fields = field_changes(current, &new);
     Outcome::Applied { state: new, fields }
 }
 
 fn rejected(reason: String) -> Outcome {
     Outcome::Rejected { reason }
+}
+
+/// Parse every field change first (so an invalid document is named by
+/// index, before any is applied), then replay them strictly forward.
+fn fields_on(current: &Option<Value>, texts: &[FieldChangeText]) -> Result<Option<Value>, String> {
+    let parse = |i: usize, path: &str, side: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(serde_json::from_str::<Value>)
+            .transpose()
+            .map_err(|e| format!("fields: change {i} ({path:?}): {side} is not JSON: {e}"))
+    };
+    let mut fields = Vec::with_capacity(texts.len());
+    for (i, t) in texts.iter().enumerate() {
+        fields.push(FieldChange {
+            before: parse(i, &t.path, "before", &t.before)?,
+            after: parse(i, &t.path, "after", &t.after)?,
+            path: t.path.clone(),
+        });
+    }
+    replay(current.clone(), &fields, Direction::Forward).map_err(|e| format!("fields: {e}"))
 }
 
 fn json_patch_on(current: &Option<Value>, text: &str) -> Result<Value, String> {
@@ -153,6 +182,77 @@ mod tests {
         .starts_with("json patch op 0: not an operation"));
         assert!(reason(apply_change(&s, &ChangeInput::Set("{".into())))
             .starts_with("set: invalid JSON"));
+    }
+
+    fn text(path: &str, before: Option<&str>, after: Option<&str>) -> FieldChangeText {
+        FieldChangeText {
+            path: path.into(),
+            before: before.map(str::to_owned),
+            after: after.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn fields_apply_strictly_or_are_rejected_with_the_place() {
+        let s = Some(json!({"a": 1, "b": [1, 2]}));
+        let ok = ChangeInput::Fields(vec![
+            text("/a", Some("1"), Some("2")),
+            text("/c", None, Some(r#"{"d":true}"#)),
+            text("/b/0", Some("1"), None),
+        ]);
+        match apply_change(&s, &ok) {
+            Outcome::Applied { state, fields } => {
+                let want = Some(json!({"a": 2, "b": [2], "c": {"d": true}}));
+                assert_eq!(state, want);
+                // The canonical diff is kept, not the list as sent.
+                assert_eq!(fields, field_changes(&s, &want));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The before of change 1 is not what the state holds.
+        let stale = ChangeInput::Fields(vec![
+            text("/a", Some("1"), Some("2")),
+            text("/b/1", Some("3"), Some("4")),
+        ]);
+        assert_eq!(
+            reason(apply_change(&s, &stale)),
+            r#"fields: field change 1 ("/b/1"): the value there is not the expected one"#
+        );
+        // Insert over an existing key.
+        let occupied = ChangeInput::Fields(vec![text("/a", None, Some("5"))]);
+        assert_eq!(
+            reason(apply_change(&s, &occupied)),
+            r#"fields: field change 0 ("/a"): expected no value there, but one exists"#
+        );
+        assert_eq!(
+            reason(apply_change(&None, &occupied)),
+            r#"fields: field change 0 ("/a"): the state is absent"#
+        );
+        let bad = ChangeInput::Fields(vec![
+            text("/a", Some("1"), Some("2")),
+            text("/x", None, Some("{")),
+        ]);
+        assert!(reason(apply_change(&s, &bad))
+            .starts_with(r#"fields: change 1 ("/x"): after is not JSON"#));
+        // Whole-state changes, either side absent.
+        let create = ChangeInput::Fields(vec![text("", None, Some("[1]"))]);
+        assert!(matches!(
+            apply_change(&None, &create),
+            Outcome::Applied { state: Some(_), .. }
+        ));
+        let delete = ChangeInput::Fields(vec![text("", Some(r#"{"b":[1,2],"a":1}"#), None)]);
+        assert!(matches!(
+            apply_change(&s, &delete),
+            Outcome::Applied { state: None, .. }
+        ));
+        // No fields: applied, nothing changed.
+        assert_eq!(
+            apply_change(&s, &ChangeInput::Fields(vec![])),
+            Outcome::Applied {
+                state: s.clone(),
+                fields: vec![]
+            }
+        );
     }
 
     #[test]

@@ -85,6 +85,27 @@ pub enum StateError {
         detail: String,
     },
 
+    /// An input with neither a change nor a compensation: the driver passes
+    /// only records that carry one, so this is a driver bug.
+    #[error("input lsn {lsn} ({resource:?}) has neither a change nor a compensation")]
+    NoChange { lsn: u64, resource: String },
+
+    /// A compensation must undo an earlier record.
+    #[error("input lsn {lsn} compensates lsn {compensates}, which is not before it")]
+    CompensationNotBefore { lsn: u64, compensates: u64 },
+
+    /// Two applied compensations of the same record: the log never holds
+    /// them (the server returns the first instead of appending a second),
+    /// so the input is damaged; the first is kept, nothing is written.
+    #[error(
+        "lsn {target} is compensated by lsn {first} already; lsn {second} compensates it again"
+    )]
+    CompensatedTwice {
+        target: u64,
+        first: u64,
+        second: u64,
+    },
+
     /// Loading a snapshot never overwrites an existing store.
     #[error("cannot load a snapshot into {path}: it exists and is not an empty directory")]
     StoreDirNotEmpty { path: PathBuf },

@@ -16,6 +16,12 @@ pub struct HistoryEntry {
     pub outcome: String,
     pub kind: ChangeKind,
     pub result: ChangeResult,
+    /// Set on a compensation record's row: the LSN it undoes.
+    pub compensates: Option<u64>,
+    /// The compensation's reason (with `compensates`).
+    pub reason: Option<String>,
+    /// The compensation that undid this row, if the store has applied one.
+    pub compensated_by: Option<u64>,
 }
 
 /// What the change did to the state.
@@ -58,6 +64,13 @@ impl StateStore {
                 },
                 StoredResult::Rejected { reason } => ChangeResult::Rejected { reason },
             };
+            // Under the same read lock as the rows, so the page is one cut: a
+            // compensation shows here exactly when its own row would.
+            let compensated_by = self.read_compensator(lsn)?;
+            let (compensates, reason) = match entry.compensation {
+                Some(c) => (Some(c.compensates), Some(c.reason)),
+                None => (None, None),
+            };
             out.push(HistoryEntry {
                 lsn,
                 recorded_at_unix_nanos: entry.recorded_at,
@@ -66,6 +79,9 @@ impl StateStore {
                 outcome: entry.outcome,
                 kind: entry.kind,
                 result,
+                compensates,
+                reason,
+                compensated_by,
             });
         }
         Ok(out)

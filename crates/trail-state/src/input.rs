@@ -2,7 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// One log record that carries a state change for a resource.
+use crate::fields::FieldChange;
+
+/// One log record that carries a state change for a resource, or that
+/// compensates an earlier record (or both).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StateInput {
     pub lsn: u64,
@@ -13,7 +16,23 @@ pub struct StateInput {
     /// The event's outcome as text, e.g. `"success"`; kept for history only.
     pub outcome: String,
     pub resource: String,
-    pub change: ChangeInput,
+    /// `None` only together with `compensation`: a compensation that marks a
+    /// change-less (or rejected) record as reverted and changes no state.
+    /// `apply` refuses an input with neither ([`crate::StateError::NoChange`]):
+    /// the driver passes only records that carry one of them, so such an
+    /// input is a driver bug, not a fact of the log.
+    pub change: Option<ChangeInput>,
+    /// The record undoes an earlier one (FORMAT.md 12.7).
+    pub compensation: Option<CompensationInput>,
+}
+
+/// What a compensation record says it undoes, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompensationInput {
+    /// The LSN undone; always below the compensation record's own LSN.
+    pub compensates: u64,
+    /// Required by the API that appends compensations; kept for history.
+    pub reason: String,
 }
 
 /// The change an event asks for, as the producer sent it (JSON as text, so an
@@ -29,6 +48,33 @@ pub enum ChangeInput {
     JsonPatch(String),
     /// Make the state absent.
     Delete,
+    /// Field changes replayed strictly forward ([`crate::replay`]): every
+    /// change must find its `before` (`None` = absent) or the whole change is
+    /// rejected. A compensation record carries its inverse this way (the
+    /// planner's [`crate::UndoStep::change`]); producers may use it for a
+    /// conditional field-level change.
+    Fields(Vec<FieldChangeText>),
+}
+
+/// A [`FieldChange`] with its values as JSON text, as a record carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldChangeText {
+    /// JSON pointer (RFC 6901); `""` is the whole state.
+    pub path: String,
+    /// `None`: absent.
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+impl FieldChangeText {
+    pub fn from_change(f: &FieldChange) -> FieldChangeText {
+        // `Value`'s Display is its compact JSON text and cannot fail.
+        FieldChangeText {
+            path: f.path.clone(),
+            before: f.before.as_ref().map(ToString::to_string),
+            after: f.after.as_ref().map(ToString::to_string),
+        }
+    }
 }
 
 impl ChangeInput {
@@ -38,7 +84,13 @@ impl ChangeInput {
             ChangeInput::MergePatch(_) => ChangeKind::MergePatch,
             ChangeInput::JsonPatch(_) => ChangeKind::JsonPatch,
             ChangeInput::Delete => ChangeKind::Delete,
+            ChangeInput::Fields(_) => ChangeKind::Fields,
         }
+    }
+
+    /// `Fields` carrying `fields` as text.
+    pub fn from_fields(fields: &[FieldChange]) -> ChangeInput {
+        ChangeInput::Fields(fields.iter().map(FieldChangeText::from_change).collect())
     }
 }
 
@@ -50,6 +102,10 @@ pub enum ChangeKind {
     MergePatch,
     JsonPatch,
     Delete,
+    /// [`ChangeInput::Fields`].
+    Fields,
+    /// No state change: a compensation record with `change: None`.
+    None,
 }
 
 /// The last log record a store has applied, and its chain hash.

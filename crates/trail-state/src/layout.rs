@@ -12,8 +12,8 @@ use crate::input::{ChangeKind, Watermark};
 
 /// Bumped on any change to a key or value encoding; a store with another
 /// version is damaged (rebuilt), never migrated in place. 2: time keys only
-/// with checkpoints (FORMAT.md 12.6).
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+/// with checkpoints; 3: compensation keys and rows (FORMAT.md 12.6).
+pub(crate) const LAYOUT_VERSION: u32 = 3;
 
 pub(crate) const VERSION_KEY: &[u8] = &[0x01];
 pub(crate) const WATERMARK_KEY: &[u8] = &[0x02];
@@ -22,6 +22,7 @@ pub(crate) const HEAD: u8 = 0x10;
 pub(crate) const HISTORY: u8 = 0x20;
 pub(crate) const CHECKPOINT: u8 = 0x30;
 pub(crate) const TIME: u8 = 0x40;
+pub(crate) const COMPENSATION: u8 = 0x50;
 
 /// `tag | len(resource) u32 BE | resource`: keys of one resource and tag are
 /// contiguous, and no resource's keys are a prefix of another's.
@@ -61,6 +62,16 @@ pub(crate) fn time_key(resource: &str, t: i64, lsn: u64) -> Vec<u8> {
     k
 }
 
+/// `50 | target lsn u64 BE` -> the LSN of the compensation that undid it. No
+/// resource in the key: the log's LSNs are unique across resources, and the
+/// server asks by LSN range (`compensations_between`).
+pub(crate) fn compensation_key(target: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = COMPENSATION;
+    k[1..].copy_from_slice(&target.to_be_bytes());
+    k
+}
+
 /// A key taken apart; what snapshot loading checks and what stats count.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Key<'a> {
@@ -71,6 +82,7 @@ pub(crate) enum Key<'a> {
     History { resource: &'a str, lsn: u64 },
     Checkpoint { resource: &'a str, lsn: u64 },
     Time { resource: &'a str, lsn: u64 },
+    Compensation { target: u64 },
 }
 
 pub(crate) fn parse_key(key: &[u8]) -> Result<Key<'_>, String> {
@@ -78,6 +90,17 @@ pub(crate) fn parse_key(key: &[u8]) -> Result<Key<'_>, String> {
         [0x01] => return Ok(Key::Version),
         [0x02] => return Ok(Key::Watermark),
         [0x03] => return Ok(Key::Counters),
+        [COMPENSATION, rest @ ..] => {
+            let target = <[u8; 8]>::try_from(rest).map_err(|_| {
+                format!(
+                    "compensation key with {} bytes after the tag, not 8",
+                    rest.len()
+                )
+            })?;
+            return Ok(Key::Compensation {
+                target: u64::from_be_bytes(target),
+            });
+        }
         _ => {}
     }
     let (&tag, rest) = key.split_first().ok_or("empty key")?;
@@ -150,6 +173,21 @@ pub(crate) struct StoredEntry {
     pub outcome: String,
     pub kind: ChangeKind,
     pub result: StoredResult,
+    /// Set on a compensation record's row.
+    pub compensation: Option<StoredCompensation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct StoredCompensation {
+    /// The LSN this row's record undoes (below the row's own LSN).
+    pub compensates: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct StoredCompensationRef<'a> {
+    pub compensates: u64,
+    pub reason: &'a str,
 }
 
 /// `StoredEntry` borrowing its strings from the input, for writing: the same
@@ -163,6 +201,7 @@ pub(crate) struct StoredEntryRef<'a> {
     pub outcome: &'a str,
     pub kind: ChangeKind,
     pub result: &'a StoredResult,
+    pub compensation: Option<StoredCompensationRef<'a>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,10 +274,28 @@ pub(crate) fn validate_entry(key: &[u8], value: &[u8]) -> Result<(), String> {
         Key::Version | Key::Watermark => Err("meta key inside the entries".to_owned()),
         Key::Counters => decode::<StoredCounters>(value).map(drop),
         Key::Head { .. } => decode::<StoredHead>(value).map(drop),
-        Key::History { .. } => decode::<StoredEntry>(value).map(drop),
+        Key::History { lsn, .. } => {
+            let entry = decode::<StoredEntry>(value)?;
+            match entry.compensation {
+                Some(c) if c.compensates >= lsn => Err(format!(
+                    "history row at lsn {lsn} compensates lsn {}, which is not before it",
+                    c.compensates
+                )),
+                _ => Ok(()),
+            }
+        }
         Key::Checkpoint { .. } => decode::<StoredCheckpoint>(value).map(drop),
         Key::Time { .. } if value.is_empty() => Ok(()),
         Key::Time { .. } => Err(format!("time key with a {}-byte value", value.len())),
+        Key::Compensation { target } => {
+            let by = decode::<u64>(value)?;
+            if by <= target {
+                return Err(format!(
+                    "compensation of lsn {target} by lsn {by}, which is not after it"
+                ));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -271,6 +328,14 @@ mod tests {
         assert!(time_key("r", i64::MIN, 0) < time_key("r", i64::MAX, 0));
         assert!(lsn_key(HISTORY, "r", 255) < lsn_key(HISTORY, "r", 256));
         assert!(parse_key(&[0x20, 0, 0]).is_err());
+        assert_eq!(
+            parse_key(&compensation_key(300)).unwrap(),
+            Key::Compensation { target: 300 }
+        );
+        assert!(parse_key(&[0x50, 0, 1]).is_err());
+        assert!(compensation_key(255) < compensation_key(256));
+        // The example in FORMAT.md 12.2.
+        assert_eq!(compensation_key(300), [0x50, 0, 0, 0, 0, 0, 0, 0x01, 0x2c]);
         assert_eq!(lsn_suffix(&lsn_key(CHECKPOINT, "x", 42)), Some(42));
         // The example in FORMAT.md 12.2.
         assert_eq!(
@@ -288,6 +353,10 @@ mod tests {
         };
         assert_eq!(encode(&e).unwrap(), vec![2, b'/', b'a', 0, 1, 1, b'1']);
         assert_eq!(encode(&ChangeKind::Delete).unwrap(), vec![3]);
+        assert_eq!(encode(&ChangeKind::Fields).unwrap(), vec![4]);
+        assert_eq!(encode(&ChangeKind::None).unwrap(), vec![5]);
+        // A compensation key's value: the compensator's LSN as a varint.
+        assert_eq!(encode(&301u64).unwrap(), vec![0xfb, 0x2d, 0x01]);
         let owned = StoredEntry {
             recorded_at: -7,
             actor: "a".into(),
@@ -297,6 +366,10 @@ mod tests {
             result: StoredResult::Applied {
                 fields: vec![e.clone()],
             },
+            compensation: Some(StoredCompensation {
+                compensates: 5,
+                reason: "r".into(),
+            }),
         };
         let borrowed = StoredEntryRef {
             recorded_at: owned.recorded_at,
@@ -305,8 +378,33 @@ mod tests {
             outcome: &owned.outcome,
             kind: owned.kind,
             result: &owned.result,
+            compensation: owned.compensation.as_ref().map(|c| StoredCompensationRef {
+                compensates: c.compensates,
+                reason: &c.reason,
+            }),
         };
         assert_eq!(encode(&borrowed).unwrap(), encode(&owned).unwrap());
+        // The example in FORMAT.md 12.3: a change-less compensation row.
+        let row = StoredEntry {
+            recorded_at: 1,
+            actor: "a".into(),
+            action: "u".into(),
+            outcome: "ok".into(),
+            kind: ChangeKind::None,
+            result: StoredResult::Applied { fields: vec![] },
+            compensation: Some(StoredCompensation {
+                compensates: 7,
+                reason: "oops".into(),
+            }),
+        };
+        assert_eq!(
+            encode(&row).unwrap(),
+            [
+                &[2, 1, b'a', 1, b'u', 2, b'o', b'k', 5, 0, 0, 1, 7, 4][..],
+                b"oops"
+            ]
+            .concat()
+        );
         let h = StoredHead {
             entries: 300,
             last_entry_lsn: 1,
@@ -315,5 +413,27 @@ mod tests {
             state: None,
         };
         assert_eq!(encode(&h).unwrap(), vec![0xfb, 0x2c, 0x01, 1, 0, 1, 0]);
+    }
+
+    #[test]
+    fn validation_checks_compensation_keys_and_rows() {
+        assert!(validate_entry(&compensation_key(3), &encode(&4u64).unwrap()).is_ok());
+        assert!(validate_entry(&compensation_key(3), &encode(&3u64).unwrap()).is_err());
+        assert!(validate_entry(&compensation_key(3), &[0xfb]).is_err());
+        let row = |compensates| StoredEntry {
+            recorded_at: 0,
+            actor: String::new(),
+            action: String::new(),
+            outcome: String::new(),
+            kind: ChangeKind::None,
+            result: StoredResult::Applied { fields: vec![] },
+            compensation: Some(StoredCompensation {
+                compensates,
+                reason: String::new(),
+            }),
+        };
+        let key = lsn_key(HISTORY, "r", 9);
+        assert!(validate_entry(&key, &encode(&row(8)).unwrap()).is_ok());
+        assert!(validate_entry(&key, &encode(&row(9)).unwrap()).is_err());
     }
 }

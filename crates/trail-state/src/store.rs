@@ -2,7 +2,7 @@
 //! and answering state queries from checkpoints plus a bounded replay.
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -13,12 +13,12 @@ use serde_json::Value;
 use crate::change::{apply_change, Outcome};
 use crate::error::{Result, StateError};
 use crate::fields::{replay, Direction, FieldChange};
-use crate::input::{StateInput, Watermark};
+use crate::input::{ChangeKind, StateInput, Watermark};
 use crate::layout::{
-    self, decode, encode, head_key, lsn_key, lsn_suffix, resource_prefix, time_key,
-    StoredCheckpoint, StoredCounters, StoredEntry, StoredEntryRef, StoredField, StoredHead,
-    StoredResult, CHECKPOINT, COUNTERS_KEY, HEAD, HISTORY, LAYOUT_VERSION, TIME, VERSION_KEY,
-    WATERMARK_KEY,
+    self, compensation_key, decode, encode, head_key, lsn_key, lsn_suffix, resource_prefix,
+    time_key, StoredCheckpoint, StoredCompensationRef, StoredCounters, StoredEntry, StoredEntryRef,
+    StoredField, StoredHead, StoredResult, CHECKPOINT, COMPENSATION, COUNTERS_KEY, HEAD, HISTORY,
+    LAYOUT_VERSION, TIME, VERSION_KEY, WATERMARK_KEY,
 };
 
 /// Tuning that does not change the layout: a store written with one interval
@@ -239,6 +239,14 @@ impl StateStore {
     /// and at most `through.lsn`; `through` may lie beyond the last input
     /// (records without a state change are not passed in). Nothing is written
     /// when any check fails.
+    ///
+    /// A compensation input (`compensation: Some`) gets a history row like any
+    /// other, with `change: None` a row of kind `None` that is applied and
+    /// changes nothing (and is not a "change" for `last_change_lsn`). If its
+    /// row is applied, the key `50 | target` records which LSN undid the
+    /// target, in the same batch; a rejected compensation (its `Fields` no
+    /// longer applied) undid nothing and records nothing but its row. A second
+    /// applied compensation of one target is [`StateError::CompensatedTwice`].
     pub fn apply(&self, inputs: &[StateInput], through: Watermark) -> Result<ApplyReport> {
         let mut cache = lock(&self.writer);
         let current = self.read_watermark()?;
@@ -251,6 +259,9 @@ impl StateStore {
         // out of the cache go back only once the batch is committed, so a
         // failed apply leaves nothing in the cache that sled does not hold.
         let mut heads: HashMap<&str, Head> = HashMap::new();
+        // Compensations of this batch (target -> compensator), the overlay of
+        // the 50-keys as `heads` is of the heads.
+        let mut compensated: BTreeMap<u64, u64> = BTreeMap::new();
         let mut batch = sled::Batch::default();
         let mut report = ApplyReport {
             applied: 0,
@@ -279,7 +290,16 @@ impl StateStore {
                     previous: head.last_recorded_at,
                 });
             }
-            let result = match apply_change(&head.state, &input.change) {
+            let outcome = match &input.change {
+                Some(change) => apply_change(&head.state, change),
+                // `check_order` let this through only with a compensation.
+                None => Outcome::Unchanged,
+            };
+            let result = match outcome {
+                Outcome::Unchanged => {
+                    report.applied += 1;
+                    StoredResult::Applied { fields: Vec::new() }
+                }
                 Outcome::Applied { state, fields } => {
                     report.applied += 1;
                     head.state = state;
@@ -308,13 +328,34 @@ impl StateStore {
             head.last_recorded_at = input.recorded_at_unix_nanos;
             counters.entries += 1;
 
+            if let (Some(c), StoredResult::Applied { .. }) = (&input.compensation, &result) {
+                let target = c.compensates;
+                let first = match compensated.get(&target) {
+                    Some(&first) => Some(first),
+                    None => self.read_compensator(target)?,
+                };
+                if let Some(first) = first {
+                    return Err(StateError::CompensatedTwice {
+                        target,
+                        first,
+                        second: lsn,
+                    });
+                }
+                compensated.insert(target, lsn);
+                let value = encode(&lsn).map_err(|d| encode_error(resource, lsn, d))?;
+                batch.insert(&compensation_key(target)[..], value);
+            }
             let entry = StoredEntryRef {
                 recorded_at: input.recorded_at_unix_nanos,
                 actor: &input.actor,
                 action: &input.action,
                 outcome: &input.outcome,
-                kind: input.change.kind(),
+                kind: input.change.as_ref().map_or(ChangeKind::None, |c| c.kind()),
                 result: &result,
+                compensation: input.compensation.as_ref().map(|c| StoredCompensationRef {
+                    compensates: c.compensates,
+                    reason: &c.reason,
+                }),
             };
             let value = encode(&entry).map_err(|d| encode_error(resource, lsn, d))?;
             batch.insert(lsn_key(HISTORY, resource, lsn), value);
@@ -406,20 +447,9 @@ impl StateStore {
         // the rows recorded at or before `t` are a prefix in LSN order; the
         // checkpoint found is in it, and the rest of it lies before the next
         // checkpoint (recorded after `t`, or it would have been found).
-        let lo = resource_prefix(TIME, resource);
-        let hi = time_key(resource, t, u64::MAX);
-        let last = self
-            .db
-            .range(lo..=hi)
-            .next_back()
-            .transpose()
-            .map_err(|e| self.sled_error("seek the time keys", e))?;
-        let (from, state, last_change) = match last {
+        let (from, state, last_change) = match self.checkpoint_at_or_before_time(resource, t)? {
             None => (0, None, None),
-            Some((key, _)) => {
-                let lsn = lsn_suffix(&key).ok_or_else(|| {
-                    self.damaged(format!("resource {resource:?}: time key too short"))
-                })?;
+            Some(lsn) => {
                 let value = self
                     .get(&lsn_key(CHECKPOINT, resource, lsn), "read a checkpoint")?
                     .ok_or_else(|| {
@@ -435,7 +465,24 @@ impl StateStore {
         })
     }
 
-    fn state_at(&self, resource: &str, n: u64) -> Result<(Option<Value>, Option<u64>)> {
+    /// The LSN of the last checkpoint whose row was recorded at or before `t`.
+    fn checkpoint_at_or_before_time(&self, resource: &str, t: i64) -> Result<Option<u64>> {
+        let lo = resource_prefix(TIME, resource);
+        let hi = time_key(resource, t, u64::MAX);
+        let last = self
+            .db
+            .range(lo..=hi)
+            .next_back()
+            .transpose()
+            .map_err(|e| self.sled_error("seek the time keys", e))?;
+        last.map(|(key, _)| {
+            lsn_suffix(&key)
+                .ok_or_else(|| self.damaged(format!("resource {resource:?}: time key too short")))
+        })
+        .transpose()
+    }
+
+    pub(crate) fn state_at(&self, resource: &str, n: u64) -> Result<(Option<Value>, Option<u64>)> {
         let Some(head) = self.load_stored_head(resource)? else {
             return Ok((None, None));
         };
@@ -506,13 +553,85 @@ impl StateStore {
                         "resource {resource:?} lsn {lsn}: history does not replay: {e}"
                     ))
                 })?;
-                last_change = Some(lsn);
+                // A change-less compensation is no change (as in `apply`).
+                if entry.kind != ChangeKind::None {
+                    last_change = Some(lsn);
+                }
             }
         }
         Ok((state, last_change))
     }
 
+    /// The LSN of the compensation that undid record `lsn`, if the store has
+    /// applied one (FORMAT.md 12.7).
+    pub fn compensated_by(&self, lsn: u64) -> Result<Option<u64>> {
+        let _read = read_lock(&self.commit);
+        self.read_compensator(lsn)
+    }
+
+    /// Every `(target, compensator)` the store knows with `from_lsn <= target
+    /// <= to_lsn`, by target: one range scan over what the caller asks (the
+    /// server marks the records of a Read or Query page with it).
+    pub fn compensations_between(&self, from_lsn: u64, to_lsn: u64) -> Result<Vec<(u64, u64)>> {
+        let _read = read_lock(&self.commit);
+        if from_lsn > to_lsn {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .range(compensation_key(from_lsn)..=compensation_key(to_lsn))
+        {
+            let (key, value) = kv.map_err(|e| self.sled_error("read compensations", e))?;
+            let target = lsn_suffix(&key)
+                .filter(|_| key.len() == 9 && key[0] == COMPENSATION)
+                .ok_or_else(|| self.damaged(format!("compensation key {key:02x?}")))?;
+            out.push((target, self.decode_compensator(target, &value)?));
+        }
+        Ok(out)
+    }
+
+    /// The last history row of `resource` recorded at or before `t` (0 if
+    /// none): the point a rollback "to time t" keeps. As cheap as
+    /// `state_at_time`: a seek to the last checkpoint at or before `t`, then
+    /// at most `checkpoint_every` rows.
+    pub fn last_lsn_at_or_before_time(&self, resource: &str, t_unix_nanos: i64) -> Result<u64> {
+        let _read = read_lock(&self.commit);
+        let t = t_unix_nanos;
+        let Some(head) = self.load_stored_head(resource)? else {
+            return Ok(0);
+        };
+        if t >= head.last_recorded_at {
+            return Ok(head.last_entry_lsn);
+        }
+        let from = self.checkpoint_at_or_before_time(resource, t)?.unwrap_or(0);
+        let mut last = 0;
+        // From the checkpoint's own row (recorded at or before `t`).
+        let rows = self
+            .db
+            .range(lsn_key(HISTORY, resource, from)..=lsn_key(HISTORY, resource, u64::MAX));
+        for row in rows {
+            let (key, value) = row.map_err(|e| self.sled_error("read history", e))?;
+            let lsn = lsn_suffix(&key).unwrap_or(0);
+            if self.decode_entry(resource, lsn, &value)?.recorded_at > t {
+                break;
+            }
+            last = lsn;
+        }
+        Ok(last)
+    }
+
     // ---- reading and decoding, every failure with its context ----
+
+    pub(crate) fn read_compensator(&self, target: u64) -> Result<Option<u64>> {
+        self.get(&compensation_key(target), "read a compensation")?
+            .map(|v| self.decode_compensator(target, &v))
+            .transpose()
+    }
+
+    fn decode_compensator(&self, target: u64, value: &[u8]) -> Result<u64> {
+        decode(value).map_err(|d| self.damaged(format!("compensation of lsn {target}: {d}")))
+    }
 
     pub(crate) fn read_watermark(&self) -> Result<Option<Watermark>> {
         match self.get(WATERMARK_KEY, "read the watermark")? {
@@ -787,6 +906,21 @@ fn check_order(
     let mut previous: Option<u64> = None;
     for input in inputs {
         let lsn = input.lsn;
+        match &input.compensation {
+            None if input.change.is_none() => {
+                return Err(StateError::NoChange {
+                    lsn,
+                    resource: input.resource.clone(),
+                });
+            }
+            Some(c) if c.compensates >= lsn => {
+                return Err(StateError::CompensationNotBefore {
+                    lsn,
+                    compensates: c.compensates,
+                });
+            }
+            _ => {}
+        }
         if lsn <= floor {
             return Err(StateError::LsnNotAfterWatermark {
                 lsn,

@@ -60,7 +60,7 @@ fn unknown_layout_version_is_damage() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("s");
     drop(StateStore::open(&dir).unwrap());
-    // The previous layout (1: a time key per history row) and a future one.
+    // The previous layout (2: no compensation keys or rows) and a future one.
     for version in [LAYOUT_VERSION - 1, LAYOUT_VERSION + 1] {
         {
             let db = sled::open(&dir).unwrap();

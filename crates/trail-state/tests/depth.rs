@@ -46,7 +46,7 @@ fn state_at_any_depth_equals_a_plain_replay() {
     let mut states: Vec<Option<Value>> = vec![None]; // states[lsn]
     let mut state: Option<Value> = None;
     for i in &all {
-        let next = match &i.change {
+        let next = match i.change.as_ref().expect("every input has a change") {
             ChangeInput::Set(t) => Some(serde_json::from_str(t).unwrap()),
             ChangeInput::MergePatch(t) => {
                 let mut d = state.clone().unwrap_or(Value::Null);
@@ -64,6 +64,7 @@ fn state_at_any_depth_equals_a_plain_replay() {
                 }
             }
             ChangeInput::Delete => None,
+            other => panic!("not generated here: {other:?}"),
         };
         state = next;
         states.push(state.clone());

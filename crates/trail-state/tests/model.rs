@@ -3,6 +3,14 @@
 //! snapshots in between, checked after every step against a reference model
 //! that replays the log with `json_patch` directly.
 //!
+//! Compensations are planned at random points (refuse, cascade, force,
+//! rollback to an LSN or a time, a repeat of a compensated LSN), their records
+//! appended to the log and applied; the model decides on its own (its own
+//! list of which LSN compensates which, its own reading of the live-row rule
+//! of FORMAT.md 12.7) what the planner must answer, and where the result can
+//! be predicted without the planner (no forced undo past live changes of the
+//! resource so far), that the undo lands on the state before the target.
+//!
 //! Cases: 16 by default (the file runs in well under a minute in debug). Set
 //! `PROPTEST_CASES=N` for more, e.g. `PROPTEST_CASES=2000 cargo test --release
 //! -p trail-state --test model`.
@@ -10,15 +18,16 @@
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use common::{hash_of, wm};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use trail_state::{
-    load_newest_snapshot, replay, ChangeInput, ChangeKind, ChangeResult, Direction, FieldChange,
-    StateInput, StateStore, StoreOptions,
+    load_newest_snapshot, replay, ChangeInput, ChangeKind, ChangeResult, CompensationInput,
+    Direction, FieldChange, FieldChangeText, Plan, PlanError, StateInput, StateStore, StoreOptions,
+    UndoMode,
 };
 
 const RESOURCES: [&str; 3] = ["order/1", "order/2", "user~a"];
@@ -52,6 +61,25 @@ fn model_apply(
             Ok(Some(doc))
         }
         ChangeInput::Delete => Ok(None),
+        // Strict: parse every side, then replay forward with the public
+        // `replay`, which must find each `before`.
+        ChangeInput::Fields(texts) => {
+            let parse = |t: &Option<String>| {
+                t.as_deref()
+                    .map(serde_json::from_str::<Value>)
+                    .transpose()
+                    .map_err(|_| None)
+            };
+            let mut fields = Vec::new();
+            for t in texts {
+                fields.push(FieldChange {
+                    path: t.path.clone(),
+                    before: parse(&t.before)?,
+                    after: parse(&t.after)?,
+                });
+            }
+            replay(state.clone(), &fields, Direction::Forward).map_err(|_| None)
+        }
     }
 }
 
@@ -64,41 +92,99 @@ struct ModelRow {
     failed: Option<Option<usize>>,
 }
 
-fn model_rows(log: &[Option<StateInput>], through: u64, resource: &str) -> Vec<ModelRow> {
-    let mut state = None;
-    let mut rows = Vec::new();
-    for input in log.iter().flatten() {
-        if input.lsn > through || input.resource != resource {
-            continue;
-        }
-        let before = state.clone();
-        let failed = match model_apply(&state, &input.change) {
-            Ok(new) => {
-                state = new;
-                None
-            }
-            Err(op) => Some(op),
-        };
-        rows.push(ModelRow {
-            input: input.clone(),
-            before,
-            after: state.clone(),
-            failed,
-        });
-    }
-    rows
+/// The whole log up to `through`, replayed in order.
+#[derive(Debug, Default)]
+struct Model {
+    rows: HashMap<String, Vec<ModelRow>>,
+    /// target -> compensator, for applied compensation records only (a
+    /// rejected one undid nothing).
+    compensated: BTreeMap<u64, u64>,
 }
 
-/// State after every row with lsn <= n, and the last applied change's lsn.
+impl Model {
+    fn rows(&self, resource: &str) -> &[ModelRow] {
+        self.rows.get(resource).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn model(log: &[Option<StateInput>], through: u64) -> Model {
+    let mut m = Model::default();
+    let mut states: HashMap<&str, Option<Value>> = HashMap::new();
+    for input in log.iter().flatten() {
+        if input.lsn > through {
+            break;
+        }
+        let state = states.entry(input.resource.as_str()).or_default();
+        let before = state.clone();
+        let failed = match &input.change {
+            None => None,
+            Some(change) => match model_apply(state, change) {
+                Ok(new) => {
+                    *state = new;
+                    None
+                }
+                Err(op) => Some(op),
+            },
+        };
+        if let (Some(c), None) = (&input.compensation, &failed) {
+            let first = m.compensated.insert(c.compensates, input.lsn);
+            assert!(
+                first.is_none(),
+                "the harness compensated {} twice",
+                c.compensates
+            );
+        }
+        m.rows
+            .entry(input.resource.clone())
+            .or_default()
+            .push(ModelRow {
+                input: input.clone(),
+                before,
+                after: state.clone(),
+                failed,
+            });
+    }
+    m
+}
+
+/// State after every row with lsn <= n, and the last applied change's lsn (a
+/// change-less compensation is no change).
 fn model_state_at(rows: &[ModelRow], n: u64) -> (Option<Value>, Option<u64>) {
     let mut out = (None, None);
     for r in rows.iter().filter(|r| r.input.lsn <= n) {
         out.0 = r.after.clone();
-        if r.failed.is_none() {
+        if r.failed.is_none() && r.input.change.is_some() {
             out.1 = Some(r.input.lsn);
         }
     }
     out
+}
+
+/// The rows of one resource after `point` whose effect is still in the
+/// state, ascending: applied, not compensated, and, for a compensation, an
+/// odd number of members of its chain after the point (each member toggles
+/// the one it undoes; the chain ends at a row that is not an applied
+/// compensation, or at an LSN without a row, or at the point).
+fn model_live(rows: &[ModelRow], compensated: &BTreeMap<u64, u64>, point: u64) -> Vec<u64> {
+    let by_lsn: HashMap<u64, &ModelRow> = rows.iter().map(|r| (r.input.lsn, r)).collect();
+    fn after_point(lsn: u64, point: u64, by_lsn: &HashMap<u64, &ModelRow>) -> u64 {
+        if lsn <= point {
+            return 0;
+        }
+        match by_lsn.get(&lsn) {
+            Some(r) if r.failed.is_none() => match &r.input.compensation {
+                Some(c) => 1 + after_point(c.compensates, point, by_lsn),
+                None => 1,
+            },
+            _ => 1,
+        }
+    }
+    rows.iter()
+        .filter(|r| r.input.lsn > point && r.failed.is_none())
+        .filter(|r| !compensated.contains_key(&r.input.lsn))
+        .filter(|r| after_point(r.input.lsn, point, &by_lsn) % 2 == 1)
+        .map(|r| r.input.lsn)
+        .collect()
 }
 
 // ---------------------------------------------------------------- generators
@@ -162,49 +248,94 @@ fn change() -> impl Strategy<Value = ChangeInput> {
             ]
             .prop_map(ChangeInput::JsonPatch),
         2 => Just(ChangeInput::Delete),
+        // Conditional field changes from a producer: mostly rejected (a
+        // `before` that is not there), sometimes applied.
+        2 => prop::collection::vec(
+                (
+                    prop::sample::select(PATHS.to_vec()),
+                    prop::option::of(value()),
+                    prop::option::of(value()),
+                ),
+                0..3,
+            )
+            .prop_map(|fs| ChangeInput::Fields(
+                fs.into_iter()
+                    .map(|(path, before, after)| FieldChangeText {
+                        path: path.to_owned(),
+                        before: before.map(|v| v.to_string()),
+                        after: after.map(|v| v.to_string()),
+                    })
+                    .collect()
+            )),
+        1 => Just(ChangeInput::Fields(vec![FieldChangeText {
+                path: "/a".into(),
+                before: Some("{".into()),
+                after: None,
+            }])),
     ]
 }
 
-/// A log: LSN = index + 1; `None` is a record without a state change.
-fn log() -> impl Strategy<Value = Vec<Option<StateInput>>> {
+/// What the log's writers do, in order. Records get their LSN (and time)
+/// when they reach the log.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A producer's record; `None`: without a state change.
+    Record(Option<(usize, ChangeInput)>, i64),
+    /// Compensate a random earlier LSN.
+    Compensate(u64, UndoMode),
+    /// Roll a resource back to a random LSN, or to a random time.
+    Rollback(usize, u64, bool),
+    /// Compensate again an LSN that is compensated already.
+    Repeat(u64, UndoMode),
+}
+
+fn mode() -> impl Strategy<Value = UndoMode> {
+    prop::sample::select(vec![UndoMode::Refuse, UndoMode::Cascade, UndoMode::Force])
+}
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
     prop::collection::vec(
         prop_oneof![
-            1 => Just(None),
-            6 => (0..RESOURCES.len(), change(), 0i64..3).prop_map(Some),
+            6 => (prop::option::weighted(0.85, (0..RESOURCES.len(), change())), 0i64..3)
+                .prop_map(|(r, dt)| Op::Record(r, dt)),
+            2 => (any::<u64>(), mode()).prop_map(|(p, m)| Op::Compensate(p, m)),
+            1 => (0..RESOURCES.len(), any::<u64>(), any::<bool>())
+                .prop_map(|(r, p, t)| Op::Rollback(r, p, t)),
+            1 => (any::<u64>(), mode()).prop_map(|(p, m)| Op::Repeat(p, m)),
         ],
         1..140,
     )
-    .prop_map(|recs| {
-        let mut t = 1_700_000_000_000_000_000i64;
-        recs.into_iter()
-            .enumerate()
-            .map(|(i, r)| {
-                r.map(|(res, change, dt)| {
-                    t += dt * 1000;
-                    let lsn = i as u64 + 1;
-                    StateInput {
-                        lsn,
-                        recorded_at_unix_nanos: t,
-                        actor: format!("actor-{}", lsn % 3),
-                        action: format!("action-{}", lsn % 4),
-                        outcome: if lsn.is_multiple_of(5) {
-                            "failure"
-                        } else {
-                            "success"
-                        }
-                        .to_owned(),
-                        resource: RESOURCES[res].to_owned(),
-                        change,
-                    }
-                })
-            })
-            .collect()
-    })
+}
+
+/// The resource a record without a state change names (it has no row, so
+/// the model needs it only to compensate it).
+fn event_resource(lsn: u64) -> &'static str {
+    RESOURCES[(lsn % RESOURCES.len() as u64) as usize]
+}
+
+fn record(lsn: u64, t: i64, resource: &str, change: Option<ChangeInput>) -> StateInput {
+    StateInput {
+        lsn,
+        recorded_at_unix_nanos: t,
+        actor: format!("actor-{}", lsn % 3),
+        action: format!("action-{}", lsn % 4),
+        outcome: if lsn.is_multiple_of(5) {
+            "failure"
+        } else {
+            "success"
+        }
+        .to_owned(),
+        resource: resource.to_owned(),
+        change,
+        compensation: None,
+    }
 }
 
 #[derive(Debug, Clone)]
 enum Step {
-    /// Apply the next n log records in one `apply`.
+    /// Carry out the next n ops: records go to the log and are applied in
+    /// one `apply` at the end (or before a compensation is planned, which
+    /// needs the store caught up with the log).
     Apply(usize),
     /// Flush, drop, reopen (possibly with another checkpoint interval).
     Restart(u32),
@@ -232,7 +363,16 @@ struct Harness {
     root: tempfile::TempDir,
     dir: PathBuf,
     store: Option<StateStore>,
+    /// The log so far: LSN = index + 1; `None` is a record without a state
+    /// change (or compensation).
     log: Vec<Option<StateInput>>,
+    ops: std::vec::IntoIter<Op>,
+    /// The time of the last record.
+    t: i64,
+    /// Resources on which an undo was forced past live later changes: from
+    /// then on their undos cannot be predicted without the planner (module
+    /// doc of plan.rs), so only consistency is checked.
+    tainted: HashSet<String>,
     /// Rejection reasons seen so far: they must not change across restarts.
     reasons: HashMap<u64, String>,
     generation: u32,
@@ -270,9 +410,10 @@ impl Harness {
         );
     }
 
-    fn apply(&mut self, n: usize) {
+    /// Apply the log from the store's watermark on, in one `apply`.
+    fn catch_up(&mut self) {
         let next = self.watermark() as usize; // index of LSN watermark + 1
-        let end = (next + n).min(self.log.len());
+        let end = self.log.len();
         if end == next {
             return;
         }
@@ -280,6 +421,233 @@ impl Harness {
         let report = self.store().apply(&inputs, wm(end as u64)).expect("apply");
         assert_eq!(report.watermark, wm(end as u64));
         assert_eq!(report.applied + report.rejected.len(), inputs.len());
+    }
+
+    /// Carry out the next `n` ops.
+    fn run_ops(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(op) = self.ops.next() else { break };
+            match op {
+                Op::Record(r, dt) => {
+                    self.t += dt * 1000;
+                    let lsn = self.log.len() as u64 + 1;
+                    self.log.push(
+                        r.map(|(res, change)| record(lsn, self.t, RESOURCES[res], Some(change))),
+                    );
+                }
+                Op::Compensate(pick, mode) => self.compensate(pick, mode),
+                Op::Rollback(res, pick, by_time) => self.rollback(RESOURCES[res], pick, by_time),
+                Op::Repeat(pick, mode) => self.repeat(pick, mode),
+            }
+        }
+        self.catch_up();
+    }
+
+    fn resource_of(&self, lsn: u64) -> String {
+        match &self.log[lsn as usize - 1] {
+            Some(i) => i.resource.clone(),
+            None => event_resource(lsn).to_owned(),
+        }
+    }
+
+    fn compensate(&mut self, pick: u64, mode: UndoMode) {
+        self.catch_up();
+        let len = self.log.len() as u64;
+        if len == 0 {
+            return;
+        }
+        let target = pick % len + 1;
+        let resource = self.resource_of(target);
+        let m = model(&self.log, len);
+        let rows = m.rows(&resource);
+        let got = self.store().plan_compensation(target, &resource, mode);
+        let beyond = self.store().plan_compensation(len + 1, &resource, mode);
+        assert!(
+            matches!(beyond, Err(PlanError::NotApplied { lsn, watermark }) if lsn == len + 1 && watermark == len),
+            "{beyond:?}"
+        );
+        if let Some(&by) = m.compensated.get(&target) {
+            assert!(
+                matches!(got, Err(PlanError::AlreadyCompensated { lsn, by: b }) if lsn == target && b == by),
+                "lsn {target} compensated by {by}: {got:?}"
+            );
+            return;
+        }
+        let has_row = rows.iter().any(|r| r.input.lsn == target);
+        let live = if has_row {
+            model_live(rows, &m.compensated, target)
+        } else {
+            Vec::new()
+        };
+        if mode == UndoMode::Refuse && !live.is_empty() {
+            match got {
+                Err(PlanError::Conflict { lsn, later }) => {
+                    assert_eq!(lsn, target);
+                    assert_eq!(later.iter().map(|c| c.lsn).collect::<Vec<_>>(), live);
+                    for c in &later {
+                        let row = rows.iter().find(|r| r.input.lsn == c.lsn).unwrap();
+                        assert_eq!((&c.actor, &c.action), (&row.input.actor, &row.input.action));
+                    }
+                }
+                other => panic!("lsn {target}: live later {live:?}, but {other:?}"),
+            }
+            return;
+        }
+        let forced_past = mode == UndoMode::Force && !live.is_empty();
+        let plan = match got {
+            Ok(plan) => plan,
+            Err(PlanError::DoesNotApply { .. })
+                if forced_past || self.tainted.contains(&resource) =>
+            {
+                return
+            }
+            Err(e) => panic!("lsn {target} {mode:?} (live later {live:?}): {e}"),
+        };
+        let mut expected: Vec<u64> = match mode {
+            UndoMode::Cascade => live.iter().rev().copied().collect(),
+            _ => Vec::new(),
+        };
+        expected.push(target);
+        assert_eq!(undone(&plan), expected, "lsn {target} {mode:?}");
+        self.check_plan(&plan, &m);
+        self.carry_out(&plan);
+        if !has_row {
+            assert_eq!(
+                plan.state_after, plan.state_before,
+                "lsn {target} has no row"
+            );
+        } else if !forced_past && !self.tainted.contains(&resource) {
+            // Every undo so far restored exactly the state before what it
+            // undid, so this one lands on the state before the target.
+            let rows = m.rows(&resource);
+            assert_eq!(
+                plan.state_after,
+                model_state_at(rows, target - 1).0,
+                "lsn {target} {mode:?}: the state before it"
+            );
+        }
+        if forced_past {
+            self.tainted.insert(resource);
+        }
+    }
+
+    fn rollback(&mut self, resource: &str, pick: u64, by_time: bool) {
+        self.catch_up();
+        let len = self.log.len() as u64;
+        if len == 0 {
+            return;
+        }
+        let m = model(&self.log, len);
+        let rows = m.rows(resource);
+        let point = if by_time && !rows.is_empty() {
+            let row = &rows[(pick % rows.len() as u64) as usize];
+            let t = row.input.recorded_at_unix_nanos - ((pick >> 32) % 2) as i64;
+            let want = rows
+                .iter()
+                .filter(|r| r.input.recorded_at_unix_nanos <= t)
+                .map(|r| r.input.lsn)
+                .max()
+                .unwrap_or(0);
+            let got = self
+                .store()
+                .last_lsn_at_or_before_time(resource, t)
+                .unwrap();
+            assert_eq!(got, want, "{resource}: last row at or before time {t}");
+            got
+        } else {
+            pick % (len + 1)
+        };
+        let live = model_live(rows, &m.compensated, point);
+        let plan = match self.store().plan_rollback(resource, point) {
+            Ok(plan) => plan,
+            Err(PlanError::DoesNotApply { .. }) if self.tainted.contains(resource) => return,
+            Err(e) => panic!("{resource} rollback to {point} (live {live:?}): {e}"),
+        };
+        assert_eq!(
+            undone(&plan),
+            live.iter().rev().copied().collect::<Vec<_>>(),
+            "{resource} rollback to {point}"
+        );
+        self.check_plan(&plan, &m);
+        self.carry_out(&plan);
+        if !self.tainted.contains(resource) {
+            assert_eq!(
+                plan.state_after,
+                model_state_at(rows, point).0,
+                "{resource} rollback to {point}"
+            );
+        }
+    }
+
+    fn repeat(&mut self, pick: u64, mode: UndoMode) {
+        self.catch_up();
+        let m = model(&self.log, self.log.len() as u64);
+        if m.compensated.is_empty() {
+            return;
+        }
+        let i = (pick % m.compensated.len() as u64) as usize;
+        let (&target, &by) = m.compensated.iter().nth(i).unwrap();
+        let resource = self.resource_of(target);
+        let got = self.store().plan_compensation(target, &resource, mode);
+        assert!(
+            matches!(got, Err(PlanError::AlreadyCompensated { lsn, by: b }) if lsn == target && b == by),
+            "repeat of {target} (by {by}): {got:?}"
+        );
+    }
+
+    /// What a plan says against the model, before it is carried out.
+    fn check_plan(&self, plan: &Plan, m: &Model) {
+        let len = self.log.len() as u64;
+        assert_eq!(plan.based_on, wm(len));
+        let rows = m.rows(&plan.resource);
+        assert_eq!(plan.state_before, model_state_at(rows, len).0);
+        for step in &plan.steps {
+            match rows.iter().find(|r| r.input.lsn == step.undoes) {
+                Some(row) => {
+                    assert_eq!(
+                        (&step.actor, &step.action),
+                        (&row.input.actor, &row.input.action)
+                    );
+                    let nothing = row.failed.is_some() || row.before == row.after;
+                    assert_eq!(step.change.is_none(), nothing, "step {}", step.undoes);
+                }
+                None => {
+                    assert!(step.change.is_none() && step.actor.is_empty());
+                }
+            }
+        }
+        if plan.steps.is_empty() {
+            assert_eq!(plan.state_after, plan.state_before);
+        }
+    }
+
+    /// Append the plan's records after its watermark, apply them, and check
+    /// the store lands on every predicted state.
+    fn carry_out(&mut self, plan: &Plan) {
+        let first = self.log.len() as u64 + 1;
+        assert_eq!(first, plan.based_on.lsn + 1);
+        for (i, step) in plan.steps.iter().enumerate() {
+            let lsn = first + i as u64;
+            let mut r = record(lsn, self.t, &plan.resource, step.change_input());
+            r.compensation = Some(CompensationInput {
+                compensates: step.undoes,
+                reason: format!("undo {} for the test", step.undoes),
+            });
+            self.log.push(Some(r));
+        }
+        self.catch_up();
+        let store = self.store();
+        for (i, step) in plan.steps.iter().enumerate() {
+            let lsn = first + i as u64;
+            let got = store.state(&plan.resource, Some(lsn)).unwrap().state;
+            assert_eq!(got, step.state_after, "after step {i} (lsn {lsn})");
+            assert_eq!(store.compensated_by(step.undoes).unwrap(), Some(lsn));
+        }
+        let now = store.state(&plan.resource, None).unwrap().state;
+        assert_eq!(now, plan.state_after, "state after the plan");
+        let len = self.log.len() as u64;
+        let m = model(&self.log, len);
+        assert_eq!(model_state_at(m.rows(&plan.resource), len).0, now);
     }
 
     fn restore(&mut self) {
@@ -309,13 +677,26 @@ impl Harness {
 
     fn check(&mut self) {
         let w = self.watermark();
+        let m = model(&self.log, w);
         for resource in RESOURCES {
-            let rows = model_rows(&self.log, w, resource);
-            self.check_resource(resource, &rows, w);
+            self.check_resource(resource, m.rows(resource), w, &m.compensated);
+        }
+        let pairs: Vec<(u64, u64)> = m.compensated.iter().map(|(&t, &c)| (t, c)).collect();
+        let store = self.store();
+        assert_eq!(store.compensations_between(0, u64::MAX).unwrap(), pairs);
+        if let Some(&(t, c)) = pairs.get(pairs.len() / 2) {
+            assert_eq!(store.compensations_between(t, t).unwrap(), [(t, c)]);
+            assert_eq!(store.compensated_by(t).unwrap(), Some(c));
         }
     }
 
-    fn check_resource(&mut self, resource: &str, rows: &[ModelRow], w: u64) {
+    fn check_resource(
+        &mut self,
+        resource: &str,
+        rows: &[ModelRow],
+        w: u64,
+        compensated: &BTreeMap<u64, u64>,
+    ) {
         let store = self.store.as_ref().expect("open");
         // Now.
         let now = store.state(resource, None).unwrap();
@@ -392,12 +773,25 @@ impl Harness {
                 "{resource} row {}",
                 i.lsn
             );
+            assert_eq!(
+                (h.compensates, h.reason.as_ref(), h.compensated_by),
+                (
+                    i.compensation.as_ref().map(|c| c.compensates),
+                    i.compensation.as_ref().map(|c| &c.reason),
+                    compensated.get(&i.lsn).copied()
+                ),
+                "{resource} row {} compensation",
+                i.lsn
+            );
             match (&h.result, &m.failed) {
                 (ChangeResult::Applied { fields }, None) => {
                     check_fields(fields, &m.before, &m.after, i.lsn)
                 }
                 (ChangeResult::Rejected { reason }, Some(op)) => {
                     assert!(!reason.is_empty());
+                    if h.kind == ChangeKind::Fields {
+                        assert!(reason.starts_with("fields: "), "lsn {}: {reason:?}", i.lsn);
+                    }
                     if let Some(op) = op {
                         let prefix = format!("json patch op {op} (");
                         assert!(
@@ -429,13 +823,19 @@ impl Harness {
     }
 }
 
-fn kind(c: &ChangeInput) -> ChangeKind {
+fn kind(c: &Option<ChangeInput>) -> ChangeKind {
     match c {
-        ChangeInput::Set(_) => ChangeKind::Set,
-        ChangeInput::MergePatch(_) => ChangeKind::MergePatch,
-        ChangeInput::JsonPatch(_) => ChangeKind::JsonPatch,
-        ChangeInput::Delete => ChangeKind::Delete,
+        Some(ChangeInput::Set(_)) => ChangeKind::Set,
+        Some(ChangeInput::MergePatch(_)) => ChangeKind::MergePatch,
+        Some(ChangeInput::JsonPatch(_)) => ChangeKind::JsonPatch,
+        Some(ChangeInput::Delete) => ChangeKind::Delete,
+        Some(ChangeInput::Fields(_)) => ChangeKind::Fields,
+        None => ChangeKind::None,
     }
+}
+
+fn undone(plan: &Plan) -> Vec<u64> {
+    plan.steps.iter().map(|s| s.undoes).collect()
 }
 
 /// Field changes must be exact both ways, and take the simple shapes the
@@ -464,14 +864,17 @@ fn check_fields(fields: &[FieldChange], before: &Option<Value>, after: &Option<V
     );
 }
 
-fn run(log: Vec<Option<StateInput>>, steps: Vec<Step>, every: u32, seed: u64) {
+fn run(ops: Vec<Op>, steps: Vec<Step>, every: u32, seed: u64) {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("store-0");
     let mut h = Harness {
         root,
         dir,
         store: None,
-        log,
+        log: Vec::new(),
+        ops: ops.into_iter(),
+        t: 1_700_000_000_000_000_000,
+        tainted: HashSet::new(),
         reasons: HashMap::new(),
         generation: 0,
         seed,
@@ -480,7 +883,7 @@ fn run(log: Vec<Option<StateInput>>, steps: Vec<Step>, every: u32, seed: u64) {
     h.check();
     for step in steps {
         match step {
-            Step::Apply(n) => h.apply(n),
+            Step::Apply(n) => h.run_ops(n),
             Step::Restart(every) => {
                 h.store().flush().unwrap();
                 h.store = None;
@@ -494,8 +897,8 @@ fn run(log: Vec<Option<StateInput>>, steps: Vec<Step>, every: u32, seed: u64) {
         }
         h.check();
     }
-    // The driver catches up with the whole log at the end.
-    h.apply(usize::MAX / 2);
+    // The writers finish, and the driver catches up with the whole log.
+    h.run_ops(usize::MAX);
     assert_eq!(h.watermark(), h.log.len() as u64);
     h.check();
     let stats = h.store().stats().unwrap();
@@ -521,11 +924,11 @@ proptest! {
 
     #[test]
     fn store_matches_the_model(
-        log in log(),
+        ops in ops(),
         steps in steps(),
         every in prop::sample::select(vec![1u32, 2, 3, 5, 64]),
         seed in any::<u64>(),
     ) {
-        run(log, steps, every, seed);
+        run(ops, steps, every, seed);
     }
 }

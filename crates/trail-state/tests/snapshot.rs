@@ -11,7 +11,8 @@ use std::path::Path;
 use common::{input, merge, patch, set, wm};
 use trail_state::{
     list_snapshots, load_newest_snapshot, prune_snapshots, verify_snapshot, ChangeInput,
-    SnapshotDefect, StateError, StateInput, StateStore, StoreOptions,
+    CompensationInput, FieldChangeText, SnapshotDefect, StateError, StateInput, StateStore,
+    StoreOptions,
 };
 
 const RESOURCES: [&str; 4] = ["order/1", "order/2", "user/7", "doc"];
@@ -31,16 +32,37 @@ fn change(i: u64) -> ChangeInput {
     }
 }
 
+/// Records at even multiples of 11 carry no state change; the odd multiples
+/// from 33 on are change-less compensations of the one 11 before them, and
+/// every 13th record (but those) undoes the record 4 before it (of the same
+/// resource, never one of the change-less) with `Fields`, which may or may
+/// not still apply (a rejected compensation records no compensation key).
 fn inputs(from: u64, to: u64) -> Vec<StateInput> {
     (from..=to)
-        .filter(|l| !l.is_multiple_of(11)) // records without a state change
+        .filter(|l| !l.is_multiple_of(22))
         .map(|l| {
-            input(
-                l,
-                1_000 + (l as i64 / 3),
-                RESOURCES[(l % 4) as usize],
-                change(l / 4),
-            )
+            let resource = RESOURCES[(l % 4) as usize];
+            let t = 1_000 + (l as i64 / 3);
+            let mut i = input(l, t, resource, change(l / 4));
+            if l.is_multiple_of(11) && l > 11 {
+                i.change = None;
+                i.compensation = Some(CompensationInput {
+                    compensates: l - 11,
+                    reason: format!("undo {}", l - 11),
+                });
+            } else if l.is_multiple_of(13) && !(l - 4).is_multiple_of(22) {
+                // The `n` that record l - 4 wrote, if it was one that sets it.
+                i.change = Some(ChangeInput::Fields(vec![FieldChangeText {
+                    path: "/n".into(),
+                    before: Some(((l - 4) / 4).to_string()),
+                    after: Some("0".into()),
+                }]));
+                i.compensation = Some(CompensationInput {
+                    compensates: l - 4,
+                    reason: "fix n".into(),
+                });
+            }
+            i
         })
         .collect()
 }
@@ -61,6 +83,12 @@ fn assert_same(a: &StateStore, b: &StateStore, through: u64) {
             b.history(r, 0, through, usize::MAX).unwrap(),
             "{r} history"
         );
+        for n in 0..=through {
+            let (x, y) = (a.compensated_by(n).unwrap(), b.compensated_by(n).unwrap());
+            if x.is_none_or(|x| x <= through) {
+                assert_eq!(x, y, "compensated_by({n})");
+            }
+        }
         for t in 990..(1_000 + through as i64 / 3 + 2) {
             let (x, y) = (
                 a.state_at_time(r, t).unwrap(),
@@ -115,6 +143,17 @@ fn restored_store_answers_identically() {
     let restored = StateStore::open(tmp.path().join("restored")).unwrap();
     assert_eq!(restored.watermark().unwrap(), Some(wm(300)));
     assert_same(&store, &restored, 300);
+    let compensations = store.compensations_between(0, 300).unwrap();
+    assert_eq!(
+        restored.compensations_between(0, 300).unwrap(),
+        compensations
+    );
+    // Both kinds are in the snapshot: change-less ones and applied `Fields`.
+    assert!(compensations.contains(&(22, 33)), "{compensations:?}");
+    assert!(
+        compensations.iter().any(|&(t, c)| c == t + 4),
+        "{compensations:?}"
+    );
     let (s, r) = (store.stats().unwrap(), restored.stats().unwrap());
     assert_eq!(
         (s.resources, s.history_entries, s.watermark),
@@ -234,6 +273,35 @@ fn a_valid_digest_over_a_bad_structure_is_caught() {
             ref problem,
         }) => {
             assert!(problem.contains("0x77"), "{problem}")
+        }
+        other => panic!("expected an entry defect, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_bad_compensation_key_is_caught() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _store = setup(tmp.path());
+    let path = tmp.path().join("snaps").join(format!("{:020}.snap", 100));
+    let mut bytes = fs::read(&path).unwrap();
+    // The compensation keys sort last (tag 0x50); find the first and make
+    // its compensator (a one-byte varint) its own target, re-sealed as a
+    // buggy writer would.
+    let key: Vec<u8> = [&[9, 0, 0, 0, 0x50][..], &22u64.to_be_bytes()[..]].concat();
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key.as_slice())
+        .expect("the compensation of lsn 22 is in the snapshot");
+    let value = at + key.len();
+    assert_eq!(&bytes[value..value + 5], &[1, 0, 0, 0, 33]);
+    bytes[value + 4] = 22;
+    let body = bytes.len() - 32;
+    let digest = *blake3::hash(&bytes[..body]).as_bytes();
+    bytes[body..].copy_from_slice(&digest);
+    fs::write(&path, &bytes).unwrap();
+    match verify_snapshot(&path) {
+        Err(SnapshotDefect::Entry { ref problem, .. }) => {
+            assert!(problem.contains("compensation of lsn 22"), "{problem}")
         }
         other => panic!("expected an entry defect, got {other:?}"),
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::append::PreparedEvent;
+use crate::append::{PreparedEvent, Unchanged, RESOURCE_BUCKETS};
 use crate::catalog::{ActiveTail, SegmentInfo, Tip};
 use crate::clean_close::{write_clean_close, CleanClose};
 use crate::codec::PreparedBody;
@@ -37,6 +37,7 @@ pub(crate) enum Command {
     Append {
         events: Vec<PreparedEvent>,
         atomic: bool,
+        condition: Option<Unchanged>,
         reply: oneshot::Sender<Result<Vec<Receipt>>>,
     },
     /// Check the timers (age-based sealing, interval syncs) now: the
@@ -48,6 +49,13 @@ pub(crate) enum Command {
     /// with the segment sealed, `None` when there was nothing to seal.
     Seal {
         reply: oneshot::Sender<Result<Option<SegmentInfo>>>,
+    },
+    /// The receipt of the event with this id, if the log holds one: the
+    /// writer's own lifetime id index answers (what was queued before is
+    /// committed first, so the answer is about durable records).
+    FindEventId {
+        event_id: String,
+        reply: oneshot::Sender<Result<Option<Receipt>>>,
     },
     Close {
         reply: std::sync::mpsc::SyncSender<Result<()>>,
@@ -126,6 +134,10 @@ pub(crate) struct Writer {
     last_sync: Duration,
     /// Prepares zero-filled segments ahead of time (`Sync` mode).
     preparer: Option<Preparer>,
+    /// Per bucket of resource keys, the last LSN staged about a resource of
+    /// the bucket (`PreparedAppend::only_if_unchanged`); the head at open
+    /// for every bucket, since what came before is not known here.
+    resource_touched: Box<[Lsn]>,
 }
 
 impl Writer {
@@ -163,6 +175,7 @@ impl Writer {
             failed: None,
             last_sync: now,
             preparer,
+            resource_touched: vec![recovered.tip.lsn; RESOURCE_BUCKETS].into_boxed_slice(),
         }
     }
 
@@ -325,6 +338,17 @@ impl Writer {
             match command {
                 Command::Close { reply } => close = Some(reply),
                 Command::Tick => {}
+                Command::FindEventId { event_id, reply } => {
+                    self.commit(&mut replies);
+                    let key = crate::index::event_id_key(&event_id);
+                    let outcome = self.find_existing(&event_id, key).map(|found| {
+                        found.map(|(receipt, _)| Receipt {
+                            duplicate: false,
+                            ..receipt
+                        })
+                    });
+                    let _ = reply.send(outcome);
+                }
                 Command::Seal { reply } => {
                     // Appends queued before the request belong to the
                     // segment it seals: write and answer them first.
@@ -338,6 +362,7 @@ impl Writer {
                 Command::Append {
                     events,
                     atomic,
+                    condition,
                     reply,
                 } => {
                     if let Some(error) = self.failure_error() {
@@ -359,7 +384,7 @@ impl Writer {
                             continue;
                         }
                     }
-                    let outcome = self.stage(events, atomic);
+                    let outcome = self.stage(events, atomic, condition);
                     replies.push((reply, outcome));
                 }
             }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::append::PreparedEvent;
+use crate::append::{PreparedEvent, Unchanged, RESOURCE_BUCKETS};
 use crate::catalog::{SegmentEntry, Tip};
 use crate::codec::{self, RecordSuffix};
 use crate::error::{LogError, Result};
@@ -13,6 +13,11 @@ use crate::read::{read_single, StoredRecord};
 use crate::types::{Lsn, Receipt};
 
 use super::{Staged, Writer};
+
+/// The writer's table slot of a resource key.
+fn bucket(resource_key: u64) -> usize {
+    (resource_key % RESOURCE_BUCKETS as u64) as usize
+}
 
 /// What one event of a request turns out to be.
 enum Slot {
@@ -30,7 +35,18 @@ impl Writer {
         &mut self,
         events: Vec<crate::append::PreparedEvent>,
         atomic: bool,
+        condition: Option<Unchanged>,
     ) -> Result<Vec<Receipt>> {
+        if let Some(condition) = condition {
+            let last = self.resource_touched[bucket(condition.resource_key)];
+            if last > condition.since {
+                return Err(LogError::ResourceChanged {
+                    log: self.shared.name.to_string(),
+                    since: condition.since,
+                    last,
+                });
+            }
+        }
         let mut slots = Vec::with_capacity(events.len());
         for event in &events {
             slots.push(match self.find_existing(&event.event_id, event.key)? {
@@ -92,6 +108,18 @@ impl Writer {
         batch_last_lsn: Option<Lsn>,
     ) -> Result<Receipt> {
         let lsn = self.staged_tip.lsn.next();
+        // A compensation undoes an earlier record. (That the hash it names
+        // is the target's is checked by whoever builds it, the server, and
+        // by every verify; the writer would need a read per compensation.)
+        if let Some(target) = event
+            .compensates
+            .filter(|target| *target >= lsn || *target == Lsn::ZERO)
+        {
+            return Err(LogError::InvalidArgument(format!(
+                "event {:?} compensates lsn {target}, but would itself be lsn {lsn}: a compensation undoes an earlier record",
+                event.event_id
+            )));
+        }
         let recorded_at_unix_nanos = self
             .options
             .clock
@@ -129,6 +157,12 @@ impl Writer {
             recorded_at_unix_nanos,
             duplicate: false,
         };
+        if let Some(resource_key) = event.resource_key {
+            // Set before a rollback could undo the staging: a bucket's LSN
+            // may then name a record that never lands, which only makes a
+            // condition stricter, never looser.
+            self.resource_touched[bucket(resource_key)] = lsn;
+        }
         let key = event.key;
         self.staged_ids.insert(key, self.staged.len());
         self.staged.push(Staged {
@@ -143,7 +177,11 @@ impl Writer {
     }
 
     /// The receipt and stored event bytes of an earlier event with this id.
-    fn find_existing(&mut self, event_id: &str, key: u64) -> Result<Option<(Receipt, Vec<u8>)>> {
+    pub(super) fn find_existing(
+        &mut self,
+        event_id: &str,
+        key: u64,
+    ) -> Result<Option<(Receipt, Vec<u8>)>> {
         if let Some(&index) = self.staged_ids.get(&key) {
             // A key shared by two ids is an accident of 64 bits; then look
             // through the staged events for the id itself.

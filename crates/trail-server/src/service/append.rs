@@ -167,7 +167,9 @@ impl Appender {
             .zip(events)
             .map(|(event, bytes)| {
                 sent.push((event.event_id.clone(), bytes.len()));
-                EventInput::new(event.event_id, bytes)
+                // Named by resource, so a compensation planned as of an
+                // LSN is refused if this lands after it (compensate.rs).
+                EventInput::new(event.event_id, bytes).about(&event.resource)
             })
             .collect();
         let prepared = open

@@ -11,6 +11,7 @@
 //! - `head.rs`: `Head`
 //! - `query.rs`: `Query`, and the bounded wait on a derived store
 //! - `state.rs`: `GetState` and `History`
+//! - `compensate.rs`: `Compensate` and `Rollback`
 //! - `admin.rs`: the `trail.v1.Admin` service (`Snapshot`)
 //! - `cache.rs`: open logs (and their derived stores) by name, and the
 //!   read-through readers of archived records
@@ -18,6 +19,7 @@
 mod admin;
 mod append;
 mod cache;
+mod compensate;
 mod head;
 mod query;
 mod read;
@@ -33,14 +35,16 @@ use tonic::{Request, Response, Status, Streaming};
 use trail_index::DerivedOptions;
 use trail_log::{Log, LogError, LogName, Store};
 use trail_proto::server_view::log_server::Log as LogRpc;
-use trail_proto::server_view::{AppendRequest, QueryResponse, Record};
+use trail_proto::server_view::{AppendRequest, CompensateResponse, QueryResponse, Record};
 use trail_proto::v1::{
-    AppendResponse, GetStateRequest, GetStateResponse, HeadRequest, HeadResponse, HistoryRequest,
-    HistoryResponse, QueryRequest, ReadRequest, SubscribeRequest, VerifyRequest, VerifyResponse,
+    AppendResponse, CompensateRequest, GetStateRequest, GetStateResponse, HeadRequest,
+    HeadResponse, HistoryRequest, HistoryResponse, QueryRequest, ReadRequest, RollbackRequest,
+    SubscribeRequest, VerifyRequest, VerifyResponse,
 };
 
 pub use admin::AdminService;
 pub use cache::{ArchiveReaders, ARCHIVE_READ_LOGS_MAX};
+pub use compensate::{compensation_event_id, RESERVED_EVENT_ID_PREFIX};
 pub use read::record_to_proto;
 
 use crate::limits::Limits;
@@ -288,6 +292,24 @@ impl LogRpc for LogService {
         request: Request<HistoryRequest>,
     ) -> Result<Response<HistoryResponse>, Status> {
         state::history(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn compensate(
+        &self,
+        request: Request<CompensateRequest>,
+    ) -> Result<Response<CompensateResponse>, Status> {
+        compensate::compensate(self, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn rollback(
+        &self,
+        request: Request<RollbackRequest>,
+    ) -> Result<Response<CompensateResponse>, Status> {
+        compensate::rollback(self, request.into_inner())
             .await
             .map(Response::new)
     }

@@ -16,7 +16,7 @@ use trail_log::{Log, Lsn, StoredRecord};
 use trail_proto::server_view::QueryResponse;
 use trail_proto::v1::QueryRequest;
 
-use super::read::record_to_proto;
+use super::read::{compensation_marks, marked_record};
 use super::LogService;
 use crate::limits::Limits;
 use crate::status;
@@ -72,7 +72,8 @@ pub(super) async fn query(
             .search(&filter, page)
             .map_err(|error| index_status(&error))?;
         let records = read_lsns(&log, &found.lsns)?;
-        Ok::<_, Status>((found.lsns, found.more, records))
+        let marks = compensation_marks(Some(derived.as_ref()), &records);
+        Ok::<_, Status>((found.lsns, found.more, (records, marks)))
     })
     .await
     .map_err(|error| Status::internal(format!("query failed: {error}")))??;
@@ -87,7 +88,11 @@ pub(super) async fn query(
         _ => String::new(),
     };
     Ok(QueryResponse {
-        records: records.iter().map(record_to_proto).collect(),
+        records: records
+            .0
+            .iter()
+            .map(|stored| marked_record(stored, &records.1))
+            .collect(),
         next_cursor,
         index_lsn: through,
     })

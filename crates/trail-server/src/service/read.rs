@@ -17,6 +17,7 @@
 //! follower with that hash, so the first local record's link is checked
 //! too: the chain holds across the archive/local boundary.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,7 +25,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use trail_archive::ArchiveReader;
-use trail_index::{Filter, IndexedRecord};
+use trail_index::{DerivedLog, Filter, IndexedRecord};
 use trail_log::codec::Record as StoredBody;
 use trail_log::{Follower, Log, LogError, Lsn, RecordKind, StoredRecord};
 use trail_proto::server_view::Record;
@@ -60,7 +61,12 @@ pub(super) async fn read(
         from_lsn,
         to_lsn,
     } = request;
-    let log = service.existing_log(&log).await?;
+    let open = service.existing_open_log(&log).await?;
+    let marks = match &open.derived {
+        super::cache::Derived::Running(derived) => Some(Arc::clone(derived)),
+        _ => None,
+    };
+    let log = open.log;
     let head = log.head().lsn;
     let from = Lsn(from_lsn.max(1));
     if to_lsn != 0 && to_lsn > head.0 {
@@ -86,6 +92,7 @@ pub(super) async fn read(
         follower,
         Some(to),
         None,
+        marks,
     ))
 }
 
@@ -97,17 +104,26 @@ pub(super) fn spawn_stream(
     to: Option<Lsn>,
     filter: Option<Arc<Filter>>,
 ) -> RecordStream {
-    spawn_stream_of(service, service.stream_log.clone(), follower, to, filter)
+    spawn_stream_of(
+        service,
+        service.stream_log.clone(),
+        follower,
+        to,
+        filter,
+        None,
+    )
 }
 
 /// [`spawn_stream`] knowing the followed `log`: with archiving on, its
-/// archived LSNs are served too.
+/// archived LSNs are served too. With `marks`, records carry
+/// `compensated_by` from that state store.
 fn spawn_stream_of(
     service: &LogService,
     log: Option<Arc<Log>>,
     follower: Follower,
     to: Option<Lsn>,
     filter: Option<Arc<Filter>>,
+    marks: Option<Arc<DerivedLog>>,
 ) -> RecordStream {
     let (sender, receiver) = mpsc::channel(STREAM_CHANNEL_RECORDS);
     let archive = match (&service.archive, log) {
@@ -126,6 +142,7 @@ fn spawn_stream_of(
         to,
         filter,
         archive,
+        marks,
         chunk: service.shared.limits.read_chunk_records,
         disk_reads: Arc::clone(&service.disk_reads),
         sender,
@@ -148,9 +165,19 @@ pub fn record_to_proto(stored: &StoredRecord) -> Record {
         event,
         ..
     } = &stored.record;
-    let (kind, compensates) = match kind {
-        RecordKind::Event => (ProtoKind::Event, 0),
-        RecordKind::Compensation { compensates } => (ProtoKind::Compensation, compensates.0),
+    let (kind, compensates, compensates_hash) = match kind {
+        RecordKind::Event => (ProtoKind::Event, 0, Vec::new()),
+        RecordKind::CompensationV1 { compensates } => {
+            (ProtoKind::Compensation, compensates.0, Vec::new())
+        }
+        RecordKind::Compensation {
+            compensates,
+            compensates_hash,
+        } => (
+            ProtoKind::Compensation,
+            compensates.0,
+            compensates_hash.0.to_vec(),
+        ),
     };
     Record {
         lsn: lsn.0,
@@ -161,7 +188,39 @@ pub fn record_to_proto(stored: &StoredRecord) -> Record {
         compensates,
         batch_last_lsn: batch_last_lsn.0,
         event: event.clone(),
+        compensates_hash,
+        compensated_by: 0,
     }
+}
+
+/// Which of `records` the state store knows to be compensated, and by
+/// which LSN (as far as it has followed the log). A store that cannot
+/// answer marks nothing: the marks are derived, the records are not.
+pub(super) fn compensation_marks(
+    derived: Option<&DerivedLog>,
+    records: &[StoredRecord],
+) -> HashMap<u64, u64> {
+    let (Some(derived), Some(first), Some(last)) = (
+        derived,
+        records.iter().map(|stored| stored.record.lsn.0).min(),
+        records.iter().map(|stored| stored.record.lsn.0).max(),
+    ) else {
+        return HashMap::new();
+    };
+    match derived.state().compensations_between(first, last) {
+        Ok(pairs) => pairs.into_iter().collect(),
+        Err(error) => {
+            tracing::warn!(%error, "reading compensation marks failed; records go out unmarked");
+            HashMap::new()
+        }
+    }
+}
+
+/// [`record_to_proto`] with its `compensated_by` mark from `marks`.
+pub(super) fn marked_record(stored: &StoredRecord, marks: &HashMap<u64, u64>) -> Record {
+    let mut record = record_to_proto(stored);
+    record.compensated_by = marks.get(&stored.record.lsn.0).copied().unwrap_or(0);
+    record
 }
 
 /// A log's archived records, for one stream.
@@ -181,6 +240,8 @@ struct StreamRecords {
     filter: Option<Arc<Filter>>,
     /// Where LSNs before the log's first local one are read.
     archive: Option<ArchiveSource>,
+    /// The state store the `compensated_by` marks come from (`Read`).
+    marks: Option<Arc<DerivedLog>>,
     /// Records per read step (at most [`READ_CHUNK_RECORDS_MAX`]).
     chunk: usize,
     /// The server-wide bound on disk reads in flight.
@@ -243,7 +304,8 @@ async fn stream_records(mut stream: StreamRecords) {
                 match read {
                     Ok((records, follower)) => {
                         stream.follower = follower;
-                        send_records(slots, &records, stream.filter.as_deref());
+                        let marks = compensation_marks(stream.marks.as_deref(), &records);
+                        send_records(slots, &records, stream.filter.as_deref(), &marks);
                         not_local_retries = 0;
                         continue;
                     }
@@ -263,16 +325,21 @@ async fn stream_records(mut stream: StreamRecords) {
             () = stopped(&mut stream.shutdown) => return,
         };
         let mut follower = stream.follower;
+        let marks_from = stream.marks.clone();
         let read = tokio::task::spawn_blocking(move || {
             let records = follower.read_available(wanted, READ_STEP_BYTES_MAX);
             follower.park();
-            (follower, records)
+            let marks = match &records {
+                Ok(records) => compensation_marks(marks_from.as_deref(), records),
+                Err(_) => HashMap::new(),
+            };
+            (follower, records, marks)
         })
         .await;
         // Released once the blocking thread is idle again, not from inside
         // it: the next reader then reuses it instead of starting another.
         drop(permit);
-        let (follower, records) = match read {
+        let (follower, records, marks) = match read {
             Ok(read) => read,
             Err(error) => {
                 drop(slots);
@@ -315,7 +382,7 @@ async fn stream_records(mut stream: StreamRecords) {
             return;
         }
         not_local_retries = 0;
-        send_records(slots, &records, stream.filter.as_deref());
+        send_records(slots, &records, stream.filter.as_deref(), &marks);
     }
 }
 
@@ -325,12 +392,13 @@ fn send_records<'a>(
     slots: impl Iterator<Item = mpsc::Permit<'a, Result<Record, Status>>>,
     records: &[StoredRecord],
     filter: Option<&Filter>,
+    marks: &HashMap<u64, u64>,
 ) {
     let wanted = records.iter().filter(|stored| {
         filter.is_none_or(|filter| filter.matches(&IndexedRecord::from_stored(stored)))
     });
     for (slot, stored) in slots.zip(wanted) {
-        slot.send(Ok(record_to_proto(stored)));
+        slot.send(Ok(marked_record(stored, marks)));
     }
 }
 

@@ -19,7 +19,10 @@ use super::LogService;
 use crate::status;
 
 /// A resource name must be given and bounded like the event field it is.
-fn resource_name<'a>(resource: &'a str, service: &LogService) -> Result<&'a str, Status> {
+pub(super) fn resource_name<'a>(
+    resource: &'a str,
+    service: &LogService,
+) -> Result<&'a str, Status> {
     if resource.is_empty() {
         return Err(Status::invalid_argument("resource: must not be empty"));
     }
@@ -33,7 +36,7 @@ fn resource_name<'a>(resource: &'a str, service: &LogService) -> Result<&'a str,
     Ok(resource)
 }
 
-fn state_status(error: &StateError) -> Status {
+pub(super) fn state_status(error: &StateError) -> Status {
     let code = status::code_for(trail_index::error::state_error_kind(error));
     if code == tonic::Code::Internal {
         tracing::error!(%error, "state store failed");
@@ -165,6 +168,8 @@ fn row(entry: HistoryEntry) -> StateChangeRow {
         ChangeKind::MergePatch => "merge_patch",
         ChangeKind::JsonPatch => "json_patch",
         ChangeKind::Delete => "delete",
+        ChangeKind::Fields => "field_changes",
+        ChangeKind::None => "none",
     };
     let (applied, rejected_reason, fields) = match entry.result {
         ChangeResult::Applied { fields } => (
@@ -191,5 +196,8 @@ fn row(entry: HistoryEntry) -> StateChangeRow {
         applied,
         rejected_reason,
         fields,
+        compensates: entry.compensates.unwrap_or(0),
+        reason: entry.reason.unwrap_or_default(),
+        compensated_by: entry.compensated_by.unwrap_or(0),
     }
 }

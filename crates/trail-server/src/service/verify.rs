@@ -37,6 +37,8 @@ pub(super) async fn verify(
                 head_hash: head.hash.0.to_vec(),
                 first_bad_lsn: 0,
                 reason: String::new(),
+                compensations_checked: 0,
+                compensations_unchecked: 0,
             });
         }
         if from > head.lsn {
@@ -71,5 +73,7 @@ pub(super) async fn verify(
         head_hash: report.head_hash.0.to_vec(),
         first_bad_lsn,
         reason,
+        compensations_checked: report.compensations_checked,
+        compensations_unchecked: report.compensations_unchecked,
     })
 }

@@ -29,7 +29,8 @@ pub fn input(lsn: u64, t: i64, resource: &str, change: ChangeInput) -> StateInpu
         }
         .to_owned(),
         resource: resource.to_owned(),
-        change,
+        change: Some(change),
+        compensation: None,
     }
 }
 
