@@ -208,6 +208,16 @@ impl DerivedLog {
         self.state.progress()
     }
 
+    /// A reader waits until the query index has `lsn`: commit it soon.
+    pub fn want_query(&self, lsn: u64) {
+        self.query.want(lsn);
+    }
+
+    /// A reader waits until the state store has `lsn`: commit it soon.
+    pub fn want_state(&self, lsn: u64) {
+        self.state.want(lsn);
+    }
+
     /// One page of LSNs matching `filter`. Blocking (index reads).
     ///
     /// # Errors

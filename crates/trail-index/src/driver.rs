@@ -4,11 +4,12 @@
 //! publishes how far it has come. It never touches the writer: it reads
 //! durable records only, so a slow store lags instead of slowing appends.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use trail_log::{Follower, Head, Log, RetentionHold, StoredRecord};
 
 use crate::error::{IndexError, Result};
@@ -88,6 +89,7 @@ pub type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 pub struct Driver<S: DerivedStore> {
     log: String,
     progress: watch::Receiver<Progress>,
+    wanted: Arc<Wanted>,
     jobs: Option<mpsc::UnboundedSender<Job<S>>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -116,6 +118,8 @@ impl<S: DerivedStore> Driver<S> {
         if let Some(from) = from {
             hold.release_through(from.lsn);
         }
+        let wanted = Arc::new(Wanted::default());
+        let run_wanted = Arc::clone(&wanted);
         let name = format!("trail-{}-{}", short_name(S::NAME), log.name());
         let thread = std::thread::Builder::new()
             .name(name)
@@ -129,6 +133,8 @@ impl<S: DerivedStore> Driver<S> {
                     pending: None,
                     pending_records: 0,
                     oldest_pending: None,
+                    wanted: run_wanted,
+                    last_commit: Instant::now(),
                 };
                 if let Err(error) = run.run(&mut store) {
                     tracing::error!(log = %log.name(), store = S::NAME, %error, "derived store stopped following the log");
@@ -141,6 +147,7 @@ impl<S: DerivedStore> Driver<S> {
         Ok(Driver {
             log: log_name,
             progress,
+            wanted,
             jobs: Some(jobs),
             thread: Some(thread),
         })
@@ -150,6 +157,17 @@ impl<S: DerivedStore> Driver<S> {
     #[must_use]
     pub fn progress(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
+    }
+
+    /// Someone waits for `lsn` (read-your-writes, a compensation planning
+    /// on it): once the store has taken it in, commit soon (at most every
+    /// [`WANTED_COMMIT_GAP`]) instead of at the end of the commit interval.
+    pub fn want(&self, lsn: u64) {
+        if self.progress.borrow().lsn() >= lsn {
+            return;
+        }
+        self.wanted.lsn.fetch_max(lsn, Ordering::Relaxed);
+        self.wanted.notify.notify_one();
     }
 
     /// Runs `job` on the driver's thread at its next consistent point.
@@ -186,6 +204,18 @@ fn short_name(name: &str) -> String {
     name.split(' ').next().unwrap_or(name).to_owned()
 }
 
+/// The shortest time between two commits made because a reader waits
+/// ([`Driver::want`]): under a stream of such readers a store still
+/// commits in batches (each tantivy commit is a segment to merge).
+pub const WANTED_COMMIT_GAP: Duration = Duration::from_millis(5);
+
+/// The highest LSN a reader waits for, and the driver's wake-up for it.
+#[derive(Default)]
+struct Wanted {
+    lsn: AtomicU64,
+    notify: Notify,
+}
+
 /// The driver thread's state.
 struct Run<S: DerivedStore> {
     follower: Follower,
@@ -198,11 +228,14 @@ struct Run<S: DerivedStore> {
     pending: Option<Head>,
     pending_records: usize,
     oldest_pending: Option<Instant>,
+    wanted: Arc<Wanted>,
+    last_commit: Instant,
 }
 
 /// What woke the driver while it waited.
 enum Woke<S> {
     Records,
+    Wanted,
     Job(Job<S>),
     Timeout,
     Stop,
@@ -241,28 +274,41 @@ impl<S: DerivedStore> Run<S> {
                 });
                 self.pending_records += records.len();
                 self.oldest_pending.get_or_insert_with(Instant::now);
-                if self.pending_records >= self.pace.commit_records || self.commit_due() {
+                if self.pending_records >= self.pace.commit_records
+                    || self.commit_due()
+                    || self.wanted_due()
+                {
                     self.commit(store)?;
                 }
                 continue;
             }
-            // At the head: wait for records, a job, the commit deadline or
-            // the stop signal.
-            let timeout = match self.oldest_pending {
+            // At the head: wait for records, a job, the commit deadline, a
+            // reader waiting for what is pending, or the stop signal.
+            let mut timeout = match self.oldest_pending {
                 Some(oldest) => self.pace.commit_interval.saturating_sub(oldest.elapsed()),
                 None => Duration::from_secs(3600),
             };
+            if self.wanted_pending() {
+                timeout = timeout.min(WANTED_COMMIT_GAP.saturating_sub(self.last_commit.elapsed()));
+            }
             let follower = &mut self.follower;
             let jobs = &mut self.jobs;
+            let wanted = Arc::clone(&self.wanted);
             let woke = runtime.block_on(async {
                 tokio::select! {
                     waited = follower.wait() => waited.map(|()| Woke::Records),
                     job = jobs.recv() => Ok(job.map_or(Woke::Stop, Woke::Job)),
+                    () = wanted.notify.notified() => Ok(Woke::Wanted),
                     () = tokio::time::sleep(timeout) => Ok(Woke::Timeout),
                 }
             });
             match woke {
                 Ok(Woke::Records) => {}
+                Ok(Woke::Wanted) => {
+                    if self.wanted_due() {
+                        self.commit(store)?;
+                    }
+                }
                 Ok(Woke::Timeout) => self.commit(store)?,
                 Ok(Woke::Job(job)) => {
                     self.commit(store)?;
@@ -277,6 +323,18 @@ impl<S: DerivedStore> Run<S> {
                 }
             }
         }
+    }
+
+    /// A reader waits for an LSN that is taken in but not committed.
+    fn wanted_pending(&self) -> bool {
+        self.pending
+            .is_some_and(|pending| pending.lsn.0 >= self.wanted.lsn.load(Ordering::Relaxed))
+            && self.wanted.lsn.load(Ordering::Relaxed) > self.progress.borrow().lsn()
+    }
+
+    /// [`Run::wanted_pending`], and the last commit is long enough ago.
+    fn wanted_due(&self) -> bool {
+        self.wanted_pending() && self.last_commit.elapsed() >= WANTED_COMMIT_GAP
     }
 
     fn commit_due(&self) -> bool {
@@ -298,6 +356,7 @@ impl<S: DerivedStore> Run<S> {
         self.hold.release_through(through.lsn);
         self.pending_records = 0;
         self.oldest_pending = None;
+        self.last_commit = Instant::now();
         self.progress.send_modify(|progress| {
             progress.applied = Some(through);
         });

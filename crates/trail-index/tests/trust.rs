@@ -151,3 +151,54 @@ fn stores_of_another_log_are_rebuilt_and_matching_ones_resume() {
     drop(log);
     store.close().unwrap();
 }
+
+/// A reader waiting for an LSN (`want_*`) gets it committed within a few
+/// milliseconds, not at the end of a (here 30 s) commit interval; without a
+/// waiter the store keeps to its interval.
+#[test]
+fn a_waiting_reader_gets_its_lsn_committed_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), options()).unwrap();
+    let log = store.get_or_create(&LogName::new("x").unwrap()).unwrap();
+    let pace = trail_index::Pace {
+        commit_interval: Duration::from_secs(30),
+        ..trail_index::Pace::default()
+    };
+    let derived = DerivedLog::open(
+        dir.path(),
+        Arc::clone(&log),
+        DerivedOptions {
+            pace,
+            ..DerivedOptions::default()
+        },
+    )
+    .unwrap();
+    append(&log, "a", 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        derived.state_progress().borrow().lsn(),
+        0,
+        "nobody waits: the interval holds"
+    );
+    let started = Instant::now();
+    derived.want_state(3);
+    derived.want_query(3);
+    caught_up(&derived, 3);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "committed for the waiter in {:?}",
+        started.elapsed()
+    );
+    // Records that arrive after the want: committed as they are taken in.
+    append(&log, "b", 2);
+    derived.want_state(5);
+    let started = Instant::now();
+    while derived.state_progress().borrow().lsn() < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "lsn 5 not committed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    drop(derived);
+}

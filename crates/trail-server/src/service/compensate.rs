@@ -301,10 +301,19 @@ async fn run(
 ) -> Result<CompensateResponse, Status> {
     let derived = Arc::clone(open.derived.running()?);
     let resource = goal.resource().to_owned();
+    // A real run plans at whatever the state store has reached (once it has
+    // the target): the append condition refuses the batch if a record about
+    // the resource landed after that cut, and then it plans again from the
+    // head. A dry run appends nothing, so nothing would catch a stale cut:
+    // it plans at the head the log has now.
+    let mut plan_from = if ask.dry_run {
+        open.log.head().lsn
+    } else {
+        goal.requested_lsn()
+    };
     for _ in 0..PLAN_ATTEMPTS_MAX {
-        // Planning at the head the log has now: the conflict check sees
-        // every change acknowledged before the request.
-        caught_up(service, &derived, open.log.head().lsn).await?;
+        caught_up(service, &derived, plan_from).await?;
+        plan_from = open.log.head().lsn;
         let plan = match make_plan(&derived, goal).await? {
             Ok(plan) => plan,
             Err(PlanError::AlreadyCompensated { by, .. }) => {
@@ -392,6 +401,7 @@ async fn run(
 /// has taken in `lsn`.
 async fn caught_up(service: &LogService, derived: &DerivedLog, lsn: Lsn) -> Result<(), Status> {
     let timeout = wait_timeout(0, &service.shared.limits)?;
+    derived.want_state(lsn.0);
     wait_for(derived.state_progress(), lsn.0, timeout, "state store").await?;
     Ok(())
 }
@@ -465,11 +475,12 @@ async fn build_events(
         Goal::Undo { .. } => "trail.compensate",
         Goal::Rollback { .. } => "trail.rollback",
     };
+    // The hashes the compensations commit to, read from the log.
+    let undone: Vec<Lsn> = plan.steps.iter().map(|step| Lsn(step.undoes)).collect();
+    let targets = read_records(service, log, &undone).await?;
     let mut events = Vec::with_capacity(plan.steps.len());
-    for step in &plan.steps {
+    for (step, target) in plan.steps.iter().zip(&targets) {
         let undone = Lsn(step.undoes);
-        // The hash the compensation commits to, read from the log.
-        let target = read_record(service, log, undone).await?;
         let event_id = compensation_event_id(undone);
         let event = Event {
             event_id: event_id.clone(),
@@ -645,6 +656,41 @@ async fn read_record(
     records
         .pop()
         .ok_or_else(|| Status::internal(format!("the log returned no record at lsn {lsn}")))
+}
+
+/// The records at `lsns` (in that order): local ones in one blocking task,
+/// nearby LSNs read as one range; archived ones one by one through the
+/// archive.
+async fn read_records(
+    service: &LogService,
+    log: &Arc<Log>,
+    lsns: &[Lsn],
+) -> Result<Vec<StoredRecord>, Status> {
+    let local = Arc::clone(log);
+    let wanted: Vec<u64> = lsns.iter().map(|lsn| lsn.0).collect();
+    let first_local = log.first_local_lsn();
+    let (here, archived): (Vec<u64>, Vec<u64>) =
+        wanted.iter().partition(|lsn| **lsn >= first_local.0);
+    let mut found: std::collections::HashMap<u64, StoredRecord> =
+        tokio::task::spawn_blocking(move || super::query::read_lsns(&local, &here))
+            .await
+            .map_err(|error| Status::internal(format!("reading failed: {error}")))??
+            .into_iter()
+            .map(|stored| (stored.record.lsn.0, stored))
+            .collect();
+    for lsn in archived {
+        let stored = read_record(service, log, Lsn(lsn)).await?;
+        found.insert(lsn, stored);
+    }
+    wanted
+        .iter()
+        .map(|lsn| {
+            found
+                .get(lsn)
+                .cloned()
+                .ok_or_else(|| Status::internal(format!("the log returned no record at lsn {lsn}")))
+        })
+        .collect()
 }
 
 /// A range of records, local or through the archive.

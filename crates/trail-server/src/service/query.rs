@@ -53,6 +53,7 @@ pub(super) async fn query(
         Some(Cursor::decode(&cursor, descending, digest).map_err(|error| index_status(&error))?)
     };
     let timeout = wait_timeout(min_lsn_timeout_ms, limits)?;
+    derived.want_query(min_lsn);
     let progress = wait_for(derived.query_progress(), min_lsn, timeout, "query index").await?;
     let through = cursor.map_or(progress.lsn(), |cursor| cursor.through);
     let page = PageRequest {
@@ -100,7 +101,7 @@ pub(super) async fn query(
 
 /// The records at `lsns` (in that order), read from the log with nearby
 /// ones read as one range.
-fn read_lsns(log: &Log, lsns: &[u64]) -> Result<Vec<StoredRecord>, Status> {
+pub(super) fn read_lsns(log: &Log, lsns: &[u64]) -> Result<Vec<StoredRecord>, Status> {
     let mut sorted = lsns.to_vec();
     sorted.sort_unstable();
     let mut found = std::collections::HashMap::with_capacity(lsns.len());

@@ -72,6 +72,7 @@ pub(super) async fn get_state(
     }
     let derived = Arc::clone(open.derived.running()?);
     let timeout = wait_timeout(min_lsn_timeout_ms, &service.shared.limits)?;
+    derived.want_state(min_lsn.max(at_lsn));
     wait_for(
         derived.state_progress(),
         min_lsn.max(at_lsn),
@@ -128,6 +129,7 @@ pub(super) async fn history(
     let open = service.existing_open_log(&log).await?;
     let derived = Arc::clone(open.derived.running()?);
     let timeout = wait_timeout(min_lsn_timeout_ms, limits)?;
+    derived.want_state(min_lsn);
     let progress = wait_for(derived.state_progress(), min_lsn, timeout, "state store").await?;
     // Rows past the watermark the answer names are not in it (a batch may
     // land between the two reads).
