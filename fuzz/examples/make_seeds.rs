@@ -32,6 +32,27 @@ fn main() -> std::io::Result<()> {
     write("frame_decode", "record-frame", &frame)?;
     write("frame_decode", "record-body", &frame[FRAME_HEADER_BYTES..])?;
     write("frame_decode", "zero-length", &[0u8; 8])?;
+    // Body format 2's compensation (FORMAT.md 4.3): the LSN it undoes and
+    // that record's hash.
+    let compensation = RecordRef {
+        kind: RecordKind::Compensation {
+            compensates: Lsn(70_000),
+            compensates_hash: RecordHash([0x22; 32]),
+        },
+        lsn: Lsn(300),
+        recorded_at_unix_nanos: -1,
+        prev_hash: RecordHash([0x11; 32]),
+        batch_last_lsn: Lsn(301),
+        durable_lsn: Lsn(299),
+        event_id: "x",
+        event: b"",
+    };
+    let mut frame = Vec::new();
+    if encode_record_frame(&mut frame, &compensation).is_err() {
+        return Err(std::io::Error::other("cannot encode the seed compensation"));
+    }
+    write("frame_decode", "compensation-frame", &frame)?;
+    write("frame_decode", "compensation-body", &frame[FRAME_HEADER_BYTES..])?;
 
     // segment_recover's input is an `arbitrary` enum: tag byte first.
     let (segment, _) = build_segment(3, &[0x42; 64], &[0u8; 64]);

@@ -571,20 +571,37 @@ async fn auto_verify(
         .await
         .map_err(|error| Status::internal(format!("state read failed: {error}")))?
         .map_err(|error| state_status(&error))?;
-    if answer.state != plan.state_after {
-        let show = |state: Option<&serde_json::Value>| {
-            state.map_or_else(|| "absent".to_owned(), ToString::to_string)
-        };
-        return Err(Status::internal(format!(
-            "auto-verify failed: the compensation landed (through lsn {last}), but the state of {resource} read back at lsn {last} is {} where the plan predicted {}",
-            show(answer.state.as_ref()),
-            show(plan.state_after.as_ref())
-        )));
-    }
+    same_as_predicted(
+        resource,
+        last,
+        answer.state.as_ref(),
+        plan.state_after.as_ref(),
+    )?;
     Ok(AutoVerifyResult {
         matched: true,
         state_lsn: answer.watermark.map_or(last.0, |watermark| watermark.lsn),
     })
+}
+
+/// Auto-verify's comparison: INTERNAL with both states when they differ
+/// (the records landed; the derived state disagrees with the plan).
+fn same_as_predicted(
+    resource: &str,
+    last: Lsn,
+    read_back: Option<&serde_json::Value>,
+    predicted: Option<&serde_json::Value>,
+) -> Result<(), Status> {
+    if read_back == predicted {
+        return Ok(());
+    }
+    let show = |state: Option<&serde_json::Value>| {
+        state.map_or_else(|| "absent".to_owned(), ToString::to_string)
+    };
+    Err(Status::internal(format!(
+        "auto-verify failed: the compensation landed (through lsn {last}), but the state of {resource} read back at lsn {last} is {} where the plan predicted {}",
+        show(read_back),
+        show(predicted)
+    )))
 }
 
 /// The answer for a target that is already compensated (by `by`): that
@@ -722,5 +739,47 @@ async fn read_range(
             Ok(read.records)
         }
         Err(error) => Err(status::from_log_error(&error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trail_state::LaterChange;
+
+    #[test]
+    fn auto_verify_shows_both_states_when_they_differ() {
+        let read = serde_json::json!({"status": "paid"});
+        let predicted = serde_json::json!({"status": "new"});
+        assert!(same_as_predicted("order/1", Lsn(9), Some(&read), Some(&read)).is_ok());
+        let status = same_as_predicted("order/1", Lsn(9), Some(&read), Some(&predicted))
+            .expect_err("they differ");
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(
+            status.message(),
+            r#"auto-verify failed: the compensation landed (through lsn 9), but the state of order/1 read back at lsn 9 is {"status":"paid"} where the plan predicted {"status":"new"}"#
+        );
+        let absent = same_as_predicted("order/1", Lsn(9), None, Some(&predicted))
+            .expect_err("absent differs");
+        assert!(absent.message().contains("read back at lsn 9 is absent"));
+    }
+
+    #[test]
+    fn a_long_conflict_list_is_cut_and_counted() {
+        let later = (1..=25)
+            .map(|lsn| LaterChange {
+                lsn: lsn + 1,
+                actor: format!("a{lsn}"),
+                action: "x".into(),
+            })
+            .collect();
+        let status = plan_status("shop", PlanError::Conflict { lsn: 1, later });
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(
+            status.message().contains("lsn 21 by a20 (x), and 5 more;"),
+            "{}",
+            status.message()
+        );
+        assert!(!status.message().contains("lsn 22 by"));
     }
 }
