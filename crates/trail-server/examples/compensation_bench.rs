@@ -5,8 +5,10 @@
 //!
 //! - a resource with CHANGES (default 10,000) changes: compensation of its
 //!   newest change, dry run and real (each real one lands, so the next
-//!   compensates that one: undo, redo, ...), and the refusal of its first
-//!   change (the conflict check walks every later change);
+//!   compensates that one: undo, redo, ...), back to back (each waits for
+//!   the state store to commit the one before, at most every 5 ms) and at
+//!   an operator's pace; and the refusal of its first change (the conflict
+//!   check walks every later change);
 //! - a resource with ROLLBACK (default 1,000) changes: a rollback of all of
 //!   them, dry run and real (one atomic batch of that many records).
 //!
@@ -168,7 +170,20 @@ async fn main() -> Result {
         newest = answer.records.first().map_or(newest, |record| record.lsn);
     }
     real.row(&format!(
-        "compensate the newest of {changes} changes (appended, fsync)"
+        "compensate the newest of {changes} changes (appended, fsync), back to back"
+    ));
+    // At an operator's pace: the state store has committed the previous
+    // compensation before the next request, so nothing waits for it.
+    let mut paced = Timings(Vec::new());
+    for _ in 0..rounds.min(100) {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let started = Instant::now();
+        let answer = client.compensate(ask(newest, false)).await?.into_inner();
+        paced.0.push(started.elapsed());
+        newest = answer.records.first().map_or(newest, |record| record.lsn);
+    }
+    paced.row(&format!(
+        "compensate the newest of {changes} changes (appended, fsync), one every 150 ms"
     ));
     let mut refused = Timings(Vec::new());
     for _ in 0..rounds.min(50) {
