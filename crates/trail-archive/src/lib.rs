@@ -55,6 +55,9 @@ pub use error::{ArchiveError, Result};
 pub use manifest::{Compression, Manifest};
 pub use read_through::{ArchiveRead, ArchiveReader, CacheStats, READ_RECORDS_MAX};
 pub use restore::restore_log;
-pub use target::{ArchiveTarget, TargetConfig};
+pub use target::{
+    ArchiveTarget, Multipart, TargetConfig, MULTIPART_PARTS_MAX, MULTIPART_PART_BYTES_MAX,
+    MULTIPART_PART_BYTES_MIN,
+};
 pub use upload::{prepare_segment, upload_segment, PreparedSegment};
-pub use verify::{verify_archive, ArchiveReport, Progress};
+pub use verify::{verify_archive, verify_archived_range, ArchiveReport, Progress, RangeReport};

@@ -2,13 +2,28 @@
 //! a get that tells "missing" from "unreachable", and a create-only put that
 //! does not trust the store to honour "create-only" (Garage ignores it):
 //! check, write with `PutMode::Create`, then read back and compare.
+//!
+//! An object above the target's multipart threshold goes up in parts
+//! (`WriteMultipart`). object_store 0.14 completes a multipart upload
+//! unconditionally (no `PutMode` for it), so there "create-only" rests on
+//! the check before and the read-back after alone (DECISIONS.md #38). A
+//! failed upload is aborted (best effort); an upload never completed is no
+//! object (S3 shows parts only once completed), and one completed whose
+//! answer was lost is found by the next attempt's check.
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::{
+    ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, WriteMultipart,
+};
 
 use crate::error::{ArchiveError, Result};
+use crate::target::{Multipart, MULTIPART_PARTS_MAX};
+
+/// Parts of one multipart upload in flight at once: two keep the link busy
+/// while one part's answer is awaited; more only holds more connections.
+const MULTIPART_PARTS_IN_FLIGHT: usize = 2;
 
 /// What a create-only put found.
 #[derive(Debug)]
@@ -46,10 +61,19 @@ pub async fn put_create_verified(
     store: &dyn ObjectStore,
     key: &Path,
     bytes: Bytes,
+    multipart: Multipart,
     conflict: impl Fn() -> ArchiveError,
 ) -> Result<Stored> {
     if let Some(existing) = get(store, key).await? {
         return Ok(Stored::Existing(existing));
+    }
+    if bytes.len() as u64 > multipart.threshold_bytes {
+        put_in_parts(store, key, bytes.clone(), multipart).await?;
+        let read_back = get(store, key).await?.ok_or_else(&conflict)?;
+        if read_back != bytes {
+            return Err(conflict());
+        }
+        return Ok(Stored::Written);
     }
     let options = PutOptions {
         mode: PutMode::Create,
@@ -72,6 +96,47 @@ pub async fn put_create_verified(
         return Err(conflict());
     }
     Ok(Stored::Written)
+}
+
+/// Uploads `bytes` under `key` in parts of `multipart.part_bytes`, at most
+/// [`MULTIPART_PARTS_IN_FLIGHT`] at once; aborts the upload when a part or
+/// the completion fails.
+async fn put_in_parts(
+    store: &dyn ObjectStore,
+    key: &Path,
+    mut bytes: Bytes,
+    multipart: Multipart,
+) -> Result<()> {
+    let part_bytes = usize::try_from(multipart.part_bytes).unwrap_or(usize::MAX);
+    let parts = (bytes.len() as u64).div_ceil(multipart.part_bytes);
+    if parts > MULTIPART_PARTS_MAX {
+        return Err(ArchiveError::Config(format!(
+            "{key} is {} bytes: more than {MULTIPART_PARTS_MAX} parts of {} bytes; raise the multipart part size",
+            bytes.len(),
+            multipart.part_bytes
+        )));
+    }
+    let upload = store
+        .put_multipart(key)
+        .await
+        .map_err(|error| ArchiveError::store("start a multipart upload of", key, error))?;
+    let mut writer = WriteMultipart::new_with_chunk_size(upload, part_bytes);
+    // Bounded: `parts` passes, checked above.
+    while !bytes.is_empty() {
+        if let Err(error) = writer.wait_for_capacity(MULTIPART_PARTS_IN_FLIGHT).await {
+            // Best effort: an upload never completed is no object anyway.
+            let _ = writer.abort().await;
+            return Err(ArchiveError::store("upload a part of", key, error));
+        }
+        let part = bytes.split_to(part_bytes.min(bytes.len()));
+        writer.put(part);
+    }
+    // `finish` aborts the upload itself when a part or the completion fails.
+    writer
+        .finish()
+        .await
+        .map_err(|error| ArchiveError::store("complete the multipart upload of", key, error))?;
+    Ok(())
 }
 
 /// Every object under `prefix`, bounded by `objects_max`.

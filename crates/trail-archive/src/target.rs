@@ -23,6 +23,57 @@ const STORE_RETRIES_MAX: usize = 2;
 /// The longest one call spends retrying.
 const STORE_RETRY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The smallest part S3 takes in a multipart upload (all but the last).
+pub const MULTIPART_PART_BYTES_MIN: u64 = 5 << 20;
+/// The largest part S3 takes.
+pub const MULTIPART_PART_BYTES_MAX: u64 = 5 << 30;
+/// The most parts one S3 multipart upload may have.
+pub const MULTIPART_PARTS_MAX: u64 = 10_000;
+
+/// When an object goes up in parts (S3 multipart upload) instead of one
+/// put: a large segment then needs no single request of its whole size,
+/// and the parts go up two at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Multipart {
+    /// Objects larger than this many bytes go up in parts.
+    pub threshold_bytes: u64,
+    /// Bytes of each part but the last.
+    pub part_bytes: u64,
+}
+
+impl Default for Multipart {
+    fn default() -> Self {
+        Multipart {
+            threshold_bytes: 8 << 20,
+            part_bytes: 8 << 20,
+        }
+    }
+}
+
+impl Multipart {
+    /// Checks the bounds S3 sets: parts of 5 MiB..=5 GiB (only the last
+    /// may be smaller), and a threshold of at least the smallest part (a
+    /// smaller object is one put).
+    ///
+    /// # Errors
+    /// [`ArchiveError::Config`] naming the setting out of bounds.
+    pub fn validate(&self) -> Result<()> {
+        if !(MULTIPART_PART_BYTES_MIN..=MULTIPART_PART_BYTES_MAX).contains(&self.part_bytes) {
+            return Err(ArchiveError::Config(format!(
+                "multipart part size {} bytes is outside {MULTIPART_PART_BYTES_MIN}..={MULTIPART_PART_BYTES_MAX} (S3 parts are 5 MiB to 5 GiB)",
+                self.part_bytes
+            )));
+        }
+        if self.threshold_bytes < MULTIPART_PART_BYTES_MIN {
+            return Err(ArchiveError::Config(format!(
+                "multipart threshold {} bytes is below {MULTIPART_PART_BYTES_MIN} (S3's smallest part): smaller objects go up in one put",
+                self.threshold_bytes
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// How to reach the target.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TargetConfig {
@@ -45,6 +96,7 @@ pub struct TargetConfig {
 pub struct ArchiveTarget {
     pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) prefix: Path,
+    pub(crate) multipart: Multipart,
     url: String,
 }
 
@@ -84,6 +136,7 @@ impl ArchiveTarget {
         Ok(ArchiveTarget {
             store: Arc::new(store),
             prefix: Path::default(),
+            multipart: Multipart::default(),
             url: config.url.clone(),
         })
     }
@@ -164,8 +217,27 @@ impl ArchiveTarget {
         Ok(ArchiveTarget {
             store: Arc::new(store),
             prefix,
+            multipart: Multipart::default(),
             url: config.url.clone(),
         })
+    }
+
+    /// This target, putting objects larger than `multipart.threshold_bytes`
+    /// in parts of `multipart.part_bytes` (the default: 8 MiB and 8 MiB).
+    ///
+    /// # Errors
+    /// [`ArchiveError::Config`] for settings outside S3's bounds
+    /// ([`Multipart::validate`]).
+    pub fn with_multipart(mut self, multipart: Multipart) -> Result<ArchiveTarget> {
+        multipart.validate()?;
+        self.multipart = multipart;
+        Ok(self)
+    }
+
+    /// When objects go up in parts.
+    #[must_use]
+    pub fn multipart(&self) -> Multipart {
+        self.multipart
     }
 
     /// The URL it was opened with.
@@ -222,6 +294,47 @@ mod tests {
         assert!(ArchiveTarget::open(&s3("ftp://127.0.0.1:21")).is_err());
         let target = ArchiveTarget::open(&s3("http://127.0.0.1:9000")).expect("opens");
         assert_eq!(target.prefix.as_ref(), "trail/prod");
+    }
+
+    #[test]
+    fn multipart_settings_stay_within_s3_bounds() {
+        let target = ArchiveTarget::open(&s3("http://127.0.0.1:9000")).expect("opens");
+        assert_eq!(target.multipart(), Multipart::default());
+        assert!(Multipart::default().validate().is_ok());
+        let edge = Multipart {
+            threshold_bytes: MULTIPART_PART_BYTES_MIN,
+            part_bytes: MULTIPART_PART_BYTES_MAX,
+        };
+        assert_eq!(
+            target
+                .clone()
+                .with_multipart(edge)
+                .map(|t| t.multipart())
+                .ok(),
+            Some(edge)
+        );
+        for wrong in [
+            Multipart {
+                part_bytes: MULTIPART_PART_BYTES_MIN - 1,
+                ..Multipart::default()
+            },
+            Multipart {
+                part_bytes: MULTIPART_PART_BYTES_MAX + 1,
+                ..Multipart::default()
+            },
+            Multipart {
+                threshold_bytes: MULTIPART_PART_BYTES_MIN - 1,
+                ..Multipart::default()
+            },
+        ] {
+            assert!(
+                matches!(
+                    target.clone().with_multipart(wrong),
+                    Err(ArchiveError::Config(_))
+                ),
+                "{wrong:?}"
+            );
+        }
     }
 
     #[test]

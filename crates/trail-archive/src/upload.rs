@@ -150,9 +150,14 @@ pub async fn upload_segment(
     };
 
     let segment_key = layout.key(first, last, SEGMENT_SUFFIX);
-    if let Stored::Existing(existing) =
-        objects::put_create_verified(store, &segment_key, segment_object, conflict(&segment_key))
-            .await?
+    if let Stored::Existing(existing) = objects::put_create_verified(
+        store,
+        &segment_key,
+        segment_object,
+        target.multipart,
+        conflict(&segment_key),
+    )
+    .await?
     {
         let decoded = compress::decode(&existing, manifest.compression, manifest.segment.bytes)
             .map_err(|_| conflict(&segment_key)())?;
@@ -163,8 +168,14 @@ pub async fn upload_segment(
     }
 
     let index_key = layout.key(first, last, INDEX_SUFFIX);
-    if let Stored::Existing(existing) =
-        objects::put_create_verified(store, &index_key, index_object, conflict(&index_key)).await?
+    if let Stored::Existing(existing) = objects::put_create_verified(
+        store,
+        &index_key,
+        index_object,
+        target.multipart,
+        conflict(&index_key),
+    )
+    .await?
     {
         let decoded = compress::decode(&existing, manifest.compression, manifest.index.bytes)
             .map_err(|_| conflict(&index_key)())?;
@@ -176,8 +187,14 @@ pub async fn upload_segment(
 
     let manifest_key = layout.key(first, last, MANIFEST_SUFFIX);
     let bytes = Bytes::from(manifest.encode());
-    if let Stored::Existing(existing) =
-        objects::put_create_verified(store, &manifest_key, bytes, conflict(&manifest_key)).await?
+    if let Stored::Existing(existing) = objects::put_create_verified(
+        store,
+        &manifest_key,
+        bytes,
+        target.multipart,
+        conflict(&manifest_key),
+    )
+    .await?
     {
         // An earlier attempt's manifest: the same segment and chain link,
         // only its timestamp may differ.

@@ -92,7 +92,9 @@ impl Compactor {
             return Ok(None);
         }
         let target = ArchiveTarget::open(&config.target_config())
-            .map_err(|error| ServerError::Config(format!("archive.url: {error}")))?;
+            .map_err(|error| ServerError::Config(format!("archive.url: {error}")))?
+            .with_multipart(config.multipart())
+            .map_err(|error| ServerError::Config(format!("archive.multipart_*: {error}")))?;
         Ok(Some(Compactor {
             inner: Arc::new(Inner {
                 store,

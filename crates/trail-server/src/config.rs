@@ -83,6 +83,12 @@ pub struct ArchiveConfig {
     /// `trail_server::service::ARCHIVE_READ_LOGS_MAX` logs keep one at a
     /// time. A segment larger than this is read once and not kept.
     pub read_cache_bytes_max: u64,
+    /// Objects (compressed segments, sidecars) larger than this many bytes
+    /// go up as an S3 multipart upload; at least 5 MiB.
+    pub multipart_threshold_bytes: u64,
+    /// Bytes of each part of a multipart upload but the last, 5 MiB..=5 GiB
+    /// (S3's bounds).
+    pub multipart_part_bytes: u64,
 }
 
 impl Default for ArchiveConfig {
@@ -101,6 +107,8 @@ impl Default for ArchiveConfig {
             backoff_initial_ms: 1000,
             backoff_max_ms: 300_000,
             read_cache_bytes_max: 256 << 20,
+            multipart_threshold_bytes: trail_archive::Multipart::default().threshold_bytes,
+            multipart_part_bytes: trail_archive::Multipart::default().part_bytes,
         }
     }
 }
@@ -134,6 +142,15 @@ impl ArchiveConfig {
         }
     }
 
+    /// When objects go up in parts.
+    #[must_use]
+    pub fn multipart(&self) -> trail_archive::Multipart {
+        trail_archive::Multipart {
+            threshold_bytes: self.multipart_threshold_bytes,
+            part_bytes: self.multipart_part_bytes,
+        }
+    }
+
     /// The target settings.
     #[must_use]
     pub fn target_config(&self) -> trail_archive::TargetConfig {
@@ -162,6 +179,23 @@ impl ArchiveConfig {
             return Err(ServerError::Config(format!(
                 "archive.backoff_initial_ms ({}) must be at least 1 and at most archive.backoff_max_ms ({})",
                 self.backoff_initial_ms, self.backoff_max_ms
+            )));
+        }
+        if self.multipart_part_bytes < trail_archive::MULTIPART_PART_BYTES_MIN
+            || self.multipart_part_bytes > trail_archive::MULTIPART_PART_BYTES_MAX
+        {
+            return Err(ServerError::Config(format!(
+                "archive.multipart_part_bytes = {} is outside {}..={} (S3 parts are 5 MiB to 5 GiB, all but the last)",
+                self.multipart_part_bytes,
+                trail_archive::MULTIPART_PART_BYTES_MIN,
+                trail_archive::MULTIPART_PART_BYTES_MAX
+            )));
+        }
+        if self.multipart_threshold_bytes < trail_archive::MULTIPART_PART_BYTES_MIN {
+            return Err(ServerError::Config(format!(
+                "archive.multipart_threshold_bytes = {} is below {} (S3's smallest part)",
+                self.multipart_threshold_bytes,
+                trail_archive::MULTIPART_PART_BYTES_MIN
             )));
         }
         if self.enabled() && !(self.url.starts_with("file://") || self.url.starts_with("s3://")) {
@@ -542,6 +576,28 @@ mod tests {
         assert!(
             matches!(error, Err(ServerError::Config(message)) if message.contains("listen_addr"))
         );
+    }
+
+    #[test]
+    fn multipart_settings_outside_s3_bounds_are_refused_by_name() {
+        for (threshold, part, key) in [
+            (8 << 20, (5 << 20) - 1, "archive.multipart_part_bytes"),
+            (8 << 20, (5 << 30) + 1, "archive.multipart_part_bytes"),
+            ((5 << 20) - 1, 8 << 20, "archive.multipart_threshold_bytes"),
+        ] {
+            let mut config = Config::default();
+            config.archive.multipart_threshold_bytes = threshold;
+            config.archive.multipart_part_bytes = part;
+            let message = match config.validate() {
+                Err(ServerError::Config(message)) => message,
+                other => panic!("{other:?}"),
+            };
+            assert!(message.contains(key), "{message}");
+        }
+        let mut config = Config::default();
+        config.archive.multipart_threshold_bytes = 5 << 20;
+        config.archive.multipart_part_bytes = 5 << 20;
+        assert!(config.validate().is_ok());
     }
 
     #[test]

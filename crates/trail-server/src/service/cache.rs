@@ -47,6 +47,12 @@ impl ArchiveReaders {
         }
     }
 
+    /// The archive target (`Verify` checks archived ranges from it
+    /// directly, not through a cache: it vouches for the bucket as it is).
+    pub(super) fn target(&self) -> &ArchiveTarget {
+        &self.target
+    }
+
     /// `log`'s reader, created on first use. A stream keeps the reader it
     /// got even if it is evicted here meanwhile (its cache then goes when
     /// the stream ends).

@@ -4,18 +4,21 @@
 //! through the index's watermark it names, and its cursor pins that
 //! watermark so later pages see the same log.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tonic::Status;
 use trail_index::cursor::Cursor;
 use trail_index::filter::request_digest;
 use trail_index::{Filter, IndexError, PageRequest, Progress};
-use trail_log::{Log, Lsn, StoredRecord};
+use trail_log::{Log, LogError, Lsn, StoredRecord};
 use trail_proto::server_view::QueryResponse;
 use trail_proto::v1::QueryRequest;
 
+use super::admin::archive_status_error;
+use super::cache::ArchiveReaders;
 use super::read::{compensation_marks, marked_record};
 use super::LogService;
 use crate::limits::Limits;
@@ -24,6 +27,11 @@ use crate::status;
 /// LSNs closer than this are read as one range instead of one by one: a
 /// single read of a record walks from its sparse-index entry anyway.
 const READ_TOGETHER_GAP: u64 = 32;
+
+/// Local reads in a row that may find hits archived (the compactor removed
+/// them between the check and the read) before the query gives up: each
+/// retry moves them to the archive, so more means a bug.
+const NOT_LOCAL_RETRIES_MAX: u32 = 3;
 
 /// Serves one `Query`.
 pub(super) async fn query(
@@ -67,17 +75,50 @@ pub(super) async fn query(
         .acquire_owned()
         .await
         .map_err(|_| Status::unavailable("server is shutting down"))?;
-    let (lsns, more, records) = tokio::task::spawn_blocking(move || {
+    let searching = Arc::clone(&derived);
+    let reading = Arc::clone(&log);
+    let archiving = service.archive.is_some();
+    let (found, local) = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        let found = derived
+        let found = searching
             .search(&filter, page)
             .map_err(|error| index_status(&error))?;
-        let records = read_lsns(&log, &found.lsns)?;
-        let marks = compensation_marks(Some(derived.as_ref()), &records);
-        Ok::<_, Status>((found.lsns, found.more, (records, marks)))
+        let local = read_local_part(&reading, &found.lsns, archiving)?;
+        let marks = local
+            .archived
+            .is_empty()
+            .then(|| compensation_marks(Some(searching.as_ref()), &local.records));
+        Ok::<_, Status>((found, (local, marks)))
     })
     .await
     .map_err(|error| Status::internal(format!("query failed: {error}")))??;
+    let (lsns, more) = (found.lsns, found.more);
+    let records = match local {
+        (local, Some(marks)) => (order(&lsns, local.records)?, marks),
+        (local, None) => {
+            // Hits before the log's first local LSN: through the log's
+            // archive reader (its cache, one download per segment, each
+            // segment checked against its manifest and the chain).
+            let archive = service
+                .archive
+                .as_ref()
+                .ok_or_else(|| Status::internal("archived hits without an archive"))?;
+            let mut records = local.records;
+            records.extend(read_archived_lsns(archive, &log, &local.archived).await?);
+            let records = order(&lsns, records)?;
+            let permit = Arc::clone(&service.disk_reads)
+                .acquire_owned()
+                .await
+                .map_err(|_| Status::unavailable("server is shutting down"))?;
+            tokio::task::spawn_blocking(move || {
+                let _permit = permit;
+                let marks = compensation_marks(Some(derived.as_ref()), &records);
+                (records, marks)
+            })
+            .await
+            .map_err(|error| Status::internal(format!("query failed: {error}")))?
+        }
+    };
     let next_cursor = match (more, lsns.last()) {
         (true, Some(&after)) => Cursor {
             after,
@@ -104,7 +145,14 @@ pub(super) async fn query(
 pub(super) fn read_lsns(log: &Log, lsns: &[u64]) -> Result<Vec<StoredRecord>, Status> {
     let mut sorted = lsns.to_vec();
     sorted.sort_unstable();
-    let mut found = std::collections::HashMap::with_capacity(lsns.len());
+    let found = read_sorted(log, &sorted).map_err(|error| status::from_log_error(&error))?;
+    order(lsns, found)
+}
+
+/// The records at `sorted` (ascending), read from the local log with
+/// nearby ones read as one range, in LSN order.
+fn read_sorted(log: &Log, sorted: &[u64]) -> Result<Vec<StoredRecord>, LogError> {
+    let mut found = Vec::with_capacity(sorted.len());
     let mut at = 0;
     while at < sorted.len() {
         let first = sorted[at];
@@ -115,13 +163,21 @@ pub(super) fn read_lsns(log: &Log, lsns: &[u64]) -> Result<Vec<StoredRecord>, St
         }
         at += 1;
         for stored in log.read(Lsn(first), Lsn(last)) {
-            let stored = stored.map_err(|error| status::from_log_error(&error))?;
-            let lsn = stored.record.lsn.0;
-            if sorted.binary_search(&lsn).is_ok() {
-                found.insert(lsn, stored);
+            let stored = stored?;
+            if sorted.binary_search(&stored.record.lsn.0).is_ok() {
+                found.push(stored);
             }
         }
     }
+    Ok(found)
+}
+
+/// `records` in the order of `lsns`; INTERNAL when one is missing.
+fn order(lsns: &[u64], records: Vec<StoredRecord>) -> Result<Vec<StoredRecord>, Status> {
+    let mut found: HashMap<u64, StoredRecord> = records
+        .into_iter()
+        .map(|stored| (stored.record.lsn.0, stored))
+        .collect();
     lsns.iter()
         .map(|lsn| {
             found.remove(lsn).ok_or_else(|| {
@@ -131,6 +187,100 @@ pub(super) fn read_lsns(log: &Log, lsns: &[u64]) -> Result<Vec<StoredRecord>, St
             })
         })
         .collect()
+}
+
+/// What the local log holds of a page's hits, and the hits it does not
+/// hold because they are archived.
+struct LocalPart {
+    /// In LSN order.
+    records: Vec<StoredRecord>,
+    /// Ascending; before the log's first local LSN.
+    archived: Vec<u64>,
+}
+
+/// Reads the hits the local log holds. With `archiving`, hits before its
+/// first local LSN are left for the archive, and so are those the
+/// compactor removes while this reads (the read then starts over with the
+/// new first local LSN, a bounded number of times). Blocking.
+fn read_local_part(log: &Log, lsns: &[u64], archiving: bool) -> Result<LocalPart, Status> {
+    let mut sorted = lsns.to_vec();
+    sorted.sort_unstable();
+    let mut attempts = 0;
+    loop {
+        let first_local = if archiving {
+            log.first_local_lsn().0
+        } else {
+            0
+        };
+        let split = sorted.partition_point(|&lsn| lsn < first_local);
+        match read_sorted(log, &sorted[split..]) {
+            Ok(records) => {
+                return Ok(LocalPart {
+                    records,
+                    archived: sorted[..split].to_vec(),
+                })
+            }
+            Err(LogError::NotLocal { .. }) if archiving && attempts < NOT_LOCAL_RETRIES_MAX => {
+                attempts += 1;
+            }
+            Err(error) => return Err(status::from_log_error(&error)),
+        }
+    }
+}
+
+/// The archived records at `sorted` (ascending), through `log`'s archive
+/// reader, nearby ones read as one range; counted in the archive metrics.
+async fn read_archived_lsns(
+    archive: &ArchiveReaders,
+    log: &Log,
+    sorted: &[u64],
+) -> Result<Vec<StoredRecord>, Status> {
+    let (reader, metrics) = archive.reader(log.name());
+    let mut found = Vec::with_capacity(sorted.len());
+    let mut at = 0;
+    while at < sorted.len() {
+        let first = sorted[at];
+        let mut last = first;
+        while at + 1 < sorted.len() && sorted[at + 1] - last <= READ_TOGETHER_GAP {
+            at += 1;
+            last = sorted[at];
+        }
+        at += 1;
+        let mut next = first;
+        // Bounded: each read returns at least one record (or the loop
+        // ends), at most READ_RECORDS_MAX per pass.
+        let passes_max = (last - first) / trail_archive::READ_RECORDS_MAX + 2;
+        for _ in 0..passes_max {
+            if next > last {
+                break;
+            }
+            let started = Instant::now();
+            let read = reader
+                .read_counted(Lsn(next), Lsn(last))
+                .await
+                .map_err(|error| archive_status_error(&error))?;
+            metrics.read(read.hits, read.misses, started.elapsed());
+            let Some(end) = read.records.last().map(|stored| stored.record.lsn.0) else {
+                return Err(Status::data_loss(format!(
+                    "lsn {next} of log {} is not on local disk and the archive does not hold it",
+                    log.name()
+                )));
+            };
+            found.extend(
+                read.records
+                    .into_iter()
+                    .filter(|stored| sorted.binary_search(&stored.record.lsn.0).is_ok()),
+            );
+            next = end + 1;
+        }
+        if next <= last {
+            return Err(Status::internal(format!(
+                "reading archived lsns {next}..={last} of log {} did not finish",
+                log.name()
+            )));
+        }
+    }
+    Ok(found)
 }
 
 /// The page size a request asks for: 0 is the default; above the maximum

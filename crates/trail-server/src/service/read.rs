@@ -452,8 +452,10 @@ async fn read_archived(
     if let Some(prefix) = archive.log.archived_prefix() {
         if prefix.first_lsn == next && prefix.prev_hash != hash {
             return Err(Status::data_loss(format!(
-                "the archive of log {name} ends at lsn {} with a hash the local log's prefix (wal/PREFIX) does not name: the archive and the local log are not the same log",
-                end.record.lsn
+                "the chain of log {name} breaks at the archive/local boundary at lsn {next}: \
+                 the archive's lsn {} has hash {hash}, the local log's prefix (wal/PREFIX) names {}: \
+                 the archive and the local log are not the same log",
+                end.record.lsn, prefix.prev_hash
             )));
         }
     }
