@@ -10,7 +10,7 @@ use trail_log::codec::split_frame;
 use trail_log::fs::ReadFile;
 use trail_log::index::{event_id_key, SegmentIndex, SPARSE_STRIDE_BYTES};
 use trail_log::segment::{decode_footer, scan_segment, SegmentHeader, FOOTER_BYTES};
-use trail_log::{Lsn, RecordHash};
+use trail_log::{Lsn, RecordHash, RecordKind};
 
 /// What a good sealed segment holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +27,20 @@ pub struct SegmentFacts {
     pub last_recorded_at_unix_nanos: i64,
     /// The sidecar this segment implies (identical to the engine's).
     pub index: SegmentIndex,
+    /// The compensation records in it: what they undo, and the hash they
+    /// name (FORMAT.md 6.3), for a check across the whole archive.
+    pub compensations: Vec<CompensationLink>,
+}
+
+/// A compensation record's link to the record it undoes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompensationLink {
+    /// The compensation's LSN.
+    pub lsn: Lsn,
+    /// The LSN it undoes.
+    pub target: Lsn,
+    /// The hash it names for it (`None`: body format 1 names none).
+    pub target_hash: Option<RecordHash>,
 }
 
 /// A byte string as a file the engine's scanner can read.
@@ -71,8 +85,24 @@ pub fn check_sealed_segment(
     };
     let mut sparse: Vec<(Lsn, u64)> = Vec::new();
     let mut ids: Vec<(u64, Lsn)> = Vec::new();
+    let mut compensations = Vec::new();
     // The same sparse rule as the engine's sidecar (FORMAT.md §7).
     let mut visit = |scanned: &trail_log::segment::ScannedRecord<'_>| {
+        let (target, target_hash) = match scanned.record.kind {
+            RecordKind::Event => (None, None),
+            RecordKind::CompensationV1 { compensates } => (Some(compensates), None),
+            RecordKind::Compensation {
+                compensates,
+                compensates_hash,
+            } => (Some(compensates), Some(compensates_hash)),
+        };
+        if let Some(target) = target {
+            compensations.push(CompensationLink {
+                lsn: scanned.record.lsn,
+                target,
+                target_hash,
+            });
+        }
         if sparse
             .last()
             .is_none_or(|(_, last)| scanned.offset >= last + SPARSE_STRIDE_BYTES)
@@ -122,7 +152,44 @@ pub fn check_sealed_segment(
             sparse,
             ids,
         },
+        compensations,
     })
+}
+
+/// The hashes of the records at `wanted` in a segment `bytes` (already
+/// checked by [`check_sealed_segment`]); LSNs it does not hold are left out.
+///
+/// # Errors
+/// A description of what does not scan.
+pub fn record_hashes(
+    bytes: &[u8],
+    name: &Path,
+    log_id: RecordHash,
+    first_lsn: Lsn,
+    prev_hash: RecordHash,
+    wanted: &std::collections::BTreeSet<Lsn>,
+) -> Result<std::collections::HashMap<Lsn, RecordHash>, String> {
+    let expected = SegmentHeader {
+        log_id,
+        first_lsn,
+        prev_hash,
+    };
+    let mut found = std::collections::HashMap::new();
+    let mut visit = |scanned: &trail_log::segment::ScannedRecord<'_>| {
+        if wanted.contains(&scanned.record.lsn) {
+            found.insert(scanned.record.lsn, scanned.hash);
+        }
+    };
+    scan_segment(
+        &MemoryFile(bytes),
+        name,
+        &expected,
+        None,
+        i64::MIN,
+        &mut visit,
+    )
+    .map_err(|error| error_chain(&error))?;
+    Ok(found)
 }
 
 /// An error and its causes on one line (for log lines and status texts).

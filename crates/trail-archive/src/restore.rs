@@ -12,7 +12,7 @@ use trail_log::{LogName, WAL_DIR_NAME};
 
 use crate::error::{ArchiveError, Result};
 use crate::target::ArchiveTarget;
-use crate::verify::{walk, ArchiveReport, Progress};
+use crate::verify::{walk_checked, ArchiveReport, Progress};
 
 /// Restores `log` from `target` into the data directory `data_dir`.
 /// Refuses a log directory that already holds files: restore never mixes
@@ -43,7 +43,7 @@ pub async fn restore_log(
         write_durably(&wal_dir.join(segment_file_name(first)), &fetched.segment)?;
         write_durably(&wal_dir.join(index_file_name(first)), &fetched.index)
     };
-    let outcome = walk(target, log, progress, &mut write).await;
+    let outcome = walk_checked(target, log, progress, &mut write).await;
     match outcome {
         Ok(report) if report.segments == 0 => {
             let _ = std::fs::remove_dir_all(&log_dir);

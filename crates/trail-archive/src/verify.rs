@@ -10,7 +10,7 @@ use trail_log::index::SegmentIndex;
 use trail_log::{LogName, Lsn, RecordHash};
 
 use crate::chain::{load_chain, ChainLink};
-use crate::check::check_sealed_segment;
+use crate::check::{check_sealed_segment, record_hashes, CompensationLink};
 use crate::compress;
 use crate::error::Result;
 use crate::layout::{INDEX_SUFFIX, SEGMENT_SUFFIX};
@@ -36,12 +36,17 @@ pub struct ArchiveReport {
     /// The voucher an archived-prefix record carries for this archive's
     /// last segment (empty for an empty archive).
     pub voucher: String,
+    /// Compensation records whose link was checked (FORMAT.md 6.3): each
+    /// undoes an earlier archived record, once, naming its hash.
+    pub compensations_checked: u64,
 }
 
 /// A segment and its sidecar fetched and checked.
 pub(crate) struct FetchedSegment {
     pub segment: Vec<u8>,
     pub index: Vec<u8>,
+    /// Its compensation records' links.
+    pub compensations: Vec<CompensationLink>,
 }
 
 /// Progress of a verify or a restore.
@@ -66,7 +71,130 @@ pub async fn verify_archive(
     log: &LogName,
     progress: &mut dyn FnMut(Progress),
 ) -> Result<ArchiveReport> {
-    walk(target, log, progress, &mut |_, _| Ok(())).await
+    walk_checked(target, log, progress, &mut |_, _| Ok(())).await
+}
+
+/// [`walk`], then the compensation links across the whole archive
+/// ([`check_compensations`]): what verify and restore both check.
+pub(crate) async fn walk_checked(
+    target: &ArchiveTarget,
+    log: &LogName,
+    progress: &mut dyn FnMut(Progress),
+    visit: &mut dyn FnMut(&ChainLink, FetchedSegment) -> Result<()>,
+) -> Result<ArchiveReport> {
+    // Links, with the segment (its chain position) each compensation is in.
+    let mut links: Vec<(usize, CompensationLink)> = Vec::new();
+    let mut position = 0;
+    let mut report = walk(target, log, progress, &mut |link, fetched| {
+        links.extend(fetched.compensations.iter().map(|found| (position, *found)));
+        position += 1;
+        visit(link, fetched)
+    })
+    .await?;
+    report.compensations_checked = check_compensations(target, log, &links).await?;
+    Ok(report)
+}
+
+/// The compensation rules over the whole archive: every compensation undoes
+/// an earlier record, no record is undone twice, and the hash it names is
+/// that record's. Each segment holding a target is fetched (and checked)
+/// once more; compensations are rare, so that is a few downloads.
+async fn check_compensations(
+    target: &ArchiveTarget,
+    log: &LogName,
+    links: &[(usize, CompensationLink)],
+) -> Result<u64> {
+    if links.is_empty() {
+        return Ok(0);
+    }
+    let chain = load_chain(target, log).await?;
+    let layout = target.layout(log.as_str());
+    let loss = |at: usize, reason: String| {
+        let manifest = &chain[at.min(chain.len() - 1)].manifest;
+        crate::ArchiveError::DataLoss {
+            key: layout
+                .key(manifest.first_lsn, manifest.last_lsn, SEGMENT_SUFFIX)
+                .to_string(),
+            first: manifest.first_lsn,
+            last: manifest.last_lsn,
+            reason,
+        }
+    };
+    let mut undone_by: std::collections::HashMap<Lsn, Lsn> = std::collections::HashMap::new();
+    // Per segment of the chain, the target LSNs to look up in it.
+    let mut wanted: std::collections::BTreeMap<usize, std::collections::BTreeSet<Lsn>> =
+        std::collections::BTreeMap::new();
+    for (at, link) in links {
+        if link.target == Lsn::ZERO || link.target >= link.lsn {
+            return Err(loss(
+                *at,
+                format!(
+                    "compensation at lsn {} undoes lsn {}, which is not an earlier record",
+                    link.lsn, link.target
+                ),
+            ));
+        }
+        if let Some(first) = undone_by.insert(link.target, link.lsn) {
+            return Err(loss(
+                *at,
+                format!(
+                    "lsn {} is compensated twice: by lsn {first} and by lsn {}",
+                    link.target, link.lsn
+                ),
+            ));
+        }
+        if link.target_hash.is_some() {
+            let holder = chain.partition_point(|held| held.manifest.last_lsn < link.target);
+            wanted.entry(holder).or_default().insert(link.target);
+        }
+    }
+    let mut hashes = std::collections::HashMap::new();
+    for (holder, lsns) in &wanted {
+        let Some(link) = chain.get(*holder) else {
+            continue;
+        };
+        let fetched = fetch_segment(target, log, link, i64::MIN).await?;
+        let manifest = &link.manifest;
+        let key = layout.key(manifest.first_lsn, manifest.last_lsn, SEGMENT_SUFFIX);
+        let found = record_hashes(
+            &fetched.segment,
+            std::path::Path::new(key.as_ref()),
+            manifest.log_id,
+            manifest.first_lsn,
+            manifest.prev_hash,
+            lsns,
+        )
+        .map_err(|reason| loss(*holder, reason))?;
+        hashes.extend(found);
+    }
+    let mut checked = 0;
+    for (at, link) in links {
+        if let Some(expected) = link.target_hash {
+            match hashes.get(&link.target) {
+                Some(actual) if *actual == expected => {}
+                Some(actual) => {
+                    return Err(loss(
+                        *at,
+                        format!(
+                            "compensation at lsn {} names hash {expected} for lsn {}, whose hash is {actual}",
+                            link.lsn, link.target
+                        ),
+                    ))
+                }
+                None => {
+                    return Err(loss(
+                        *at,
+                        format!(
+                            "compensation at lsn {} undoes lsn {}, which the archive does not hold",
+                            link.lsn, link.target
+                        ),
+                    ))
+                }
+            }
+        }
+        checked += 1;
+    }
+    Ok(checked)
 }
 
 /// Loads the chain, then fetches and checks each segment in order, handing
@@ -86,6 +214,7 @@ pub(crate) async fn walk(
         segment_bytes: 0,
         stored_bytes: 0,
         voucher: String::new(),
+        compensations_checked: 0,
     };
     let mut state = Progress {
         total_bytes: chain
@@ -306,7 +435,11 @@ pub(crate) async fn fetch_segment(
             ))
         }
     }
-    Ok(FetchedSegment { segment, index })
+    Ok(FetchedSegment {
+        segment,
+        index,
+        compensations: facts.compensations,
+    })
 }
 
 fn decode_checked(

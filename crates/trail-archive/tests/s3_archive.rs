@@ -228,3 +228,89 @@ async fn restoring_a_log_the_archive_does_not_hold_is_refused() -> TestResult {
     assert!(!fresh.path().join("audit").exists());
     Ok(())
 }
+
+/// `trail verify --archive` and restore check compensation links across the
+/// whole archive (FORMAT.md 6.3): a good one (its target in an earlier
+/// segment) is counted; one naming another record's hash is DATA_LOSS
+/// naming its segment and LSN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compensation_links_are_checked_from_the_bucket() -> TestResult {
+    let compensation =
+        |id: &str, target: trail_log::Receipt, hash: trail_log::RecordHash| trail_log::EventInput {
+            kind: trail_log::RecordKind::Compensation {
+                compensates: target.lsn,
+                compensates_hash: hash,
+            },
+            ..trail_log::EventInput::new(id.to_owned(), b"undo".to_vec())
+        };
+    for good in [true, false] {
+        let bucket = tempfile::tempdir()?;
+        let server = S3Server::start(bucket.path()).await?;
+        let target = server.target("trail/prod");
+        let data = tempfile::tempdir()?;
+        let (store, log) = write_log(data.path(), 300)?;
+        let early = log.read(Lsn(3), Lsn(4)).collect::<Result<Vec<_>, _>>()?;
+        let receipt = |stored: &trail_log::StoredRecord| trail_log::Receipt {
+            lsn: stored.record.lsn,
+            hash: stored.hash,
+            recorded_at_unix_nanos: stored.record.recorded_at_unix_nanos,
+            duplicate: false,
+        };
+        let named = if good { early[0].hash } else { early[1].hash };
+        let undo = blocking(|| {
+            log.append_blocking(
+                vec![compensation("undo-3", receipt(&early[0]), named)],
+                false,
+            )
+        })?;
+        // More records, so the compensation's segment gets sealed.
+        for index in 0..300 {
+            blocking(|| {
+                log.append_blocking(
+                    vec![trail_log::EventInput::new(
+                        format!("after-{index}"),
+                        vec![b'a'; 300],
+                    )],
+                    false,
+                )
+            })?;
+        }
+        let manifests = archive_sealed(&target, &log).await?;
+        assert!(
+            manifests.iter().any(|manifest| manifest.first_lsn > Lsn(3)
+                && manifest.first_lsn <= undo[0].lsn
+                && manifest.last_lsn >= undo[0].lsn),
+            "the compensation is archived in a later segment than its target"
+        );
+        let verified = verify_archive(&target, &log_name(), &mut |_| {}).await;
+        let fresh = tempfile::tempdir()?;
+        let restored = restore_log(&target, &log_name(), fresh.path(), &mut |_| {}).await;
+        if good {
+            assert_eq!(verified?.compensations_checked, 1);
+            assert_eq!(restored?.compensations_checked, 1);
+        } else {
+            for outcome in [verified.map(|_| ()), restored.map(|_| ())] {
+                let error = outcome.expect_err("a wrong hash is found");
+                let text = error.to_string();
+                assert!(
+                    matches!(error, ArchiveError::DataLoss { first, last, .. } if first <= undo[0].lsn && undo[0].lsn <= last),
+                    "{text}"
+                );
+                assert!(
+                    text.contains(&format!("compensation at lsn {} names hash", undo[0].lsn)),
+                    "{text}"
+                );
+            }
+            assert!(
+                !fresh.path().join("audit").exists()
+                    || std::fs::read_dir(fresh.path().join("audit"))?
+                        .next()
+                        .is_none(),
+                "a failed restore leaves nothing"
+            );
+        }
+        drop(log);
+        blocking(|| store.close())?;
+    }
+    Ok(())
+}

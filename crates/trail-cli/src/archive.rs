@@ -179,6 +179,7 @@ fn report_json(log: &str, report: &ArchiveReport) -> serde_json::Value {
         "segment_bytes": report.segment_bytes,
         "stored_bytes": report.stored_bytes,
         "voucher": report.voucher,
+        "compensations_checked": report.compensations_checked,
     })
 }
 
@@ -218,8 +219,12 @@ pub async fn verify(json: bool, url: &str, log: &str, target: &TargetArgs) -> an
             if json {
                 print_json(&report_json(name.as_str(), &report))?;
             } else {
+                let links = match report.compensations_checked {
+                    0 => String::new(),
+                    count => format!("; {count} compensation links checked"),
+                };
                 println!(
-                    "ok: {} segments, {} records (lsn 1..={}) verified in {url}; chain head {}; {} bytes stored for {} bytes of log",
+                    "ok: {} segments, {} records (lsn 1..={}) verified in {url}; chain head {}; {} bytes stored for {} bytes of log{links}",
                     report.segments, report.records, report.last_lsn, report.last_hash, report.stored_bytes, report.segment_bytes
                 );
             }
