@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use trail_log::codec::genesis_hash;
 use trail_log::index::SegmentIndex;
+use trail_log::verify::CompensationRules;
 use trail_log::{LogName, Lsn, RecordHash};
 
 use crate::chain::{load_chain, ChainLink};
@@ -120,29 +121,14 @@ async fn check_compensations(
             reason,
         }
     };
-    let mut undone_by: std::collections::HashMap<Lsn, Lsn> = std::collections::HashMap::new();
+    let mut rules = CompensationRules::default();
     // Per segment of the chain, the target LSNs to look up in it.
     let mut wanted: std::collections::BTreeMap<usize, std::collections::BTreeSet<Lsn>> =
         std::collections::BTreeMap::new();
     for (at, link) in links {
-        if link.target == Lsn::ZERO || link.target >= link.lsn {
-            return Err(loss(
-                *at,
-                format!(
-                    "compensation at lsn {} undoes lsn {}, which is not an earlier record",
-                    link.lsn, link.target
-                ),
-            ));
-        }
-        if let Some(first) = undone_by.insert(link.target, link.lsn) {
-            return Err(loss(
-                *at,
-                format!(
-                    "lsn {} is compensated twice: by lsn {first} and by lsn {}",
-                    link.target, link.lsn
-                ),
-            ));
-        }
+        rules
+            .admit(link.lsn, link.target)
+            .map_err(|reason| loss(*at, reason))?;
         if link.target_hash.is_some() {
             let holder = chain.partition_point(|held| held.manifest.last_lsn < link.target);
             wanted.entry(holder).or_default().insert(link.target);
@@ -175,10 +161,7 @@ async fn check_compensations(
                 Some(actual) => {
                     return Err(loss(
                         *at,
-                        format!(
-                            "compensation at lsn {} names hash {expected} for lsn {}, whose hash is {actual}",
-                            link.lsn, link.target
-                        ),
+                        CompensationRules::wrong_hash(link.lsn, link.target, expected, *actual),
                     ))
                 }
                 None => {

@@ -516,15 +516,11 @@ thread_local! {
 /// # Errors
 /// As [`encode_record_frame`].
 pub fn encode_body(body: &Body) -> Result<Vec<u8>, CodecError> {
-    let mut frame = Vec::new();
-    match body {
-        Body::Record(record) => {
-            encode_record_frame(&mut frame, &record.as_ref())?;
-        }
-        Body::Seal(seal) => encode_seal_frame(&mut frame, seal)?,
-    }
-    frame.drain(..FRAME_HEADER_BYTES);
-    Ok(frame)
+    let version = match body {
+        Body::Record(record) => record.kind.body_version(),
+        Body::Seal(_) => BODY_FORMAT_VERSION,
+    };
+    encode_body_as(body, version)
 }
 
 /// Encodes a body with the version byte `version`, for round-trip checks of

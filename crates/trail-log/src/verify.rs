@@ -108,6 +108,43 @@ impl VerifyReport {
     }
 }
 
+/// The compensation rules every verifier applies, local or from the
+/// archive (FORMAT.md 6.3): a compensation undoes an earlier record, and no
+/// record is undone twice. Feed it the compensations in LSN order; it holds
+/// one entry per compensation.
+#[derive(Debug, Default)]
+pub struct CompensationRules {
+    undone_by: std::collections::HashMap<Lsn, Lsn>,
+}
+
+impl CompensationRules {
+    /// Checks the compensation at `lsn` that undoes `target`.
+    ///
+    /// # Errors
+    /// What is wrong, as a verify failure's reason.
+    pub fn admit(&mut self, lsn: Lsn, target: Lsn) -> std::result::Result<(), String> {
+        if target >= lsn || target == Lsn::ZERO {
+            return Err(format!(
+                "compensation at lsn {lsn} undoes lsn {target}, which is not an earlier record"
+            ));
+        }
+        if let Some(first) = self.undone_by.insert(target, lsn) {
+            return Err(format!(
+                "lsn {target} is compensated twice: by lsn {first} and by lsn {lsn}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The reason for a compensation whose named hash is not its target's.
+    #[must_use]
+    pub fn wrong_hash(lsn: Lsn, target: Lsn, named: RecordHash, actual: RecordHash) -> String {
+        format!(
+            "compensation at lsn {lsn} names hash {named} for lsn {target}, whose hash is {actual}"
+        )
+    }
+}
+
 /// A compensation seen while scanning, checked once the scan is done.
 struct CompensationLink {
     lsn: Lsn,
@@ -153,7 +190,7 @@ fn check_compensations(
         .failure
         .as_ref()
         .map_or(Lsn(u64::MAX), |f| Lsn(f.lsn.0.saturating_sub(1)));
-    let mut undone_by: std::collections::HashMap<Lsn, Lsn> = std::collections::HashMap::new();
+    let mut rules = CompensationRules::default();
     for link in links.iter().filter(|link| link.lsn <= chain_ok_through) {
         let failure = |reason: String| VerifyFailure {
             lsn: link.lsn,
@@ -161,18 +198,8 @@ fn check_compensations(
             offset: link.offset,
             reason,
         };
-        if link.target >= link.lsn || link.target == Lsn::ZERO {
-            report.fail_at(failure(format!(
-                "compensation at lsn {} undoes lsn {}, which is not an earlier record",
-                link.lsn, link.target
-            )));
-            return Ok(());
-        }
-        if let Some(first) = undone_by.insert(link.target, link.lsn) {
-            report.fail_at(failure(format!(
-                "lsn {} is compensated twice: by lsn {first} and by lsn {}",
-                link.target, link.lsn
-            )));
+        if let Err(reason) = rules.admit(link.lsn, link.target) {
+            report.fail_at(failure(reason));
             return Ok(());
         }
         let Some(expected) = link.target_hash else {
@@ -196,9 +223,11 @@ fn check_compensations(
             Err(other) => return Err(other),
         };
         if stored.hash != expected {
-            report.fail_at(failure(format!(
-                "compensation at lsn {} names hash {expected} for lsn {}, whose hash is {}",
-                link.lsn, link.target, stored.hash
+            report.fail_at(failure(CompensationRules::wrong_hash(
+                link.lsn,
+                link.target,
+                expected,
+                stored.hash,
             )));
             return Ok(());
         }

@@ -7,13 +7,10 @@
 
 mod common;
 
-use std::sync::Arc;
-
-use common::{sync_options, test_config, Result, Served};
+use common::Result;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
-use trail_log::Store;
 use trail_proto::v1::log_client::LogClient;
 use trail_proto::v1::state_change::Kind;
 use trail_proto::v1::{
@@ -21,35 +18,13 @@ use trail_proto::v1::{
     CompensationNote, Event, Filter, GetStateRequest, HistoryRequest, Outcome, QueryRequest,
     ReadRequest, Receipt, Record, RecordKind, RollbackRequest, StateChange, VerifyRequest,
 };
-use trail_server::{Limits, Metrics};
 
 const LOG: &str = "shop";
 
-struct Server {
-    served: Served,
-    store: Arc<Store>,
-    client: LogClient<Channel>,
-}
+type Server = common::StoreServer;
 
 async fn start(dir: &std::path::Path) -> Result<Server> {
-    let config = test_config(Limits::default());
-    let store = Arc::new(Store::open(dir, sync_options(&config))?);
-    let served = Served::start(config, Arc::clone(&store), Metrics::disabled()).await?;
-    let client = LogClient::connect(served.address.clone()).await?;
-    Ok(Server {
-        served,
-        store,
-        client,
-    })
-}
-
-impl Server {
-    async fn stop(self) -> Result {
-        drop(self.client);
-        self.served.stop().await?;
-        self.store.close()?;
-        Ok(())
-    }
+    Server::start(dir).await
 }
 
 fn change_event(id: &str, actor: &str, resource: &str, change: Option<Kind>) -> Event {
@@ -617,5 +592,83 @@ async fn rollback_to_an_lsn_an_event_or_a_time_restores_that_state() -> Result {
         .into_inner();
     assert_eq!(all.records.len(), 3, "c2, c1, c0 are what is live");
     assert_eq!(state(client, "acct/1", 30).await?, None);
+    server.stop().await
+}
+
+/// A compensation planned while producers keep changing the same resource:
+/// each append of the compensation is refused by the writer if a record
+/// about the resource landed after the plan's cut, and planned again. The
+/// answer's auto-verify then proves the plan held when it landed (the state
+/// read back at the compensation's LSN is the predicted one); a condition
+/// that let a change slip in between would show as a mismatch here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compensation_planned_under_concurrent_changes_still_holds() -> Result {
+    let dir = tempfile::tempdir()?;
+    let server = start(dir.path()).await?;
+    let mut client = server.client.clone();
+    append(
+        &mut client,
+        LOG,
+        change_event(
+            "s0",
+            "alice",
+            "hot/1",
+            Some(Kind::SetJson(r#"{"a":1,"b":0}"#.into())),
+        ),
+    )
+    .await?;
+    let undone = append(
+        &mut client,
+        LOG,
+        change_event("s1", "bob", "hot/1", merge(r#"{"a":2}"#)),
+    )
+    .await?;
+    // Producers touch field b of the same resource, bounded in count.
+    let mut producer = server.client.clone();
+    let producing = tokio::spawn(async move {
+        for step in 0..300 {
+            let event = change_event(
+                &format!("p{step}"),
+                "svc",
+                "hot/1",
+                merge(&format!(r#"{{"b":{step}}}"#)),
+            );
+            if append(&mut producer, LOG, event).await.is_err() {
+                return false;
+            }
+        }
+        true
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut answer = None;
+    for _ in 0..20 {
+        match client
+            .compensate(CompensateRequest {
+                auto_verify: true,
+                ..request(undone.lsn, CompensateMode::Force)
+            })
+            .await
+        {
+            Ok(done) => {
+                answer = Some(done.into_inner());
+                break;
+            }
+            // Five replans in a row lost to the producers: nothing landed.
+            Err(status) if status.code() == Code::Aborted => continue,
+            Err(status) => return Err(status.into()),
+        }
+    }
+    let answer = answer.ok_or("the compensation never landed")?;
+    assert!(producing.await?, "the producers' appends all landed");
+    let auto_verify = answer.auto_verify.ok_or("auto-verify ran")?;
+    assert!(auto_verify.matched);
+    let landed = answer.records.first().ok_or("one record")?;
+    assert_eq!(landed.compensates, undone.lsn);
+    // Field a is undone; b is whatever the last producer wrote.
+    let head = read_all(&mut client).await?.len() as u64;
+    assert_eq!(
+        state(&mut client, "hot/1", head).await?,
+        Some(serde_json::json!({"a": 1, "b": 299}))
+    );
     server.stop().await
 }

@@ -7,14 +7,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{sync_options, test_config, Result, Served};
+use common::Result;
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
 use tonic::Code;
-use trail_log::Store;
 use trail_proto::v1::admin_client::AdminClient;
 use trail_proto::v1::log_client::LogClient;
 use trail_proto::v1::state_change::Kind;
@@ -22,7 +20,6 @@ use trail_proto::v1::{
     AppendRequest, Event, Filter, GetStateRequest, GetStateResponse, HeadRequest, HistoryRequest,
     Outcome, QueryRequest, Record, RecordKind, SnapshotRequest, StateChange, SubscribeRequest,
 };
-use trail_server::{Limits, Metrics};
 
 const LOG: &str = "audit";
 
@@ -218,34 +215,10 @@ async fn read_everything(client: &mut LogClient<Channel>) -> Result<Vec<Record>>
     Ok(records)
 }
 
-struct Server {
-    served: Served,
-    store: Arc<Store>,
-    client: LogClient<Channel>,
-    address: String,
-}
+type Server = common::StoreServer;
 
 async fn start(dir: &std::path::Path) -> Result<Server> {
-    let config = test_config(Limits::default());
-    let store = Arc::new(Store::open(dir, sync_options(&config))?);
-    let served = Served::start(config, Arc::clone(&store), Metrics::disabled()).await?;
-    let address = served.address.clone();
-    let client = LogClient::connect(address.clone()).await?;
-    Ok(Server {
-        served,
-        store,
-        client,
-        address,
-    })
-}
-
-impl Server {
-    async fn stop(self) -> Result {
-        drop(self.client);
-        self.served.stop().await?;
-        self.store.close()?;
-        Ok(())
-    }
+    Server::start(dir).await
 }
 
 fn cases() -> usize {

@@ -36,7 +36,7 @@ use trail_proto::v1::{
 use trail_state::{FieldChange, Plan, PlanError, UndoMode};
 
 use super::cache::OpenLog;
-use super::query::{wait_for, wait_timeout};
+use super::query::{read_records_at, wait_for, wait_timeout};
 use super::read::record_to_proto;
 use super::state::state_status;
 use super::LogService;
@@ -376,7 +376,8 @@ async fn run(
             (Some(first), Some(last)) => (first.lsn, last.lsn),
             _ => return Err(Status::internal("an append answered no receipts")),
         };
-        let records = read_range(service, &open.log, first, last).await?;
+        let landed: Vec<u64> = (first.0..=last.0).collect();
+        let records = read_records_at(service, &open.log, &landed).await?;
         let auto_verify = if ask.auto_verify {
             Some(auto_verify(service, &derived, &resource, last, &plan).await?)
         } else {
@@ -476,8 +477,8 @@ async fn build_events(
         Goal::Rollback { .. } => "trail.rollback",
     };
     // The hashes the compensations commit to, read from the log.
-    let undone: Vec<Lsn> = plan.steps.iter().map(|step| Lsn(step.undoes)).collect();
-    let targets = read_records(service, log, &undone).await?;
+    let undone: Vec<u64> = plan.steps.iter().map(|step| step.undoes).collect();
+    let targets = read_records_at(service, log, &undone).await?;
     let mut events = Vec::with_capacity(plan.steps.len());
     for (step, target) in plan.steps.iter().zip(&targets) {
         let undone = Lsn(step.undoes);
@@ -669,77 +670,10 @@ async fn read_record(
             log.name()
         )));
     }
-    let mut records = read_range(service, log, lsn, lsn).await?;
+    let mut records = read_records_at(service, log, &[lsn.0]).await?;
     records
         .pop()
         .ok_or_else(|| Status::internal(format!("the log returned no record at lsn {lsn}")))
-}
-
-/// The records at `lsns` (in that order): local ones in one blocking task,
-/// nearby LSNs read as one range; archived ones one by one through the
-/// archive.
-async fn read_records(
-    service: &LogService,
-    log: &Arc<Log>,
-    lsns: &[Lsn],
-) -> Result<Vec<StoredRecord>, Status> {
-    let local = Arc::clone(log);
-    let wanted: Vec<u64> = lsns.iter().map(|lsn| lsn.0).collect();
-    let first_local = log.first_local_lsn();
-    let (here, archived): (Vec<u64>, Vec<u64>) =
-        wanted.iter().partition(|lsn| **lsn >= first_local.0);
-    let mut found: std::collections::HashMap<u64, StoredRecord> =
-        tokio::task::spawn_blocking(move || super::query::read_lsns(&local, &here))
-            .await
-            .map_err(|error| Status::internal(format!("reading failed: {error}")))??
-            .into_iter()
-            .map(|stored| (stored.record.lsn.0, stored))
-            .collect();
-    for lsn in archived {
-        let stored = read_record(service, log, Lsn(lsn)).await?;
-        found.insert(lsn, stored);
-    }
-    wanted
-        .iter()
-        .map(|lsn| {
-            found
-                .get(lsn)
-                .cloned()
-                .ok_or_else(|| Status::internal(format!("the log returned no record at lsn {lsn}")))
-        })
-        .collect()
-}
-
-/// A range of records, local or through the archive.
-async fn read_range(
-    service: &LogService,
-    log: &Arc<Log>,
-    first: Lsn,
-    last: Lsn,
-) -> Result<Vec<StoredRecord>, Status> {
-    let local = Arc::clone(log);
-    let read = tokio::task::spawn_blocking(move || {
-        local
-            .read(first, last)
-            .collect::<Result<Vec<_>, LogError>>()
-    })
-    .await
-    .map_err(|error| Status::internal(format!("reading failed: {error}")))?;
-    match read {
-        Ok(records) => Ok(records),
-        Err(LogError::NotLocal { .. }) if service.archive.is_some() => {
-            let Some(readers) = service.archive.as_ref() else {
-                return Err(Status::internal("archive readers vanished"));
-            };
-            let (reader, _) = readers.reader(log.name());
-            let read = reader
-                .read_counted(first, last)
-                .await
-                .map_err(|error| super::admin::archive_status_error(&error))?;
-            Ok(read.records)
-        }
-        Err(error) => Err(status::from_log_error(&error)),
-    }
 }
 
 #[cfg(test)]

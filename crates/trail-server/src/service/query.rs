@@ -140,13 +140,38 @@ pub(super) async fn query(
     })
 }
 
-/// The records at `lsns` (in that order), read from the log with nearby
-/// ones read as one range.
-pub(super) fn read_lsns(log: &Log, lsns: &[u64]) -> Result<Vec<StoredRecord>, Status> {
-    let mut sorted = lsns.to_vec();
-    sorted.sort_unstable();
-    let found = read_sorted(log, &sorted).map_err(|error| status::from_log_error(&error))?;
-    order(lsns, found)
+/// The records at `lsns` (in that order): the local ones in one blocking
+/// read under the server-wide disk-read bound, nearby LSNs as one range;
+/// archived ones through the log's archive reader. Query does the same in
+/// steps of its own (its search and marks share the blocking read);
+/// Compensate reads its targets and its landed records with this.
+pub(super) async fn read_records_at(
+    service: &LogService,
+    log: &Arc<Log>,
+    lsns: &[u64],
+) -> Result<Vec<StoredRecord>, Status> {
+    let permit = Arc::clone(&service.disk_reads)
+        .acquire_owned()
+        .await
+        .map_err(|_| Status::unavailable("server is shutting down"))?;
+    let reading = Arc::clone(log);
+    let wanted = lsns.to_vec();
+    let archiving = service.archive.is_some();
+    let local = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        read_local_part(&reading, &wanted, archiving)
+    })
+    .await
+    .map_err(|error| Status::internal(format!("reading failed: {error}")))??;
+    let mut records = local.records;
+    if !local.archived.is_empty() {
+        let archive = service
+            .archive
+            .as_ref()
+            .ok_or_else(|| Status::internal("archived lsns without an archive"))?;
+        records.extend(read_archived_lsns(archive, log, &local.archived).await?);
+    }
+    order(lsns, records)
 }
 
 /// The records at `sorted` (ascending), read from the local log with
@@ -182,7 +207,7 @@ fn order(lsns: &[u64], records: Vec<StoredRecord>) -> Result<Vec<StoredRecord>, 
         .map(|lsn| {
             found.remove(lsn).ok_or_else(|| {
                 Status::internal(format!(
-                    "the query index names lsn {lsn}, which the log did not return"
+                    "lsn {lsn} was asked for (the query index names it, or a compensation), but the log did not return it"
                 ))
             })
         })

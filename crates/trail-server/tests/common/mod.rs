@@ -83,6 +83,41 @@ impl Served {
     }
 }
 
+/// A server with default limits over a store in a directory, and a client:
+/// what the derived-state and compensation tests start and restart.
+pub struct StoreServer {
+    pub served: Served,
+    pub store: Arc<Store>,
+    pub client: trail_proto::v1::log_client::LogClient<tonic::transport::Channel>,
+    /// `http://127.0.0.1:PORT`
+    pub address: String,
+}
+
+impl StoreServer {
+    /// Opens (or reopens) the store in `dir` and serves it.
+    pub async fn start(dir: &std::path::Path) -> Result<StoreServer> {
+        let config = test_config(Limits::default());
+        let store = Arc::new(Store::open(dir, sync_options(&config))?);
+        let served = Served::start(config, Arc::clone(&store), Metrics::disabled()).await?;
+        let address = served.address.clone();
+        let client = trail_proto::v1::log_client::LogClient::connect(address.clone()).await?;
+        Ok(StoreServer {
+            served,
+            store,
+            client,
+            address,
+        })
+    }
+
+    /// Stops the server and closes the store.
+    pub async fn stop(self) -> Result {
+        drop(self.client);
+        self.served.stop().await?;
+        self.store.close()?;
+        Ok(())
+    }
+}
+
 /// `GET /metrics` over a plain TCP connection; the response body.
 pub async fn scrape(address: std::net::SocketAddr) -> Result<String> {
     let mut stream =
