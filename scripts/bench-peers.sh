@@ -3,6 +3,14 @@
 # peers"): the same durable-append workloads against
 #   - traild --durability sync (fsync before every ack; every other setting at
 #     its default, so the derived stores follow), loaded by `trail bench`;
+#     their lag is sampled from traild's metrics during the run (the most
+#     records they were behind) and after it (how long they took to catch
+#     up with the head);
+#   - "trail-bare": the same traild with the derived stores turned off
+#     ([derived] enabled = false), to show what following costs;
+#   - "trail-base" (only with BENCH_BASELINE_TRAILD): an older traild binary
+#     run exactly like "trail", so a tuning step shows before/after in the
+#     same run;
 #   - UmaDB 0.7.8 (`cargo install umadb`), loaded by `peer-load umadb`, a
 #     client on its own `umadb-client` crate (bench/peers);
 #   - Redis from Debian, appendonly yes, appendfsync always, no RDB, loaded
@@ -33,7 +41,11 @@
 # Usage: scripts/bench-peers.sh [SECONDS_PER_RUN]   (default 15)
 #   BENCH_ROUNDS   rounds (default 2)
 #   BENCH_JOBS     cargo build jobs (default 1: the machine has two cores)
-#   BENCH_SYSTEMS  systems to run (default "trail umadb redis postgres ceiling")
+#   BENCH_SYSTEMS  systems to run (default "trail trail-bare umadb redis postgres ceiling")
+#   BENCH_BASELINE_TRAILD  an older traild to run as "trail-base" (added to
+#                  the systems when set)
+#   BENCH_TRAILD, BENCH_TRAIL  use these traild and trail binaries instead
+#                  of building them from this tree
 #   BENCH_WAIT_IDLE_SECONDS  before measuring, wait at most this long for the
 #                  machine to be idle (under 20% of a core busy over 5 s);
 #                  default 0. Other work running meanwhile shows per run as
@@ -45,14 +57,19 @@ cd "$(dirname "$0")/.."
 seconds="${1:-15}"
 rounds="${BENCH_ROUNDS:-2}"
 jobs="${BENCH_JOBS:-1}"
-systems="${BENCH_SYSTEMS:-trail umadb redis postgres ceiling}"
+systems="${BENCH_SYSTEMS:-trail trail-bare umadb redis postgres ceiling}"
+baseline_traild="${BENCH_BASELINE_TRAILD:-}"
+if [ -n "$baseline_traild" ]; then
+  [ -x "$baseline_traild" ] || { echo "BENCH_BASELINE_TRAILD=$baseline_traild is not an executable" >&2; exit 2; }
+  [[ " $systems " == *" trail-base "* ]] || systems="$systems trail-base"
+fi
 root="$PWD/target/bench-peers"
 tools="$PWD/target/peer-tools"
 run_dir="$root/run"
 results="$root/results.jsonl"
 report="$PWD/bench/peers/report.py"
 pg_user=trailbench
-port_trail=50691 port_umadb=50692 port_ceiling=50693 port_redis=50694 port_pg=50695
+port_trail=50691 port_umadb=50692 port_ceiling=50693 port_redis=50694 port_pg=50695 port_metrics=50696
 clk_tck="$(getconf CLK_TCK)"
 
 log() { echo "bench-peers: $*" >&2; }
@@ -79,12 +96,15 @@ fi
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u "$pg_user" -- "$@"; else "$@"; fi; }
 
 # -------------------------------------------------------------------- build
-log "building traild, trail and bench/peers (release, -j $jobs)"
-cargo build --release --locked -j "$jobs" --bin traild --bin trail >&2
+if [ -z "${BENCH_TRAILD:-}" ] || [ -z "${BENCH_TRAIL:-}" ]; then
+  log "building traild, trail (release, -j $jobs)"
+  cargo build --release --locked -j "$jobs" --bin traild --bin trail >&2
+fi
+log "building bench/peers (release, -j $jobs)"
 peers_locked=(); [ -f bench/peers/Cargo.lock ] && peers_locked=(--locked)
 cargo build --release "${peers_locked[@]}" -j "$jobs" --manifest-path bench/peers/Cargo.toml >&2
-trail="$PWD/target/release/trail"
-traild="$PWD/target/release/traild"
+trail="${BENCH_TRAIL:-$PWD/target/release/trail}"
+traild="${BENCH_TRAILD:-$PWD/target/release/traild}"
 peer_load="$PWD/bench/peers/target/release/peer-load"
 
 # ---------------------------------------------------------------- servers
@@ -130,10 +150,17 @@ start_server() {  # SYSTEM RUN_NAME
   server_dir="$run_dir/$name"
   rm -rf "$server_dir" && mkdir -p "$server_dir"
   case "$system" in
-    trail)
+    trail|trail-base)
       port_free $port_trail || { log "port $port_trail busy"; return 1; }
-      "$traild" --data-dir "$server_dir/data" --listen "127.0.0.1:$port_trail" --durability sync \
-        >"$server_dir/$name.traild.log" 2>&1 &
+      local binary="$traild"; [ "$system" = trail-base ] && binary="$baseline_traild"
+      "$binary" --data-dir "$server_dir/data" --listen "127.0.0.1:$port_trail" --durability sync \
+        --metrics-listen "127.0.0.1:$port_metrics" >"$server_dir/$name.traild.log" 2>&1 &
+      server_pid=$!; wait_port $port_trail ;;
+    trail-bare)
+      port_free $port_trail || { log "port $port_trail busy"; return 1; }
+      printf '[derived]\nenabled = false\n' >"$server_dir/bare.toml"
+      "$traild" --config "$server_dir/bare.toml" --data-dir "$server_dir/data" --listen "127.0.0.1:$port_trail" \
+        --durability sync >"$server_dir/$name.traild.log" 2>&1 &
       server_pid=$!; wait_port $port_trail ;;
     ceiling)
       port_free $port_ceiling || { log "port $port_ceiling busy"; return 1; }
@@ -218,6 +245,39 @@ client_run() {  # OUT COMMAND...
 }
 
 payload_512="$(head -c 512 /dev/zero | tr '\0' x)"
+
+# The derived stores' lag, from traild's metrics (records behind the head;
+# the larger of the query index's and the state store's).
+derived_lag() {
+  python3 - "$port_metrics" <<'PY'
+import sys, urllib.request
+try:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=2).read().decode()
+except OSError:
+    print(""); sys.exit(0)
+lags = [float(l.split()[-1]) for l in text.splitlines()
+        if l.startswith(("trail_query_index_lag_records", "trail_state_store_lag_records"))]
+print(int(max(lags)) if lags else "")
+PY
+}
+# Samples the lag every 0.5 s into FILE until killed.
+lag_sampler() {  # FILE
+  : >"$1"
+  while true; do derived_lag >>"$1"; sleep 0.5; done
+}
+# Seconds from the client's end until both stores are at the head (the
+# metrics are sampled once a second), at most 120.
+catch_up_seconds() {
+  local start lag; start="$(date +%s%N)"
+  for _ in $(seq 240); do
+    lag="$(derived_lag)"
+    if [ "$lag" = 0 ]; then
+      awk -v a="$start" -v b="$(date +%s%N)" 'BEGIN{printf "%.1f", (b-a)/1e9}'; return
+    fi
+    sleep 0.5
+  done
+  echo ">120"
+}
 pg_row_body=496   # + the 16-byte uuid: 512 bytes of data per row
 
 # One run: SYSTEM WORKLOAD ROUND
@@ -236,7 +296,7 @@ run_one() {
   client_timeout=$((seconds * 3 + 60))
   local cmd=()
   case "$system" in
-    trail|ceiling)
+    trail|trail-base|trail-bare|ceiling)
       local port=$port_trail; [ "$system" = ceiling ] && port=$port_ceiling
       cmd=("$trail" --addr "http://127.0.0.1:$port" --json bench --log bench --duration "${seconds}s"
            --clients "$clients" --batch "$batch" --event-bytes 512 "${stream[@]}") ;;
@@ -271,10 +331,17 @@ run_one() {
            -T "$seconds" -f "$server_dir/insert.sql" -l --log-prefix "$server_dir/pgbench_log" postgres) ;;
   esac
   local mark ticks0 ticks1 t0 t1
-  local mark1
+  local mark1 sampler="" lag_args=()
   ticks0="$(proc_ticks "$server_pid")"; mark="$(steal_mark)"; t0="$(date +%s%N)"
+  if [ "$system" = trail ] || [ "$system" = trail-base ]; then
+    lag_sampler "$out.lag" & sampler=$!
+  fi
   client_run "$out" "${cmd[@]}" || log "$name: client exited non-zero ($(head -c 300 "$out.err" | tr '\n' ' '))"
   t1="$(date +%s%N)"; mark1="$(steal_mark)"
+  if [ -n "$sampler" ]; then
+    kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true
+    lag_args=(--lag-max "$(sort -n "$out.lag" 2>/dev/null | tail -1)" --catch-up-seconds "$(catch_up_seconds)")
+  fi
   [ "$system" = postgres ] && sleep 0.5  # let the postmaster reap its backends
   ticks1="$(proc_ticks "$server_pid")"
   local steal; steal="$(steal_pct "$mark" "$mark1")"
@@ -283,7 +350,7 @@ run_one() {
   local server_cpu; server_cpu="$(awk -v a="$ticks0" -v b="$ticks1" -v hz="$clk_tck" 'BEGIN{printf "%.3f", (b-a)/hz}')"
   python3 "$report" record "$results" --system "$system" --workload "$workload" --round "$round" \
     --kind "$kind" --out "$out" --wall "$wall" --steal "$steal" --server-cpu "$server_cpu" \
-    --client-cpu "$(cat "$out.cpu" 2>/dev/null || echo 0)" --busy-cpu "$busy" "${extra[@]}" >&2
+    --client-cpu "$(cat "$out.cpu" 2>/dev/null || echo 0)" --busy-cpu "$busy" "${extra[@]}" "${lag_args[@]}" >&2
   stop_server
 }
 
@@ -316,7 +383,7 @@ started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 has() { [[ " $systems " == *" $1 "* ]]; }
 for round in $(seq "$rounds"); do
   for workload in w64x1 w64x100 s4x100 w1x1; do
-    for system in trail umadb redis postgres ceiling; do
+    for system in trail trail-base trail-bare umadb redis postgres ceiling; do
       has "$system" || continue
       case "$workload:$system" in
         w64x100:redis|s4x100:umadb|s4x100:redis|s4x100:postgres) continue ;;

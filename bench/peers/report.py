@@ -3,7 +3,8 @@
 
   report.py record RESULTS --system S --workload W --round R --kind K \
       --out FILE --wall SECONDS --steal PCT --server-cpu SECONDS \
-      --client-cpu SECONDS [--events-per-tx N] [--pglog-prefix PREFIX]
+      --client-cpu SECONDS [--events-per-tx N] [--pglog-prefix PREFIX] \
+      [--lag-max RECORDS --catch-up-seconds S]
       Normalises one run's client output (K: json for `trail --json bench`
       and `peer-load umadb`, redis for `redis-benchmark --csv`, pgbench for
       pgbench's stdout and its per-transaction logs) into one JSON line
@@ -39,7 +40,7 @@ WORKLOADS = [
     ("w1x1", "1 client, 1 event per request"),
 ]
 PEERS = ["umadb", "redis", "postgres"]
-SYSTEMS = ["trail"] + PEERS + ["ceiling"]
+SYSTEMS = ["trail", "trail-base", "trail-bare"] + PEERS + ["ceiling"]
 
 
 def args_dict(argv):
@@ -81,6 +82,10 @@ def record(results, argv):
         "p999_ms": None,
         "errors": 0,
         "first_error": None,
+        # the derived stores (trail only): the most records they were
+        # behind during the run, and how long they took to catch up after
+        "lag_max": int(a["lag_max"]) if str(a.get("lag_max", "")).isdigit() else None,
+        "catch_up_seconds": a.get("catch_up_seconds") if a.get("catch_up_seconds") not in (None, True) else None,
     }
     text = open(a["out"]).read() if os.path.exists(a["out"]) else ""
     err_path = a["out"] + ".err"
@@ -166,16 +171,19 @@ def table(results, argv):
                 }
     names = {
         "trail": "Trail (traild, sync)",
+        "trail-base": "Trail, baseline build",
+        "trail-bare": "Trail, derived stores off",
         "umadb": f"UmaDB {versions.get('umadb', '')}".strip(),
         "redis": f"Redis {versions.get('redis', '')} always".strip(),
         "postgres": f"PostgreSQL {versions.get('postgres', '')}".strip(),
         "ceiling": "gRPC ceiling (no work)",
     }
-    print("| workload | " + " | ".join(names[s] for s in SYSTEMS) + " | Trail / best peer | Trail / ceiling |")
-    print("| --- |" + " ---: |" * (len(SYSTEMS) + 2))
+    shown = [s for s in SYSTEMS if any((w, s) in cells for w, _ in WORKLOADS)]
+    print("| workload | " + " | ".join(names[s] for s in shown) + " | Trail / best peer | Trail / ceiling |")
+    print("| --- |" + " ---: |" * (len(shown) + 2))
     for w, label in WORKLOADS:
         line = [label]
-        for s in SYSTEMS:
+        for s in shown:
             c = cells.get((w, s))
             if c is None:
                 # AppendStream has no UmaDB/Redis/PostgreSQL counterpart: its
@@ -233,6 +241,24 @@ def table(results, argv):
             f"- 1 client: p50 {fmt_ms(t1p50)} vs 1.5 x (fdatasync p50 {fsync_p50:.3f} ms + "
             f"round trip {rtt_ms:.3f} ms) = {bound:.3f} ms: {t1p50 / bound:.2f}x of the bound"
         )
+    for (w, label), system in [(wl, s) for s in ("trail", "trail-base") for wl in WORKLOADS]:
+        runs = [r for r in ok if r["workload"] == w and r["system"] == system]
+        lags = [r["lag_max"] for r in runs if r.get("lag_max") is not None]
+        ups = [r["catch_up_seconds"] for r in runs if r.get("catch_up_seconds") is not None]
+        bare = get(w, "trail-bare", "rate") if system == "trail" else None
+        t = get(w, system, "rate")
+        if lags or bare:
+            parts = []
+            if lags:
+                parts.append(f"derived stores behind by at most {med(lags):,.0f} records during the run "
+                             f"(per run: {', '.join(f'{x:,}' for x in lags)}), caught up "
+                             f"{', '.join(str(x) + ' s' for x in ups)} after it")
+            if bare and t:
+                parts.append(f"with them / without them {t / bare:.2f}")
+            base = get(w, "trail-base", "rate") if system == "trail" else None
+            if base and t:
+                parts.append(f"this build / baseline build {t / base:.2f}")
+            print(f"- {label} ({names[system]}): " + "; ".join(parts))
     print()
     print(
         "Every run: CPU as a share of one core over the run (the machine has "
@@ -240,8 +266,8 @@ def table(results, argv):
         "meanwhile (busy time in /proc/stat minus server and client). Latency is per request."
     )
     print()
-    print("| round | workload | system | events/s | p50 | p99 | p999 | steal | server CPU | client CPU | other CPU |")
-    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| round | workload | system | events/s | p50 | p99 | p999 | steal | server CPU | client CPU | other CPU | derived lag max | catch-up |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         err = f" ({row['errors']} errors: {row['first_error']})" if row["errors"] else ""
         rate = f"{row['events_per_second']:,.0f}" if row["events_per_second"] is not None else "?"
@@ -250,7 +276,9 @@ def table(results, argv):
             f"{fmt_ms(row['p50_ms'])} | {fmt_ms(row['p99_ms'])} | "
             f"{fmt_ms(row['p999_ms']) if row['p999_ms'] is not None else '-'} | "
             f"{row['steal_pct']:.1f}% | {row['server_cpu_pct']:.0f}% | {row['client_cpu_pct']:.0f}% | "
-            f"{row.get('other_cpu_pct', 0):.0f}% |"
+            f"{row.get('other_cpu_pct', 0):.0f}% | "
+            f"{'' if row.get('lag_max') is None else format(row['lag_max'], ',')} | "
+            f"{'' if row.get('catch_up_seconds') is None else str(row['catch_up_seconds']) + ' s'} |"
         )
 
 

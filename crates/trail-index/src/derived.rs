@@ -46,13 +46,32 @@ impl DerivedPaths {
 }
 
 /// How the derived stores run.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct DerivedOptions {
     /// The drivers' pace.
     pub pace: Pace,
     /// When the state store snapshots itself.
     pub snapshots: SnapshotPolicy,
+    /// The nice value (0..=19) of every thread the stores run on: their
+    /// drivers, tantivy's indexing and merge threads, sled's flusher. A
+    /// follower may lag but must not slow appends; when the cores are
+    /// busy, a positive value lets the gRPC and writer threads go first
+    /// and the stores catch up in the gaps (docs/DECISIONS.md #40).
+    pub nice: i32,
 }
+
+impl Default for DerivedOptions {
+    fn default() -> DerivedOptions {
+        DerivedOptions {
+            pace: Pace::default(),
+            snapshots: SnapshotPolicy::default(),
+            nice: DERIVED_NICE_DEFAULT,
+        }
+    }
+}
+
+/// The default [`DerivedOptions::nice`].
+pub const DERIVED_NICE_DEFAULT: i32 = 10;
 
 /// A log's running derived stores.
 pub struct DerivedLog {
@@ -166,9 +185,35 @@ impl DerivedLog {
     /// Opens `log`'s derived stores under `root`, checks them against the
     /// log, and starts their drivers. Blocking IO.
     ///
+    /// The stores are opened on a thread of their own that first lowers
+    /// its priority to [`DerivedOptions::nice`]: every thread they start
+    /// (drivers, tantivy's, sled's) inherits it.
+    ///
     /// # Errors
     /// A store that cannot be created or written.
     pub fn open(root: &Path, log: Arc<Log>, options: DerivedOptions) -> Result<DerivedLog> {
+        if options.nice == 0 {
+            return Self::open_here(root, log, options);
+        }
+        let name = format!("trail-open-{}", log.name());
+        std::thread::scope(|scope| {
+            let opener = std::thread::Builder::new()
+                .name(name)
+                .spawn_scoped(scope, move || {
+                    lower_priority(options.nice, &log);
+                    Self::open_here(root, log, options)
+                })
+                .map_err(IndexError::io(
+                    "starting a thread to open the stores in",
+                    root,
+                ))?;
+            opener
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn open_here(root: &Path, log: Arc<Log>, options: DerivedOptions) -> Result<DerivedLog> {
         let paths = DerivedPaths::new(root, log.name());
         let (query_writer, query_from) = open_query(&log, &paths.query)?;
         let query_reader = query_writer.reader();
@@ -243,5 +288,13 @@ impl DerivedLog {
                 let _ = reply.send(follower.snapshot());
             }))?;
         Ok(answer)
+    }
+}
+
+/// Lowers the calling thread's priority to `nice`; a failure is reported
+/// and the stores run at normal priority.
+fn lower_priority(nice: i32, log: &Log) {
+    if let Err(error) = trail_log::priority::lower_current_thread(nice) {
+        tracing::warn!(log = %log.name(), nice, %error, "derived stores run at normal priority: could not lower it");
     }
 }

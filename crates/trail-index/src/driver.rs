@@ -283,7 +283,12 @@ impl<S: DerivedStore> Run<S> {
                 continue;
             }
             // At the head: wait for records, a job, the commit deadline, a
-            // reader waiting for what is pending, or the stop signal.
+            // reader waiting for what is pending, or the stop signal. With
+            // records pending, new ones wait for the commit deadline (or a
+            // reader who wants them): taking them in one group at a time
+            // would wake this thread for every group the writer commits,
+            // CPU the appenders need, and show nothing sooner (only a
+            // commit makes records visible).
             let mut timeout = match self.oldest_pending {
                 Some(oldest) => self.pace.commit_interval.saturating_sub(oldest.elapsed()),
                 None => Duration::from_secs(3600),
@@ -291,24 +296,22 @@ impl<S: DerivedStore> Run<S> {
             if self.wanted_pending() {
                 timeout = timeout.min(WANTED_COMMIT_GAP.saturating_sub(self.last_commit.elapsed()));
             }
+            let take_records = self.oldest_pending.is_none() || self.wanted_beyond_pending();
             let follower = &mut self.follower;
             let jobs = &mut self.jobs;
             let wanted = Arc::clone(&self.wanted);
             let woke = runtime.block_on(async {
                 tokio::select! {
-                    waited = follower.wait() => waited.map(|()| Woke::Records),
+                    waited = follower.wait(), if take_records => waited.map(|()| Woke::Records),
                     job = jobs.recv() => Ok(job.map_or(Woke::Stop, Woke::Job)),
                     () = wanted.notify.notified() => Ok(Woke::Wanted),
                     () = tokio::time::sleep(timeout) => Ok(Woke::Timeout),
                 }
             });
             match woke {
-                Ok(Woke::Records) => {}
-                Ok(Woke::Wanted) => {
-                    if self.wanted_due() {
-                        self.commit(store)?;
-                    }
-                }
+                // A wanted LSN may be past what was taken in: the loop's
+                // top reads what is there and commits when it is due.
+                Ok(Woke::Records | Woke::Wanted) => {}
                 Ok(Woke::Timeout) => self.commit(store)?,
                 Ok(Woke::Job(job)) => {
                     self.commit(store)?;
@@ -330,6 +333,13 @@ impl<S: DerivedStore> Run<S> {
         self.pending
             .is_some_and(|pending| pending.lsn.0 >= self.wanted.lsn.load(Ordering::Relaxed))
             && self.wanted.lsn.load(Ordering::Relaxed) > self.progress.borrow().lsn()
+    }
+
+    /// A reader waits for an LSN past the last one taken in.
+    fn wanted_beyond_pending(&self) -> bool {
+        let wanted = self.wanted.lsn.load(Ordering::Relaxed);
+        wanted > self.progress.borrow().lsn()
+            && self.pending.is_none_or(|pending| wanted > pending.lsn.0)
     }
 
     /// [`Run::wanted_pending`], and the last commit is long enough ago.

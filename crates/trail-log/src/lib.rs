@@ -35,6 +35,7 @@ pub mod index;
 pub mod offline;
 pub mod options;
 pub mod prefix;
+pub mod priority;
 pub mod read;
 pub mod removal;
 pub mod retention;

@@ -227,6 +227,9 @@ pub struct DerivedConfig {
     pub snapshot_every_secs: u64,
     /// Snapshots kept per log; older ones are removed.
     pub snapshots_kept: usize,
+    /// The nice value (0..=19) of the stores' threads: they take the cores
+    /// after appends when both are busy, and catch up in the gaps.
+    pub nice: i32,
 }
 
 impl Default for DerivedConfig {
@@ -240,6 +243,7 @@ impl Default for DerivedConfig {
             snapshot_every_records: options.snapshots.every_records,
             snapshot_every_secs: options.snapshots.every.as_secs(),
             snapshots_kept: options.snapshots.keep,
+            nice: options.nice,
         }
     }
 }
@@ -260,6 +264,7 @@ impl DerivedConfig {
                 every: Duration::from_secs(self.snapshot_every_secs),
                 keep: self.snapshots_kept,
             },
+            nice: self.nice,
         })
     }
 

@@ -1,0 +1,70 @@
+//! Lowering a background thread's scheduling priority: work that follows
+//! the log (derived stores, archive compression) may lag, but must not take
+//! the cores from appends when both are busy.
+
+/// Lowers the calling thread's priority to `nice` (0..=19; 0 leaves it as
+/// it is). On Linux the nice value is per thread and inherited by the
+/// threads it starts afterwards; elsewhere this does nothing.
+///
+/// # Errors
+/// The system refused.
+pub fn lower_current_thread(nice: i32) -> std::io::Result<()> {
+    if nice == 0 {
+        return Ok(());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice)
+            .map_err(std::io::Error::from)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(())
+    }
+}
+
+/// The calling thread's nice value (Linux; `None` elsewhere or when it
+/// cannot be read).
+#[must_use]
+pub fn current_thread_nice() -> Option<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        rustix::process::getpriority_process(Some(rustix::thread::gettid())).ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thread_lowers_only_its_own_priority() {
+        let before = current_thread_nice();
+        let inside = std::thread::spawn(|| {
+            lower_current_thread(5).map(|()| {
+                let child = std::thread::spawn(current_thread_nice)
+                    .join()
+                    .ok()
+                    .flatten();
+                (current_thread_nice(), child)
+            })
+        })
+        .join()
+        .expect("the thread ran");
+        assert_eq!(
+            inside.ok(),
+            Some((Some(5), Some(5))),
+            "the thread and its child run at nice 5"
+        );
+        assert_eq!(
+            current_thread_nice(),
+            before,
+            "the caller keeps its priority"
+        );
+    }
+}
