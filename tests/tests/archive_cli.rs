@@ -7,7 +7,12 @@
 //! LSNs and hashes. A tampered object fails verify and restore with DATA_LOSS naming
 //! the object key and LSN range. (The S3 protocol itself, outages and the
 //! archiver's rules are tested in crates/trail-archive/tests against a real
-//! S3 server.)
+//! S3 server.) And S3 Object Lock through the CLI against moto (a real S3
+//! server that enforces it, installed and started by the same harness as
+//! crates/trail-archive/tests/object_lock.rs): `trail archive status` shows
+//! the mode, retention and "target enforces it: yes", `trail archive hold`
+//! sets and clears legal holds that the bucket then reports; `traild`
+//! refuses a lock mode with a `file://` target.
 
 #![allow(clippy::unwrap_used)]
 
@@ -15,7 +20,10 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use trail_e2e::{trail_path, Error, Traild};
+use trail_e2e::{trail_path, traild_path, Error, Traild};
+
+#[path = "../../crates/trail-archive/tests/common/moto.rs"]
+mod moto;
 
 fn trail(args: &[&str]) -> Result<Output, Error> {
     Ok(Command::new(trail_path()).args(args).output()?)
@@ -280,5 +288,177 @@ fn archive_verify_restore_and_tamper_through_the_cli() -> Result<(), Error> {
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8(refused.stderr)?.contains(&key));
     assert!(!elsewhere.join("cli").exists());
+    Ok(())
+}
+
+/// The legal hold moto reports for `key` in `bucket` (its current version).
+fn legal_hold(moto: &moto::Moto, bucket: &str, key: &str) -> Result<String, Error> {
+    let (status, body) = moto::http(
+        moto.address,
+        "GET",
+        &format!("/{bucket}/{key}?legal-hold"),
+        &[],
+        b"",
+    )?;
+    assert_eq!(status, 200, "{body}");
+    Ok(if body.contains("<Status>ON</Status>") {
+        "ON".into()
+    } else if body.contains("<Status>OFF</Status>") {
+        "OFF".into()
+    } else {
+        "none".into()
+    })
+}
+
+#[test]
+fn object_lock_status_and_legal_hold_through_the_cli() -> Result<(), Error> {
+    let moto = moto::Moto::start()?;
+    moto.create_bucket("worm", true)?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let config = dir.path().join("traild.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[archive]\nurl = \"s3://worm/cli\"\nendpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"moto\"\nsecret_access_key = \"moto\"\narchive_after_secs = 0\nlocal_retention_secs = 3600\ncheck_interval_ms = 200\nlock_mode = \"governance\"\nlock_retention_days = 1\n",
+            moto.endpoint()
+        ),
+    )?;
+    let server = Traild::start(&data, &["--config", config.to_str().unwrap()])?;
+    let addr = server.address.clone();
+    append(&addr, dir.path(), 0, 40)?;
+    let now = archive_now(&addr)?;
+    assert_eq!(now["archived_through_lsn"], 40, "{now}");
+    assert_eq!(now["lock_mode"], "governance", "{now}");
+    assert_eq!(now["lock_retention_secs"], 24 * 3600, "{now}");
+
+    // The probe runs in the compactor's first round.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let current = status(&addr)?;
+        if current["lock_probe"] != "pending" {
+            assert_eq!(current["lock_probe"], "enforced", "{current}");
+            assert_eq!(current["lock_enforced"], true, "{current}");
+            assert_eq!(current["objects_locked"], 3, "{current}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never probed: {current}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let text = trail(&["--addr", addr.as_str(), "archive", "status", "--log", "cli"])?;
+    ok(&text);
+    let text = String::from_utf8(text.stdout)?;
+    assert!(
+        text.contains(
+            "object lock: governance for 1 day after upload; target enforces it: yes; 3 objects locked since start"
+        ),
+        "{text}"
+    );
+
+    let keys: Vec<String> = ["seg", "idx", "manifest"]
+        .iter()
+        .map(|suffix| {
+            format!("cli/cli/segments/00000000000000000001-00000000000000000040.{suffix}")
+        })
+        .collect();
+    for key in &keys {
+        assert_eq!(legal_hold(&moto, "worm", key)?, "none", "{key}");
+    }
+    let hold = |state: &str, range: &[&str]| -> Result<serde_json::Value, Error> {
+        let mut args = vec![
+            "--addr",
+            addr.as_str(),
+            "--json",
+            "archive",
+            "hold",
+            "--log",
+            "cli",
+            state,
+        ];
+        args.extend_from_slice(range);
+        let output = trail(&args)?;
+        ok(&output);
+        Ok(json_lines(&output)?.remove(0))
+    };
+    let on = hold("--on", &["--from-lsn", "5", "--to-lsn", "7"])?;
+    assert_eq!(on["legal_hold"], "on", "{on}");
+    assert_eq!(
+        (on["segments"].as_u64(), on["objects"].as_u64()),
+        (Some(1), Some(3)),
+        "{on}"
+    );
+    assert_eq!(
+        (on["first_lsn"].as_u64(), on["last_lsn"].as_u64()),
+        (Some(1), Some(40)),
+        "{on}"
+    );
+    for key in &keys {
+        assert_eq!(legal_hold(&moto, "worm", key)?, "ON", "{key}");
+    }
+    let off = hold("--off", &["--all"])?;
+    assert_eq!(off["objects"], 3, "{off}");
+    for key in &keys {
+        assert_eq!(legal_hold(&moto, "worm", key)?, "OFF", "{key}");
+    }
+    // A range nothing archived holds: refused, naming it.
+    let beyond = trail(&[
+        "--addr",
+        addr.as_str(),
+        "archive",
+        "hold",
+        "--log",
+        "cli",
+        "--on",
+        "--from-lsn",
+        "100",
+        "--to-lsn",
+        "200",
+    ])?;
+    assert!(!beyond.status.success());
+    let stderr = String::from_utf8(beyond.stderr)?;
+    assert!(
+        stderr.contains("no archived segment holds lsns 100..=200"),
+        "{stderr}"
+    );
+    drop(server);
+
+    // A lock mode with a file:// target: traild refuses to start.
+    let refused_config = dir.path().join("file-lock.toml");
+    std::fs::write(
+        &refused_config,
+        format!(
+            "[archive]\nurl = \"file://{}\"\nlock_mode = \"compliance\"\nlock_retention_days = 7\n",
+            dir.path().join("archive").display()
+        ),
+    )?;
+    let mut child = Command::new(traild_path())
+        .arg("--data-dir")
+        .arg(dir.path().join("refused"))
+        .args(["--listen", "127.0.0.1:0", "--metrics-listen", "off"])
+        .arg("--config")
+        .arg(&refused_config)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait()? {
+            break exit;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("traild started with a lock mode on a file:// target");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!exit.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr)?;
+    assert!(
+        stderr.contains("file targets cannot enforce Object Lock"),
+        "{stderr}"
+    );
     Ok(())
 }

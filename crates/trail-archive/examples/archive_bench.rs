@@ -12,6 +12,8 @@
 //!    upload running beside them against none, rounds interleaved A B A B.
 //!
 //! Usage: archive_bench [LOG_MIB] [APPEND_SECONDS]  (defaults 512, 10)
+//!   ARCHIVE_NICE  the priority the upload beside the appends compresses at
+//!                 (default: the archiver's, 10; 0: normal priority)
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -104,6 +106,11 @@ fn append_rate(log: &Arc<trail_log::Log>, seconds: u64, start: u64) -> f64 {
 async fn main() -> Result {
     let log_mib = arg(1, 512);
     let append_seconds = arg(2, 10);
+    // The priority the simulated compactor compresses at (the archiver's).
+    let nice = std::env::var("ARCHIVE_NICE")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(trail_archive::ARCHIVE_NICE_DEFAULT);
     let bucket = tempfile::tempdir()?;
     let server = common::S3Server::start(bucket.path()).await?;
     let target = server.target("bench");
@@ -272,16 +279,21 @@ async fn main() -> Result {
             let stop = Arc::clone(&stop);
             let raw = Arc::clone(&raw);
             let compressed = compressed.clone();
-            let files = files.clone();
+            let files = Arc::new(files.clone());
             tokio::spawn(async move {
                 // What the compactor does per segment: compress, put, read back.
                 let mut index = 0usize;
                 while !stop.load(Ordering::Relaxed) {
-                    let file = &files[index % files.len()];
-                    let encoded = tokio::task::block_in_place(|| {
-                        trail_archive::compress::encode(file, Encoding::default())
-                    });
-                    let Ok(encoded) = encoded else { break };
+                    // On a thread at the archiver's priority, as the
+                    // compactor compresses (ARCHIVE_NICE, default the
+                    // archiver's default; 0 for normal priority).
+                    let (shared, which) = (Arc::clone(&files), index % files.len());
+                    let encoded = std::thread::spawn(move || {
+                        let _ = trail_log::priority::lower_current_thread(nice);
+                        trail_archive::compress::encode(&shared[which], Encoding::default())
+                    })
+                    .join();
+                    let Ok(Ok(encoded)) = encoded else { break };
                     let key = object_store::path::Path::from(format!("busy/{round}-{index}"));
                     if raw.put(&key, PutPayload::from(encoded)).await.is_err() {
                         break;

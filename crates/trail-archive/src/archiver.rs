@@ -4,8 +4,10 @@
 //! (`Log::remove_archived_through`, which writes `wal/PREFIX` first). Only
 //! a segment whose manifest is in the bucket (written and read back, or
 //! found there) and whose local file has the digest that manifest names is
-//! ever released. All file IO and hashing run on blocking threads; nothing
-//! here takes a lock the log's writer takes, so appends never wait for it.
+//! ever released. With a lock policy, only a segment whose objects are
+//! locked (S3 Object Lock) is archived, and so released. All file IO and
+//! hashing run on blocking threads; nothing here takes a lock the log's
+//! writer takes, so appends never wait for it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use trail_log::{ErrorKind, Log, Lsn, RetentionHold, SegmentInfo};
 use crate::chain::load_chain;
 use crate::compress::Encoding;
 use crate::error::{ArchiveError, Result};
+use crate::lock::{hold_segment, lock_segment, LockPolicy, LockProbe};
 use crate::manifest::{Digest, Manifest};
 use crate::target::ArchiveTarget;
 use crate::upload::{prepare_segment, upload_segment};
@@ -34,7 +37,14 @@ pub struct ArchiverConfig {
     pub hot_bytes_max: u64,
     /// An archived segment's local file stays this long after its upload.
     pub local_retention: Duration,
+    /// The nice value (0..=19) of the thread that checks and compresses a
+    /// segment before its upload: the archive may lag, appends go first
+    /// when the cores are busy (docs/DECISIONS.md #40).
+    pub nice: i32,
 }
+
+/// The default [`ArchiverConfig::nice`].
+pub const ARCHIVE_NICE_DEFAULT: i32 = 10;
 
 /// What the archive has done for one log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -64,6 +74,28 @@ pub struct ArchiveStatus {
     pub failures: u64,
     /// The last failure's message, cleared by a success.
     pub last_error: Option<String>,
+    /// The retention archived objects get (S3 Object Lock); `None`: off.
+    pub lock: Option<LockPolicy>,
+    /// What the start-up probe found (filled in by the compactor, which
+    /// probes once per target).
+    pub lock_probe: LockProbe,
+    /// Objects this process checked or set the retention of since start.
+    pub objects_locked: u64,
+}
+
+/// What [`Archiver::hold`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HoldDone {
+    /// Archived segments whose objects it changed.
+    pub segments: u64,
+    /// Objects whose legal hold it set or cleared (three per segment).
+    pub objects: u64,
+    /// First LSN of the first segment changed (0: none).
+    pub first_lsn: Lsn,
+    /// Last LSN of the last segment changed (0: none).
+    pub last_lsn: Lsn,
+    /// The last archived LSN.
+    pub archived_through: Lsn,
 }
 
 /// One verified upload, for the server's metrics.
@@ -113,6 +145,33 @@ async fn blocking<T: Send + 'static>(
         .map_err(worker_failed)?
 }
 
+/// Runs CPU-heavy work (a segment's check and compression) on a thread of
+/// its own at priority `nice`, so that it takes the cores only when appends
+/// leave them (a thread per segment: tokio's blocking pool is shared, and a
+/// pool thread cannot get its priority back).
+async fn at_low_priority<T: Send + 'static>(
+    nice: i32,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("trail-archive-prep".to_owned())
+        .spawn(move || {
+            if let Err(error) = trail_log::priority::lower_current_thread(nice) {
+                tracing::warn!(nice, %error, "archive preparation runs at normal priority: could not lower it");
+            }
+            let _ = done.send(work());
+        })
+        .map_err(|error| ArchiveError::Local {
+            path: std::path::PathBuf::new(),
+            source: std::io::Error::other(format!("starting an archive worker thread: {error}")),
+        })?;
+    result.await.map_err(|_| ArchiveError::Local {
+        path: std::path::PathBuf::new(),
+        source: std::io::Error::other("archive worker thread ended without an answer"),
+    })?
+}
+
 fn worker_failed(error: tokio::task::JoinError) -> ArchiveError {
     ArchiveError::Local {
         path: std::path::PathBuf::new(),
@@ -128,6 +187,12 @@ impl Archiver {
         let hold = log.hold_segments(HOLDER_NAME);
         let status = ArchiveStatus {
             target: target.url().to_owned(),
+            lock: target.lock_policy(),
+            lock_probe: if target.lock_policy().is_some() {
+                LockProbe::Pending
+            } else {
+                LockProbe::Off
+            },
             ..ArchiveStatus::default()
         };
         Archiver {
@@ -176,6 +241,15 @@ impl Archiver {
             .filter(|manifest| manifest.last_lsn == info.last_lsn && info.sealed)
     }
 
+    /// The archived manifest of the segment holding `lsn`; `None` while
+    /// it is not archived or the chain was not read yet (what the snapshot
+    /// side waits for: `snapshots.rs`).
+    #[must_use]
+    pub fn archived_holder(&self, lsn: Lsn) -> Option<&Manifest> {
+        let (_, manifest) = self.chain.as_ref()?.range(..=lsn).next_back()?;
+        (manifest.last_lsn >= lsn).then_some(manifest)
+    }
+
     /// One round: uploads every due sealed segment in LSN order (all sealed
     /// ones with `force`), then drops local copies whose retention passed.
     /// Returns how many segments it uploaded.
@@ -199,12 +273,42 @@ impl Archiver {
     }
 
     async fn step_inner(&mut self, force: bool) -> Result<u64> {
+        self.read_chain().await?;
+        let uploaded = self.upload_due(force).await?;
+        self.drop_local().await?;
+        Ok(uploaded)
+    }
+
+    /// Reads the bucket's manifest chain once. With a lock policy, first
+    /// makes sure the objects of every archived segment still on local
+    /// disk are locked (a crash may have come between an upload and its
+    /// lock, or lock mode was turned on since): only then may those local
+    /// copies be released. A failure leaves the chain unread, for the next
+    /// round.
+    async fn read_chain(&mut self) -> Result<()> {
         if self.chain.is_none() {
             let links = load_chain(&self.target, self.log.name()).await?;
             let chain: BTreeMap<Lsn, Manifest> = links
                 .into_iter()
                 .map(|link| (link.manifest.first_lsn, link.manifest))
                 .collect();
+            if self.target.lock_policy().is_some() {
+                for info in self.log.segments() {
+                    let Some(manifest) = chain
+                        .get(&info.first_lsn)
+                        .filter(|manifest| manifest.last_lsn == info.last_lsn && info.sealed)
+                    else {
+                        continue;
+                    };
+                    self.status.objects_locked += lock_segment(
+                        &self.target,
+                        self.log.name().as_str(),
+                        manifest.first_lsn,
+                        manifest.last_lsn,
+                    )
+                    .await?;
+                }
+            }
             self.status.archived_segments = chain.len() as u64;
             self.status.archived_bytes = chain
                 .values()
@@ -216,9 +320,46 @@ impl Archiver {
                 .map_or(Lsn::ZERO, |manifest| manifest.last_lsn);
             self.chain = Some(chain);
         }
-        let uploaded = self.upload_due(force).await?;
-        self.drop_local().await?;
-        Ok(uploaded)
+        Ok(())
+    }
+
+    /// Sets (`on`) or clears the S3 legal hold of every object of the
+    /// archived segments that hold any of `from..=to`.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Config`] when no archived segment holds any of
+    /// those LSNs; [`ArchiveError::Lock`] (`NotS3` for a `file://` target)
+    /// or [`ArchiveError::Store`] when a call fails (the segments before it
+    /// are changed: running it again is safe).
+    pub async fn hold(&mut self, from: Lsn, to: Lsn, on: bool) -> Result<HoldDone> {
+        self.target.lock_client()?;
+        self.read_chain().await?;
+        let covering: Vec<(Lsn, Lsn)> = self
+            .chain
+            .iter()
+            .flat_map(BTreeMap::values)
+            .filter(|manifest| manifest.last_lsn >= from && manifest.first_lsn <= to)
+            .map(|manifest| (manifest.first_lsn, manifest.last_lsn))
+            .collect();
+        let archived_through = self.status.archived_through;
+        let (Some(&(first, _)), Some(&(_, last))) = (covering.first(), covering.last()) else {
+            return Err(ArchiveError::Config(format!(
+                "no archived segment holds lsns {from}..={to} (archived through lsn {archived_through})"
+            )));
+        };
+        let mut done = HoldDone {
+            first_lsn: first,
+            last_lsn: last,
+            archived_through,
+            ..HoldDone::default()
+        };
+        for (first, last) in covering {
+            done.objects +=
+                hold_segment(&self.target, self.log.name().as_str(), first, last, on).await?;
+            done.segments += 1;
+        }
+        tracing::info!(log = %self.log.name(), first = %done.first_lsn, last = %done.last_lsn, objects = done.objects, on, "legal hold changed");
+        Ok(done)
     }
 
     async fn upload_due(&mut self, force: bool) -> Result<u64> {
@@ -262,9 +403,10 @@ impl Archiver {
             let encoding = self.config.encoding;
             let now = unix_nanos(SystemTime::now());
             let segment = info.clone();
-            let prepared =
-                blocking(move || prepare_segment(&log_name, &segment, tip.as_ref(), encoding, now))
-                    .await?;
+            let prepared = at_low_priority(self.config.nice, move || {
+                prepare_segment(&log_name, &segment, tip.as_ref(), encoding, now)
+            })
+            .await?;
             let manifest = upload_segment(&self.target, self.log.name(), prepared).await?;
             tracing::info!(log = %self.log.name(), first = %manifest.first_lsn, last = %manifest.last_lsn, stored_bytes = manifest.segment_object.bytes, "archived segment");
             uploaded += 1;
@@ -276,6 +418,10 @@ impl Archiver {
                 elapsed: started.elapsed(),
             });
             self.status.uploads += 1;
+            if self.target.lock_policy().is_some() {
+                // Segment, sidecar and manifest, each locked by the upload.
+                self.status.objects_locked += 3;
+            }
             self.status.archived_segments += 1;
             self.status.archived_bytes +=
                 manifest.segment_object.bytes + manifest.index_object.bytes;
@@ -353,5 +499,25 @@ impl Archiver {
             Err(error) if error.kind() == ErrorKind::InvalidArgument => Ok(()),
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn preparation_runs_at_the_configured_priority() {
+        let nice = at_low_priority(7, || Ok(trail_log::priority::current_thread_nice()))
+            .await
+            .ok()
+            .flatten();
+        assert_eq!(nice, Some(7));
+        assert_eq!(
+            trail_log::priority::current_thread_nice(),
+            Some(0),
+            "the caller keeps its priority"
+        );
     }
 }

@@ -72,6 +72,49 @@ pub enum ArchiveError {
     /// The log engine refused.
     #[error("log engine")]
     Log(#[from] LogError),
+    /// An S3 Object Lock call (retention, legal hold) failed: an archived
+    /// object is not locked as configured, so it is not "archived" yet.
+    #[error("object lock: could not {operation} {key}: {failure}")]
+    Lock {
+        /// What was being done (`set the retention of`, ...).
+        operation: &'static str,
+        /// The object key.
+        key: String,
+        /// Why.
+        failure: LockFailure,
+    },
+}
+
+/// Why an Object Lock call failed (`lock.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LockFailure {
+    /// No answer (refused connection, timeout), a 5xx, or no credentials:
+    /// retry later.
+    #[error("the store did not answer: {0}")]
+    Unreachable(String),
+    /// The bucket has no Object Lock configuration (S3 `InvalidRequest`):
+    /// it must be created with Object Lock enabled.
+    #[error("the bucket has no Object Lock configuration (InvalidRequest: {0}); create the bucket with Object Lock enabled")]
+    NotEnabled(String),
+    /// The store does not implement the call (501 NotImplemented, 405).
+    #[error("the store does not implement Object Lock ({0})")]
+    Unsupported(String),
+    /// The store refused: HTTP status, S3 error code and message.
+    #[error("refused with {status} {code}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// S3 error code (`AccessDenied`, ...).
+        code: String,
+        /// S3's message.
+        message: String,
+    },
+    /// The store accepted the call but reads back something else.
+    #[error("{0}")]
+    NotApplied(String),
+    /// The target is not an S3 bucket (`file://`).
+    #[error("file:// targets cannot enforce Object Lock; use an s3:// target whose bucket has Object Lock enabled")]
+    NotS3,
 }
 
 impl ArchiveError {
@@ -82,10 +125,18 @@ impl ArchiveError {
         matches!(self, ArchiveError::DataLoss { .. })
     }
 
-    /// True when retrying later may succeed (the store was unreachable).
+    /// True when retrying later may succeed (the store was unreachable,
+    /// for an object call or an Object Lock call).
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        matches!(self, ArchiveError::Store { .. })
+        matches!(
+            self,
+            ArchiveError::Store { .. }
+                | ArchiveError::Lock {
+                    failure: LockFailure::Unreachable(_),
+                    ..
+                }
+        )
     }
 
     pub(crate) fn store(

@@ -1,5 +1,7 @@
 //! Object names (DESIGN.md "Tiered storage", FORMAT.md §14.1):
-//! `<prefix>/<log>/segments/<first:020>-<last:020>.{seg,idx,manifest}`.
+//! `<prefix>/<log>/segments/<first:020>-<last:020>.{seg,idx,manifest}`,
+//! and state snapshots (FORMAT.md §14.6)
+//! `<prefix>/<log>/snapshots/<watermark:020>.{snap,manifest}`.
 //! Zero-padded decimal LSNs make names sort in LSN order.
 
 use object_store::path::Path;
@@ -11,11 +13,14 @@ pub const SEGMENT_SUFFIX: &str = "seg";
 pub const INDEX_SUFFIX: &str = "idx";
 /// Suffix of a manifest object.
 pub const MANIFEST_SUFFIX: &str = "manifest";
+/// Suffix of a (possibly compressed) state snapshot object.
+pub const SNAPSHOT_SUFFIX: &str = "snap";
 
 /// Where one log's objects live inside a target.
 #[derive(Clone, Debug)]
 pub struct LogLayout {
     segments_dir: Path,
+    snapshots_dir: Path,
 }
 
 impl LogLayout {
@@ -24,6 +29,7 @@ impl LogLayout {
     pub fn new(prefix: &Path, log: &str) -> LogLayout {
         LogLayout {
             segments_dir: prefix.clone().join(log).join("segments"),
+            snapshots_dir: prefix.clone().join(log).join("snapshots"),
         }
     }
 
@@ -31,6 +37,31 @@ impl LogLayout {
     #[must_use]
     pub fn segments_dir(&self) -> &Path {
         &self.segments_dir
+    }
+
+    /// The directory listed to find a log's archived state snapshots.
+    #[must_use]
+    pub fn snapshots_dir(&self) -> &Path {
+        &self.snapshots_dir
+    }
+
+    /// The key of one object of the state snapshot whose watermark is
+    /// `lsn` ([`SNAPSHOT_SUFFIX`] or [`MANIFEST_SUFFIX`]).
+    #[must_use]
+    pub fn snapshot_key(&self, lsn: Lsn, suffix: &str) -> Path {
+        self.snapshots_dir
+            .clone()
+            .join(format!("{:020}.{suffix}", lsn.0))
+    }
+
+    /// The watermark LSN when `key` is one of this log's snapshot
+    /// manifests.
+    #[must_use]
+    pub fn parse_snapshot_manifest_key(&self, key: &Path) -> Option<Lsn> {
+        let stem = key.filename()?.strip_suffix(".manifest")?;
+        (stem.len() == 20 && stem.bytes().all(|byte| byte.is_ascii_digit()))
+            .then(|| stem.parse::<u64>().ok().map(Lsn))
+            .flatten()
     }
 
     /// The key of one object of the segment `first..=last`.
@@ -71,6 +102,20 @@ mod tests {
         assert_eq!(layout.parse_manifest_key(&key), Some((Lsn(1), Lsn(4710))));
         assert_eq!(
             layout.parse_manifest_key(&layout.key(Lsn(1), Lsn(2), SEGMENT_SUFFIX)),
+            None
+        );
+        let snapshot = layout.snapshot_key(Lsn(4711), MANIFEST_SUFFIX);
+        assert_eq!(
+            snapshot.as_ref(),
+            "trail/prod/payments/snapshots/00000000000000004711.manifest"
+        );
+        assert_eq!(
+            layout.parse_snapshot_manifest_key(&snapshot),
+            Some(Lsn(4711))
+        );
+        assert_eq!(layout.parse_snapshot_manifest_key(&key), None);
+        assert_eq!(
+            layout.parse_snapshot_manifest_key(&layout.snapshot_key(Lsn(1), SNAPSHOT_SUFFIX)),
             None
         );
         let empty = LogLayout::new(&Path::default(), "a");

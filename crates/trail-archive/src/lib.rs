@@ -13,8 +13,15 @@
 //! - [`load_chain`] (`chain.rs`): a log's manifests, checked as a chain.
 //! - [`verify_archive`] (`verify.rs`) and [`restore_log`] (`restore.rs`):
 //!   from the bucket alone.
+//! - [`SnapshotArchiver`] (`snapshots.rs`): state snapshots archived once
+//!   the segment holding their watermark is, checked against the chain;
+//!   [`restore_log_from_snapshot`] (`suffix.rs`): the newest snapshot plus
+//!   the log's tail.
 //! - [`ArchiveReader`] (`read_through.rs`): archived records through a
 //!   bounded cache, one download per segment however many readers.
+//! - [`ObjectLockClient`] (`lock.rs`): S3 Object Lock (WORM) retention and
+//!   legal holds on archived objects, and the start-up probe of whether the
+//!   target enforces them.
 //!
 //! ```
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -39,22 +46,31 @@ pub mod check;
 pub mod compress;
 pub mod error;
 pub mod layout;
+pub mod lock;
 pub mod manifest;
 pub mod objects;
 pub mod read_through;
 pub mod restore;
+pub mod snapshots;
+pub mod suffix;
 pub mod target;
 pub mod upload;
 pub mod verify;
 
-pub use archiver::{ArchiveStatus, Archiver, ArchiverConfig, UploadDone, UPLOADS_KEPT_MAX};
+pub use archiver::{
+    ArchiveStatus, Archiver, ArchiverConfig, HoldDone, UploadDone, ARCHIVE_NICE_DEFAULT,
+    UPLOADS_KEPT_MAX,
+};
 pub use backoff::Backoff;
 pub use chain::{load_chain, ChainLink};
 pub use compress::{Encoding, ZSTD_LEVEL_DEFAULT};
-pub use error::{ArchiveError, Result};
+pub use error::{ArchiveError, LockFailure, Result};
+pub use lock::{LockMode, LockPolicy, LockProbe, ObjectLockClient, Retention};
 pub use manifest::{Compression, Manifest};
 pub use read_through::{ArchiveRead, ArchiveReader, CacheStats, READ_RECORDS_MAX};
 pub use restore::restore_log;
+pub use snapshots::{SnapshotArchiver, SnapshotManifest, SnapshotStatus};
+pub use suffix::{restore_log_from_snapshot, SuffixReport};
 pub use target::{
     ArchiveTarget, Multipart, TargetConfig, MULTIPART_PARTS_MAX, MULTIPART_PART_BYTES_MAX,
     MULTIPART_PART_BYTES_MIN,

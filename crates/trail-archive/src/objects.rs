@@ -25,14 +25,24 @@ use crate::target::{Multipart, MULTIPART_PARTS_MAX};
 /// while one part's answer is awaited; more only holds more connections.
 const MULTIPART_PARTS_IN_FLIGHT: usize = 2;
 
-/// What a create-only put found.
+/// What a create-only put found. `version` is the object version that was
+/// read (a versioned bucket's `x-amz-version-id`; `None` where the store
+/// has no versions): the one Object Lock then locks.
 #[derive(Debug)]
 pub enum Stored {
     /// The object was written and reads back identical.
-    Written,
+    Written {
+        /// The version read back.
+        version: Option<String>,
+    },
     /// An object was already there (an earlier attempt, or someone else):
     /// its bytes, for the caller to judge.
-    Existing(Bytes),
+    Existing {
+        /// Its bytes.
+        bytes: Bytes,
+        /// The version read.
+        version: Option<String>,
+    },
 }
 
 /// The object's bytes, `None` when there is no such object.
@@ -40,12 +50,27 @@ pub enum Stored {
 /// # Errors
 /// [`ArchiveError::Store`] when the store fails.
 pub async fn get(store: &dyn ObjectStore, key: &Path) -> Result<Option<Bytes>> {
+    Ok(get_versioned(store, key).await?.map(|(bytes, _)| bytes))
+}
+
+/// The object's bytes and the version read, `None` when there is no such
+/// object.
+///
+/// # Errors
+/// [`ArchiveError::Store`] when the store fails.
+pub async fn get_versioned(
+    store: &dyn ObjectStore,
+    key: &Path,
+) -> Result<Option<(Bytes, Option<String>)>> {
     match store.get(key).await {
-        Ok(result) => result
-            .bytes()
-            .await
-            .map(Some)
-            .map_err(|error| ArchiveError::store("read", key, error)),
+        Ok(result) => {
+            let version = result.meta.version.clone();
+            result
+                .bytes()
+                .await
+                .map(|bytes| Some((bytes, version)))
+                .map_err(|error| ArchiveError::store("read", key, error))
+        }
         Err(object_store::Error::NotFound { .. }) => Ok(None),
         Err(error) => Err(ArchiveError::store("get", key, error)),
     }
@@ -64,16 +89,19 @@ pub async fn put_create_verified(
     multipart: Multipart,
     conflict: impl Fn() -> ArchiveError,
 ) -> Result<Stored> {
-    if let Some(existing) = get(store, key).await? {
-        return Ok(Stored::Existing(existing));
+    if let Some((existing, version)) = get_versioned(store, key).await? {
+        return Ok(Stored::Existing {
+            bytes: existing,
+            version,
+        });
     }
     if bytes.len() as u64 > multipart.threshold_bytes {
         put_in_parts(store, key, bytes.clone(), multipart).await?;
-        let read_back = get(store, key).await?.ok_or_else(&conflict)?;
+        let (read_back, version) = get_versioned(store, key).await?.ok_or_else(&conflict)?;
         if read_back != bytes {
             return Err(conflict());
         }
-        return Ok(Stored::Written);
+        return Ok(Stored::Written { version });
     }
     let options = PutOptions {
         mode: PutMode::Create,
@@ -86,16 +114,19 @@ pub async fn put_create_verified(
         Ok(_) => {}
         Err(object_store::Error::AlreadyExists { .. }) => {
             // Someone wrote it between the check and the put.
-            let existing = get(store, key).await?.ok_or_else(&conflict)?;
-            return Ok(Stored::Existing(existing));
+            let (existing, version) = get_versioned(store, key).await?.ok_or_else(&conflict)?;
+            return Ok(Stored::Existing {
+                bytes: existing,
+                version,
+            });
         }
         Err(error) => return Err(ArchiveError::store("put", key, error)),
     }
-    let read_back = get(store, key).await?.ok_or_else(&conflict)?;
+    let (read_back, version) = get_versioned(store, key).await?.ok_or_else(&conflict)?;
     if read_back != bytes {
         return Err(conflict());
     }
-    Ok(Stored::Written)
+    Ok(Stored::Written { version })
 }
 
 /// Uploads `bytes` under `key` in parts of `multipart.part_bytes`, at most

@@ -65,7 +65,7 @@ pub async fn restore_log(
     }
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     let temporary = PathBuf::from(format!("{}.tmp", path.display()));
     let mut file =
         File::create(&temporary).map_err(|error| ArchiveError::local(&temporary, error))?;
@@ -75,7 +75,7 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&temporary, path).map_err(|error| ArchiveError::local(path, error))
 }
 
-fn sync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|file| file.sync_all())
         .map_err(|error| ArchiveError::local(dir, error))

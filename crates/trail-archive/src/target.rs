@@ -2,7 +2,10 @@
 //! `file://PATH` (a directory; the embedded default lives under the data
 //! dir) or `s3://BUCKET/PREFIX` on any S3-compatible store, path-style,
 //! with credentials from the configuration or the usual AWS environment
-//! variables. Plain HTTP is allowed only for a loopback endpoint.
+//! variables. Plain HTTP is allowed only for a loopback endpoint. An S3
+//! target also carries an [`ObjectLockClient`] for the same bucket and
+//! credentials, and optionally a [`LockPolicy`] every archived object gets
+//! (`lock.rs`); a `file://` target refuses one.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,8 +16,9 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, RetryConfig};
 
-use crate::error::{ArchiveError, Result};
+use crate::error::{ArchiveError, LockFailure, Result};
 use crate::layout::LogLayout;
+use crate::lock::{LockPolicy, ObjectLockClient};
 
 /// Retries inside one object-store call. Few and short: the compactor
 /// retries whole uploads with its own backoff, and a CLI run should fail
@@ -98,6 +102,10 @@ pub struct ArchiveTarget {
     pub(crate) prefix: Path,
     pub(crate) multipart: Multipart,
     url: String,
+    /// Object Lock calls on the bucket (S3 targets only).
+    lock: Option<Arc<ObjectLockClient>>,
+    /// The retention every archived object gets; `None`: no lock.
+    lock_policy: Option<LockPolicy>,
 }
 
 impl ArchiveTarget {
@@ -138,6 +146,8 @@ impl ArchiveTarget {
             prefix: Path::default(),
             multipart: Multipart::default(),
             url: config.url.clone(),
+            lock: None,
+            lock_policy: None,
         })
     }
 
@@ -193,7 +203,7 @@ impl ArchiveTarget {
                     )))
                 }
             }
-            builder = builder.with_endpoint(endpoint);
+            builder = builder.with_endpoint(endpoint.clone());
         }
         builder = builder.with_allow_http(allow_http);
         let region = if config.region.is_empty() {
@@ -203,7 +213,7 @@ impl ArchiveTarget {
         } else {
             config.region.clone()
         };
-        builder = builder.with_region(region);
+        builder = builder.with_region(&region);
         if !config.access_key_id.is_empty() {
             builder = builder.with_access_key_id(&config.access_key_id);
         }
@@ -214,12 +224,97 @@ impl ArchiveTarget {
             ArchiveError::Config(format!("archive target {:?}: {error}", config.url))
         })?;
         let prefix = Path::from(url.path().trim_matches('/'));
+        // Object Lock calls go to the same bucket, path-style, signed with
+        // the same credential provider (lock.rs).
+        let lock_endpoint = if endpoint.is_empty() {
+            format!("https://s3.{region}.amazonaws.com")
+        } else {
+            endpoint
+        };
+        let lock = ObjectLockClient::new(
+            &lock_endpoint,
+            bucket,
+            &region,
+            allow_http,
+            Arc::clone(store.credentials()),
+        )?;
         Ok(ArchiveTarget {
             store: Arc::new(store),
             prefix,
             multipart: Multipart::default(),
             url: config.url.clone(),
+            lock: Some(Arc::new(lock)),
+            lock_policy: None,
         })
+    }
+
+    /// This target, locking every archived object with `policy` (S3
+    /// Object Lock, WORM) before it counts as archived; `None` turns that
+    /// off.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Config`] for a `file://` target (a directory cannot
+    /// enforce Object Lock) or a zero retention.
+    pub fn with_lock_policy(mut self, policy: Option<LockPolicy>) -> Result<ArchiveTarget> {
+        if let Some(policy) = policy {
+            if self.lock.is_none() {
+                return Err(ArchiveError::Config(format!(
+                    "{}: {}",
+                    self.url,
+                    LockFailure::NotS3
+                )));
+            }
+            if policy.retention.is_zero() {
+                return Err(ArchiveError::Config(
+                    "an Object Lock retention must be longer than zero".into(),
+                ));
+            }
+        }
+        self.lock_policy = policy;
+        Ok(self)
+    }
+
+    /// The retention archived objects get, `None` when they are not locked.
+    #[must_use]
+    pub fn lock_policy(&self) -> Option<LockPolicy> {
+        self.lock_policy
+    }
+
+    /// Object Lock calls on this target's bucket.
+    ///
+    /// # Errors
+    /// [`ArchiveError::Lock`] with [`LockFailure::NotS3`] for a `file://`
+    /// target.
+    pub fn lock_client(&self) -> Result<&ObjectLockClient> {
+        self.lock.as_deref().ok_or_else(|| ArchiveError::Lock {
+            operation: "reach the Object Lock API of",
+            key: self.url.clone(),
+            failure: LockFailure::NotS3,
+        })
+    }
+
+    /// The object store itself (for the probe and tests).
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    /// The prefix every object of this target lives under.
+    #[must_use]
+    pub fn prefix(&self) -> &Path {
+        &self.prefix
+    }
+
+    /// Runs the Object Lock probe ([`crate::lock::probe`]) against this
+    /// target: [`crate::LockProbe::Off`] when no lock policy is set.
+    pub async fn probe_lock(&self) -> crate::lock::LockProbe {
+        if self.lock_policy.is_none() {
+            return crate::lock::LockProbe::Off;
+        }
+        match self.lock.as_deref() {
+            Some(lock) => crate::lock::probe(self.store.as_ref(), lock, &self.prefix).await,
+            None => crate::lock::LockProbe::Unsupported(LockFailure::NotS3.to_string()),
+        }
     }
 
     /// This target, putting objects larger than `multipart.threshold_bytes`

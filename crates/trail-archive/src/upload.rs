@@ -2,7 +2,10 @@
 //! objects and manifest ([`prepare_segment`], blocking), then store them
 //! create-only and read each back ([`upload_segment`]). The manifest goes
 //! last, so a manifest in the bucket always has its objects beside it; only
-//! a returned manifest means "archived".
+//! a returned manifest means "archived". With a lock policy (S3 Object
+//! Lock, `lock.rs`) each object version is locked right after it reads
+//! back identical, before the next object goes up: a failure to lock is a
+//! failed upload, never an unlocked object counted as archived.
 
 use std::path::Path as FsPath;
 
@@ -150,7 +153,7 @@ pub async fn upload_segment(
     };
 
     let segment_key = layout.key(first, last, SEGMENT_SUFFIX);
-    if let Stored::Existing(existing) = objects::put_create_verified(
+    let version = match objects::put_create_verified(
         store,
         &segment_key,
         segment_object,
@@ -159,16 +162,24 @@ pub async fn upload_segment(
     )
     .await?
     {
-        let decoded = compress::decode(&existing, manifest.compression, manifest.segment.bytes)
-            .map_err(|_| conflict(&segment_key)())?;
-        if Digest::of(&decoded) != manifest.segment {
-            return Err(conflict(&segment_key)());
+        Stored::Written { version } => version,
+        Stored::Existing {
+            bytes: existing,
+            version,
+        } => {
+            let decoded = compress::decode(&existing, manifest.compression, manifest.segment.bytes)
+                .map_err(|_| conflict(&segment_key)())?;
+            if Digest::of(&decoded) != manifest.segment {
+                return Err(conflict(&segment_key)());
+            }
+            manifest.segment_object = Digest::of(&existing);
+            version
         }
-        manifest.segment_object = Digest::of(&existing);
-    }
+    };
+    lock_verified(target, &segment_key, version).await?;
 
     let index_key = layout.key(first, last, INDEX_SUFFIX);
-    if let Stored::Existing(existing) = objects::put_create_verified(
+    let version = match objects::put_create_verified(
         store,
         &index_key,
         index_object,
@@ -177,17 +188,25 @@ pub async fn upload_segment(
     )
     .await?
     {
-        let decoded = compress::decode(&existing, manifest.compression, manifest.index.bytes)
-            .map_err(|_| conflict(&index_key)())?;
-        if Digest::of(&decoded) != manifest.index {
-            return Err(conflict(&index_key)());
+        Stored::Written { version } => version,
+        Stored::Existing {
+            bytes: existing,
+            version,
+        } => {
+            let decoded = compress::decode(&existing, manifest.compression, manifest.index.bytes)
+                .map_err(|_| conflict(&index_key)())?;
+            if Digest::of(&decoded) != manifest.index {
+                return Err(conflict(&index_key)());
+            }
+            manifest.index_object = Digest::of(&existing);
+            version
         }
-        manifest.index_object = Digest::of(&existing);
-    }
+    };
+    lock_verified(target, &index_key, version).await?;
 
     let manifest_key = layout.key(first, last, MANIFEST_SUFFIX);
     let bytes = Bytes::from(manifest.encode());
-    if let Stored::Existing(existing) = objects::put_create_verified(
+    let version = match objects::put_create_verified(
         store,
         &manifest_key,
         bytes,
@@ -196,17 +215,52 @@ pub async fn upload_segment(
     )
     .await?
     {
-        // An earlier attempt's manifest: the same segment and chain link,
-        // only its timestamp may differ.
-        let earlier = Manifest::decode(&existing).map_err(|_| conflict(&manifest_key)())?;
-        let same = Manifest {
-            archived_at_unix_nanos: earlier.archived_at_unix_nanos,
-            ..manifest.clone()
-        };
-        if earlier != same {
-            return Err(conflict(&manifest_key)());
+        Stored::Written { version } => version,
+        Stored::Existing {
+            bytes: existing,
+            version,
+        } => {
+            // An earlier attempt's manifest: the same segment and chain
+            // link, only its timestamp may differ.
+            let earlier = Manifest::decode(&existing).map_err(|_| conflict(&manifest_key)())?;
+            let same = Manifest {
+                archived_at_unix_nanos: earlier.archived_at_unix_nanos,
+                ..manifest.clone()
+            };
+            if earlier != same {
+                return Err(conflict(&manifest_key)());
+            }
+            manifest = earlier;
+            version
         }
-        manifest = earlier;
-    }
+    };
+    // The manifest is locked last: until this returns, the segment is not
+    // archived (a crash before it leaves an unlocked manifest in the
+    // bucket, which the archiver locks when it reads the chain again:
+    // `lock::lock_segment`).
+    lock_verified(target, &manifest_key, version).await?;
     Ok(manifest)
+}
+
+/// With the target's lock policy set: locks the object version just
+/// verified (`ensure_retention`: read, set, read back). A failure is a
+/// failed upload.
+pub(crate) async fn lock_verified(
+    target: &ArchiveTarget,
+    key: &object_store::path::Path,
+    version: Option<String>,
+) -> Result<()> {
+    let Some(policy) = target.lock_policy() else {
+        return Ok(());
+    };
+    target
+        .lock_client()?
+        .ensure_retention(
+            key,
+            version.as_deref(),
+            policy,
+            crate::lock::unix_secs_now(),
+        )
+        .await?;
+    Ok(())
 }

@@ -100,7 +100,7 @@ pub(crate) async fn walk_checked(
 /// an earlier record, no record is undone twice, and the hash it names is
 /// that record's. Each segment holding a target is fetched (and checked)
 /// once more; compensations are rare, so that is a few downloads.
-async fn check_compensations(
+pub(crate) async fn check_compensations(
     target: &ArchiveTarget,
     log: &LogName,
     links: &[(usize, CompensationLink)],
@@ -308,7 +308,7 @@ pub async fn verify_archived_range(
 }
 
 /// The hash of `lsn` in a segment [`fetch_segment`] has checked.
-fn hash_at(link: &ChainLink, segment: &[u8], lsn: Lsn) -> Result<RecordHash> {
+pub(crate) fn hash_at(link: &ChainLink, segment: &[u8], lsn: Lsn) -> Result<RecordHash> {
     let manifest = &link.manifest;
     let expected = trail_log::segment::SegmentHeader {
         log_id: manifest.log_id,
@@ -425,7 +425,7 @@ pub(crate) async fn fetch_segment(
     })
 }
 
-fn decode_checked(
+pub(crate) fn decode_checked(
     object: &Bytes,
     stored: Digest,
     file: Digest,

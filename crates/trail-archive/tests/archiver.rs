@@ -19,6 +19,7 @@ fn config() -> ArchiverConfig {
         archive_after: Duration::ZERO,
         hot_bytes_max: u64::MAX,
         local_retention: Duration::ZERO,
+        nice: trail_archive::ARCHIVE_NICE_DEFAULT,
     }
 }
 

@@ -4,8 +4,13 @@
 //! shares nothing with the append path but the engine's catalog reads, so
 //! appends never wait for it; a failed round (an object-store outage)
 //! deletes nothing and is retried per log with exponential backoff.
-//! `Admin.ArchiveNow` and `Admin.ArchiveStatus` reach it through
-//! [`Compactor`].
+//! With `[archive] lock_mode` set, it first probes whether the target
+//! enforces S3 Object Lock (`trail_archive::lock::probe`) and every archived
+//! object is locked before it counts as archived.
+//! After each successful round of a log it archives the log's state
+//! snapshots whose watermark's segment is archived (once each).
+//! `Admin.ArchiveNow`, `Admin.ArchiveStatus` and `Admin.ArchiveHold` reach
+//! it through [`Compactor`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -15,9 +20,10 @@ use trail_archive::check::error_chain;
 use tokio::sync::{watch, Mutex};
 use tokio::time::Instant;
 use trail_archive::{
-    ArchiveError, ArchiveStatus, ArchiveTarget, Archiver, ArchiverConfig, Backoff,
+    ArchiveError, ArchiveStatus, ArchiveTarget, Archiver, ArchiverConfig, Backoff, HoldDone,
+    LockProbe, SnapshotArchiver,
 };
-use trail_log::{LogName, Store};
+use trail_log::{LogName, Lsn, Store};
 
 use crate::config::ArchiveConfig;
 use crate::metrics::{ArchiveMetrics, Metrics};
@@ -30,6 +36,9 @@ pub const LOGS_MAX: usize = 4096;
 /// One log's archiver and when it may try again.
 struct Entry {
     archiver: Archiver,
+    /// The log's state snapshots, archived once their watermark's segment
+    /// is (`trail_archive::snapshots`).
+    snapshots: SnapshotArchiver,
     backoff: Backoff,
     next_attempt: Instant,
     metrics: Arc<ArchiveMetrics>,
@@ -38,7 +47,12 @@ struct Entry {
 impl Entry {
     /// Runs one archiver step and records what it did in the metrics.
     async fn step(&mut self, force: bool) -> Result<u64, ArchiveError> {
-        let outcome = self.archiver.step(force).await;
+        let mut outcome = self.archiver.step(force).await;
+        if let Ok(segments) = outcome {
+            let archiver = &self.archiver;
+            let holder = |lsn| archiver.archived_holder(lsn).cloned();
+            outcome = self.snapshots.step(&holder).await.map(|_| segments);
+        }
         for upload in self.archiver.take_uploads() {
             self.metrics.uploaded(upload.stored_bytes, upload.elapsed);
         }
@@ -75,7 +89,14 @@ struct Inner {
     /// Logs that failed to open (damaged, served out of service): not
     /// opened again every round. A restart tries them again.
     unopenable: Mutex<BTreeSet<LogName>>,
+    /// What the Object Lock probe found, and when a failed probe is tried
+    /// again (one probe per target, not per log).
+    probe: std::sync::Mutex<(LockProbe, Instant)>,
 }
+
+/// How long after a probe that could not finish (the store unreachable)
+/// the compactor probes again.
+pub const PROBE_RETRY: Duration = Duration::from_secs(60);
 
 impl Compactor {
     /// The compactor `config` describes, recording into `metrics`; `None`
@@ -94,7 +115,14 @@ impl Compactor {
         let target = ArchiveTarget::open(&config.target_config())
             .map_err(|error| ServerError::Config(format!("archive.url: {error}")))?
             .with_multipart(config.multipart())
-            .map_err(|error| ServerError::Config(format!("archive.multipart_*: {error}")))?;
+            .map_err(|error| ServerError::Config(format!("archive.multipart_*: {error}")))?
+            .with_lock_policy(config.lock_policy())
+            .map_err(|error| ServerError::Config(format!("archive.lock_mode: {error}")))?;
+        let probe = if config.lock_policy().is_some() {
+            LockProbe::Pending
+        } else {
+            LockProbe::Off
+        };
         Ok(Some(Compactor {
             inner: Arc::new(Inner {
                 store,
@@ -108,6 +136,7 @@ impl Compactor {
                 metrics,
                 logs: Mutex::new(BTreeMap::new()),
                 unopenable: Mutex::new(BTreeSet::new()),
+                probe: std::sync::Mutex::new((probe, Instant::now())),
             }),
         }))
     }
@@ -118,7 +147,66 @@ impl Compactor {
         &self.inner.target
     }
 
-    /// Runs rounds every `check_interval` until `stopping` turns true.
+    /// What the Object Lock probe found so far.
+    #[must_use]
+    pub fn lock_probe(&self) -> LockProbe {
+        self.inner
+            .probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+            .clone()
+    }
+
+    /// Probes whether the target enforces Object Lock, when a lock mode is
+    /// set and no probe finished yet (a failed one is tried again after
+    /// [`PROBE_RETRY`]); logs what it found, a warning unless enforced.
+    /// Returns the result.
+    pub async fn probe_lock(&self) -> LockProbe {
+        {
+            let probe = self
+                .inner
+                .probe
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = match &probe.0 {
+                LockProbe::Pending => true,
+                LockProbe::Failed(_) => Instant::now() >= probe.1,
+                _ => false,
+            };
+            if !due {
+                return probe.0.clone();
+            }
+        }
+        let found = self.inner.target.probe_lock().await;
+        let policy = self.inner.target.lock_policy();
+        let mode = policy.map_or("off", |policy| policy.mode.as_config());
+        match &found {
+            LockProbe::Enforced => tracing::info!(
+                target = self.inner.target.url(),
+                lock_mode = mode,
+                "object lock: the target enforces it (a locked probe version could not be deleted)"
+            ),
+            LockProbe::Off | LockProbe::Pending => {}
+            other => tracing::warn!(
+                target = self.inner.target.url(),
+                lock_mode = mode,
+                result = other.name(),
+                detail = other.detail(),
+                "object lock: the target is not known to enforce it; archived objects may not be write-once (uploads fail while they cannot be locked)"
+            ),
+        }
+        let mut probe = self
+            .inner
+            .probe
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *probe = (found.clone(), Instant::now() + PROBE_RETRY);
+        found
+    }
+
+    /// Runs rounds every `check_interval` until `stopping` turns true
+    /// (after the Object Lock probe, when a lock mode is set).
     pub async fn run(self, mut stopping: watch::Receiver<bool>) {
         tracing::info!(
             target = self.inner.target.url(),
@@ -145,6 +233,8 @@ impl Compactor {
 
     /// One round over every log whose backoff has passed.
     async fn round(&self) {
+        // The first round probes; later ones only after a failed probe.
+        self.probe_lock().await;
         let store = Arc::clone(&self.inner.store);
         let names = match tokio::task::spawn_blocking(move || store.list()).await {
             Ok(Ok(names)) => names,
@@ -204,6 +294,12 @@ impl Compactor {
             Err(_) => return None,
         };
         let entry = Arc::new(Mutex::new(Entry {
+            snapshots: SnapshotArchiver::new(
+                self.inner.target.clone(),
+                name.clone(),
+                &trail_index::DerivedPaths::new(self.inner.store.root(), name).snapshots,
+                self.inner.config.encoding,
+            ),
             archiver: Archiver::new(self.inner.target.clone(), log, self.inner.config),
             backoff: self.inner.backoff.clone(),
             next_attempt: Instant::now(),
@@ -238,13 +334,37 @@ impl Compactor {
         let uploaded = entry.step(true).await?;
         entry.backoff.succeeded();
         entry.next_attempt = Instant::now();
-        Ok(Some((entry.archiver.status(), uploaded)))
+        let mut status = entry.archiver.status();
+        status.lock_probe = self.lock_probe();
+        Ok(Some((status, uploaded)))
     }
 
     /// The archive's status for `name`; `None` for a log that does not exist.
     pub async fn status(&self, name: &LogName) -> Option<ArchiveStatus> {
         let entry = self.entry(name).await?;
         let entry = entry.lock().await;
-        Some(entry.archiver.status())
+        let mut status = entry.archiver.status();
+        status.lock_probe = self.lock_probe();
+        Some(status)
+    }
+
+    /// Sets (`on`) or clears the legal hold of the archived objects of the
+    /// segments holding any of `from..=to` of `name`; `None` for a log that
+    /// does not exist.
+    ///
+    /// # Errors
+    /// As [`Archiver::hold`].
+    pub async fn hold(
+        &self,
+        name: &LogName,
+        from: Lsn,
+        to: Lsn,
+        on: bool,
+    ) -> Result<Option<HoldDone>, ArchiveError> {
+        let Some(entry) = self.entry(name).await else {
+            return Ok(None);
+        };
+        let mut entry = entry.lock().await;
+        entry.archiver.hold(from, to, on).await.map(Some)
     }
 }

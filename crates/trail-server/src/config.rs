@@ -89,7 +89,22 @@ pub struct ArchiveConfig {
     /// Bytes of each part of a multipart upload but the last, 5 MiB..=5 GiB
     /// (S3's bounds).
     pub multipart_part_bytes: u64,
+    /// S3 Object Lock (WORM) on every archived object: `""` (off),
+    /// `"governance"` or `"compliance"`. `s3://` targets only, whose bucket
+    /// was created with Object Lock enabled; `traild` probes at start
+    /// whether the store enforces it (`trail archive status`).
+    pub lock_mode: String,
+    /// How long each archived object stays locked after its upload, days
+    /// (1..=36500; required with a lock mode).
+    pub lock_retention_days: u64,
+    /// The nice value (0..=19) of the thread that checks and compresses a
+    /// segment before its upload: appends go first when the cores are busy.
+    pub nice: i32,
 }
+
+/// The longest Object Lock retention taken, days (100 years, S3's bound
+/// for default retention).
+pub const LOCK_RETENTION_DAYS_MAX: u64 = 36_500;
 
 impl Default for ArchiveConfig {
     fn default() -> Self {
@@ -109,6 +124,9 @@ impl Default for ArchiveConfig {
             read_cache_bytes_max: 256 << 20,
             multipart_threshold_bytes: trail_archive::Multipart::default().threshold_bytes,
             multipart_part_bytes: trail_archive::Multipart::default().part_bytes,
+            lock_mode: String::new(),
+            lock_retention_days: 0,
+            nice: trail_archive::ARCHIVE_NICE_DEFAULT,
         }
     }
 }
@@ -139,7 +157,56 @@ impl ArchiveConfig {
             archive_after: Duration::from_secs(self.archive_after_secs),
             hot_bytes_max: self.hot_bytes_max,
             local_retention: Duration::from_secs(self.local_retention_secs),
+            nice: self.nice,
         }
+    }
+
+    /// The retention every archived object gets; `None` with lock mode
+    /// off (or an unknown mode, which [`Config::validate`] refuses).
+    #[must_use]
+    pub fn lock_policy(&self) -> Option<trail_archive::LockPolicy> {
+        let mode = trail_archive::LockMode::parse(&self.lock_mode)?;
+        Some(trail_archive::LockPolicy {
+            mode,
+            retention: Duration::from_secs(self.lock_retention_days.saturating_mul(24 * 3600)),
+        })
+    }
+
+    fn validate_lock(&self) -> Result<(), ServerError> {
+        if self.lock_mode.is_empty() {
+            if self.lock_retention_days != 0 {
+                return Err(ServerError::Config(format!(
+                    "archive.lock_retention_days = {} but archive.lock_mode is off: set lock_mode = \"governance\" or \"compliance\", or remove lock_retention_days",
+                    self.lock_retention_days
+                )));
+            }
+            return Ok(());
+        }
+        if !matches!(self.lock_mode.as_str(), "governance" | "compliance") {
+            return Err(ServerError::Config(format!(
+                "archive.lock_mode = {:?}: use \"governance\", \"compliance\", or \"\" for off",
+                self.lock_mode
+            )));
+        }
+        if !(1..=LOCK_RETENTION_DAYS_MAX).contains(&self.lock_retention_days) {
+            return Err(ServerError::Config(format!(
+                "archive.lock_retention_days = {} is outside 1..={LOCK_RETENTION_DAYS_MAX}: a lock mode needs a retention of at least one day",
+                self.lock_retention_days
+            )));
+        }
+        if !self.enabled() {
+            return Err(ServerError::Config(
+                "archive.lock_mode is set but archiving is off: set archive.url to an s3:// target"
+                    .to_owned(),
+            ));
+        }
+        if !self.url.starts_with("s3://") {
+            return Err(ServerError::Config(format!(
+                "archive.lock_mode = {:?} with archive.url = {:?}: file targets cannot enforce Object Lock; use an s3:// bucket created with Object Lock enabled",
+                self.lock_mode, self.url
+            )));
+        }
+        Ok(())
     }
 
     /// When objects go up in parts.
@@ -164,6 +231,12 @@ impl ArchiveConfig {
     }
 
     fn validate(&self) -> Result<(), ServerError> {
+        if !(0..=19).contains(&self.nice) {
+            return Err(ServerError::Config(format!(
+                "archive.nice = {} is outside 0..=19 (the archive's thread may only lower its priority)",
+                self.nice
+            )));
+        }
         if !(0..=19).contains(&self.zstd_level) {
             return Err(ServerError::Config(format!(
                 "archive.zstd_level = {} is outside 0..=19 (0 turns compression off)",
@@ -204,7 +277,7 @@ impl ArchiveConfig {
                 self.url
             )));
         }
-        Ok(())
+        self.validate_lock()
     }
 }
 
@@ -269,6 +342,12 @@ impl DerivedConfig {
     }
 
     fn validate(&self) -> Result<(), ServerError> {
+        if !(0..=19).contains(&self.nice) {
+            return Err(ServerError::Config(format!(
+                "derived.nice = {} is outside 0..=19 (a store's threads may only lower their priority)",
+                self.nice
+            )));
+        }
         for (name, value) in [
             ("commit_interval_ms", self.commit_interval_ms),
             ("batch_records", self.batch_records as u64),
@@ -611,6 +690,46 @@ mod tests {
     }
 
     #[test]
+    fn nice_values_are_bounded_and_reach_the_threads() -> Result<(), ServerError> {
+        for nice in [-1, 20] {
+            let mut config = Config::default();
+            config.derived.nice = nice;
+            let message = match config.validate() {
+                Err(ServerError::Config(message)) => message,
+                other => panic!("{other:?}"),
+            };
+            assert!(message.contains("derived.nice"), "{message}");
+            let mut config = Config::default();
+            config.archive.nice = nice;
+            let message = match config.validate() {
+                Err(ServerError::Config(message)) => message,
+                other => panic!("{other:?}"),
+            };
+            assert!(message.contains("archive.nice"), "{message}");
+        }
+        assert_eq!(
+            Config::from_toml("[archive]\nnice = 3\n")?
+                .archive
+                .archiver_config()
+                .nice,
+            3
+        );
+        let config = Config::from_toml("[derived]\nnice = 0\n")?;
+        assert_eq!(
+            config.derived.options().map(|options| options.nice),
+            Some(0)
+        );
+        assert_eq!(
+            Config::default()
+                .derived
+                .options()
+                .map(|options| options.nice),
+            Some(trail_index::DERIVED_NICE_DEFAULT)
+        );
+        Ok(())
+    }
+
+    #[test]
     fn limits_that_depend_on_each_other_are_compared() {
         let mut config = Config::default();
         config.limits.request_bytes_max = 4 << 20;
@@ -668,6 +787,67 @@ mod tests {
         assert!(with(&|archive| archive.check_interval_ms = 10).is_err());
         assert!(with(&|archive| archive.backoff_initial_ms = 0).is_err());
         assert!(with(&|archive| archive.backoff_initial_ms = archive.backoff_max_ms + 1).is_err());
+        // Object Lock: a known mode, a retention, an s3:// target.
+        let locked = |mode: &str, days: u64, url: &str| {
+            with(&|archive| {
+                archive.url = url.into();
+                archive.lock_mode = mode.into();
+                archive.lock_retention_days = days;
+            })
+        };
+        assert!(locked("governance", 1, "s3://bucket/prefix").is_ok());
+        assert!(locked("compliance", 3650, "s3://bucket/prefix").is_ok());
+        assert!(locked("", 0, "file:///var/trail/archive").is_ok());
+        let refused = |result: Result<(), ServerError>, part: &str| match result {
+            Err(ServerError::Config(message)) => {
+                assert!(message.contains(part), "{message} names {part}");
+            }
+            other => panic!("expected a config error naming {part}, got {other:?}"),
+        };
+        refused(
+            locked("governance", 1, "file:///var/trail/archive"),
+            "file targets cannot enforce Object Lock",
+        );
+        refused(
+            locked("governance", 0, "s3://bucket/prefix"),
+            "archive.lock_retention_days",
+        );
+        refused(
+            locked(
+                "governance",
+                LOCK_RETENTION_DAYS_MAX + 1,
+                "s3://bucket/prefix",
+            ),
+            "archive.lock_retention_days",
+        );
+        refused(locked("worm", 1, "s3://bucket/prefix"), "archive.lock_mode");
+        refused(
+            locked("GOVERNANCE", 1, "s3://bucket/prefix"),
+            "archive.lock_mode",
+        );
+        refused(locked("governance", 1, ""), "archiving is off");
+        refused(locked("", 7, "s3://bucket/prefix"), "lock_mode is off");
+        let policy = ArchiveConfig {
+            url: "s3://bucket/prefix".into(),
+            lock_mode: "compliance".into(),
+            lock_retention_days: 2,
+            ..ArchiveConfig::default()
+        }
+        .lock_policy();
+        assert_eq!(
+            policy,
+            Some(trail_archive::LockPolicy {
+                mode: trail_archive::LockMode::Compliance,
+                retention: Duration::from_secs(2 * 24 * 3600),
+            })
+        );
+        assert_eq!(ArchiveConfig::default().lock_policy(), None);
+        let parsed = Config::from_toml(
+            "[archive]\nurl = \"s3://b/p\"\nlock_mode = \"governance\"\nlock_retention_days = 30\n",
+        )
+        .expect("parses");
+        assert_eq!(parsed.archive.lock_retention_days, 30);
+        assert!(parsed.validate().is_ok());
         let off = Config {
             archive: ArchiveConfig {
                 zstd_level: 0,

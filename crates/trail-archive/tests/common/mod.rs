@@ -4,6 +4,8 @@
 //! same port, to test an outage.
 #![allow(dead_code)]
 
+pub mod moto;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -104,6 +106,23 @@ impl S3Server {
     pub fn target(&self, prefix: &str) -> ArchiveTarget {
         ArchiveTarget::open(&self.config(prefix)).expect("target opens")
     }
+}
+
+/// The target settings for `bucket`/`prefix` on a moto server (moto takes
+/// any keys).
+pub fn moto_config(moto: &moto::Moto, bucket: &str, prefix: &str) -> TargetConfig {
+    TargetConfig {
+        url: format!("s3://{bucket}/{prefix}"),
+        endpoint: moto.endpoint(),
+        region: "us-east-1".into(),
+        access_key_id: "moto".into(),
+        secret_access_key: "moto".into(),
+    }
+}
+
+/// The target `bucket`/`prefix` on a moto server.
+pub fn moto_target(moto: &moto::Moto, bucket: &str, prefix: &str) -> ArchiveTarget {
+    ArchiveTarget::open(&moto_config(moto, bucket, prefix)).expect("target opens")
 }
 
 pub fn log_name() -> LogName {

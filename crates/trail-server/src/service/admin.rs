@@ -1,15 +1,17 @@
 //! The `trail.v1.Admin` service: operations an operator starts by hand.
 //! `Snapshot` asks a log's state driver for a snapshot at its next
-//! consistent point and answers once the file is durable. `ArchiveNow`
-//! and `ArchiveStatus` hand over to the compactor (`crate::compactor`).
+//! consistent point and answers once the file is durable. `ArchiveNow`,
+//! `ArchiveStatus` and `ArchiveHold` (S3 legal holds on archived objects,
+//! with the server's archive credentials: DECISIONS.md #39) hand over to
+//! the compactor (`crate::compactor`).
 
 use tonic::{Request, Response, Status};
-use trail_archive::{ArchiveError, ArchiveStatus};
-use trail_log::LogName;
+use trail_archive::{ArchiveError, ArchiveStatus, LockFailure, LockProbe};
+use trail_log::{LogName, Lsn};
 use trail_proto::v1::admin_server::Admin;
 use trail_proto::v1::{
-    ArchiveNowRequest, ArchiveStatusRequest, ArchiveStatusResponse, SnapshotRequest,
-    SnapshotResponse,
+    ArchiveHoldRequest, ArchiveHoldResponse, ArchiveNowRequest, ArchiveStatusRequest,
+    ArchiveStatusResponse, LockProbe as ProtoLockProbe, SnapshotRequest, SnapshotResponse,
 };
 
 use trail_archive::check::error_chain;
@@ -68,6 +70,26 @@ pub(super) fn archive_status_error(error: &ArchiveError) -> Status {
         }
         ArchiveError::Local { .. } => Status::internal(message),
         ArchiveError::Log(log_error) => crate::status::from_log_error(log_error),
+        ArchiveError::Lock { failure, .. } => match failure {
+            LockFailure::Unreachable(_) => Status::unavailable(message),
+            LockFailure::NotEnabled(_)
+            | LockFailure::Unsupported(_)
+            | LockFailure::Refused { .. }
+            | LockFailure::NotApplied(_)
+            | LockFailure::NotS3 => Status::failed_precondition(message),
+        },
+    }
+}
+
+fn proto_probe(probe: &LockProbe) -> ProtoLockProbe {
+    match probe {
+        LockProbe::Off => ProtoLockProbe::Off,
+        LockProbe::Pending => ProtoLockProbe::Pending,
+        LockProbe::Enforced => ProtoLockProbe::Enforced,
+        LockProbe::NotEnforced(_) => ProtoLockProbe::NotEnforced,
+        LockProbe::NotEnabled(_) => ProtoLockProbe::NotEnabled,
+        LockProbe::Unsupported(_) => ProtoLockProbe::Unsupported,
+        LockProbe::Failed(_) => ProtoLockProbe::Failed,
     }
 }
 
@@ -85,6 +107,9 @@ fn status_response(status: ArchiveStatus, uploaded_now: u64) -> ArchiveStatusRes
         last_upload_unix_nanos,
         failures,
         last_error,
+        lock,
+        lock_probe,
+        objects_locked,
     } = status;
     ArchiveStatusResponse {
         target,
@@ -100,6 +125,13 @@ fn status_response(status: ArchiveStatus, uploaded_now: u64) -> ArchiveStatusRes
         failures,
         last_error: last_error.unwrap_or_default(),
         uploaded_now,
+        lock_mode: lock
+            .map(|policy| policy.mode.as_config().to_owned())
+            .unwrap_or_default(),
+        lock_retention_secs: lock.map_or(0, |policy| policy.retention.as_secs()),
+        lock_probe: proto_probe(&lock_probe).into(),
+        lock_probe_detail: lock_probe.detail().to_owned(),
+        objects_locked,
     }
 }
 
@@ -155,5 +187,37 @@ impl Admin for AdminService {
             .await
             .ok_or_else(|| crate::status::log_not_found(&name))?;
         Ok(Response::new(status_response(status, 0)))
+    }
+
+    async fn archive_hold(
+        &self,
+        request: Request<ArchiveHoldRequest>,
+    ) -> Result<Response<ArchiveHoldResponse>, Status> {
+        let ArchiveHoldRequest {
+            log,
+            on,
+            from_lsn,
+            to_lsn,
+        } = request.into_inner();
+        let name = log_name(&log)?;
+        let to = if to_lsn == 0 { u64::MAX } else { to_lsn };
+        if from_lsn > to {
+            return Err(Status::invalid_argument(format!(
+                "from_lsn {from_lsn} is after to_lsn {to_lsn}"
+            )));
+        }
+        let compactor = self.compactor()?;
+        match compactor.hold(&name, Lsn(from_lsn), Lsn(to), on).await {
+            Ok(Some(done)) => Ok(Response::new(ArchiveHoldResponse {
+                segments: done.segments,
+                objects: done.objects,
+                first_lsn: done.first_lsn.0,
+                last_lsn: done.last_lsn.0,
+                archived_through_lsn: done.archived_through.0,
+                on,
+            })),
+            Ok(None) => Err(crate::status::log_not_found(&name)),
+            Err(error) => Err(archive_status_error(&error)),
+        }
     }
 }
