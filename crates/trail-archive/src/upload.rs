@@ -153,56 +153,34 @@ pub async fn upload_segment(
     };
 
     let segment_key = layout.key(first, last, SEGMENT_SUFFIX);
-    let version = match objects::put_create_verified(
-        store,
+    let conflict_segment = conflict(&segment_key);
+    if let Some(stored) = put_object(
+        target,
         &segment_key,
         segment_object,
-        target.multipart,
-        conflict(&segment_key),
+        &manifest,
+        manifest.segment,
+        conflict_segment,
     )
     .await?
     {
-        Stored::Written { version } => version,
-        Stored::Existing {
-            bytes: existing,
-            version,
-        } => {
-            let decoded = compress::decode(&existing, manifest.compression, manifest.segment.bytes)
-                .map_err(|_| conflict(&segment_key)())?;
-            if Digest::of(&decoded) != manifest.segment {
-                return Err(conflict(&segment_key)());
-            }
-            manifest.segment_object = Digest::of(&existing);
-            version
-        }
-    };
-    lock_verified(target, &segment_key, version).await?;
+        manifest.segment_object = stored;
+    }
 
     let index_key = layout.key(first, last, INDEX_SUFFIX);
-    let version = match objects::put_create_verified(
-        store,
+    let conflict_index = conflict(&index_key);
+    if let Some(stored) = put_object(
+        target,
         &index_key,
         index_object,
-        target.multipart,
-        conflict(&index_key),
+        &manifest,
+        manifest.index,
+        conflict_index,
     )
     .await?
     {
-        Stored::Written { version } => version,
-        Stored::Existing {
-            bytes: existing,
-            version,
-        } => {
-            let decoded = compress::decode(&existing, manifest.compression, manifest.index.bytes)
-                .map_err(|_| conflict(&index_key)())?;
-            if Digest::of(&decoded) != manifest.index {
-                return Err(conflict(&index_key)());
-            }
-            manifest.index_object = Digest::of(&existing);
-            version
-        }
-    };
-    lock_verified(target, &index_key, version).await?;
+        manifest.index_object = stored;
+    }
 
     let manifest_key = layout.key(first, last, MANIFEST_SUFFIX);
     let bytes = Bytes::from(manifest.encode());
@@ -240,6 +218,42 @@ pub async fn upload_segment(
     // `lock::lock_segment`).
     lock_verified(target, &manifest_key, version).await?;
     Ok(manifest)
+}
+
+/// Stores a segment's or sidecar's object create-only, then locks it (with
+/// a lock policy). An object already under the key (an earlier attempt's)
+/// is kept when it decodes to the same bytes (`expected`, the digest of
+/// what was encoded); its own digest is then returned for the manifest,
+/// since its compression may differ from this attempt's bytes.
+async fn put_object(
+    target: &ArchiveTarget,
+    key: &object_store::path::Path,
+    object: Bytes,
+    manifest: &Manifest,
+    expected: Digest,
+    conflict: impl Fn() -> ArchiveError,
+) -> Result<Option<Digest>> {
+    let stored = objects::put_create_verified(
+        target.store.as_ref(),
+        key,
+        object,
+        target.multipart,
+        &conflict,
+    )
+    .await?;
+    let (version, existing) = match stored {
+        Stored::Written { version } => (version, None),
+        Stored::Existing { bytes, version } => {
+            let decoded = compress::decode(&bytes, manifest.compression, expected.bytes)
+                .map_err(|_| conflict())?;
+            if Digest::of(&decoded) != expected {
+                return Err(conflict());
+            }
+            (version, Some(Digest::of(&bytes)))
+        }
+    };
+    lock_verified(target, key, version).await?;
+    Ok(existing)
 }
 
 /// With the target's lock policy set: locks the object version just

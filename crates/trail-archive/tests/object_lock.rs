@@ -28,20 +28,19 @@ use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
 use common::moto::Moto;
+use common::served::Served;
 use common::{archive_sealed, blocking, moto_config, moto_target, write_log, S3Server, TestResult};
 use trail_archive::lock::{is_access_denied, unix_secs_now};
 use trail_archive::{
     ArchiveError, ArchiveTarget, Archiver, ArchiverConfig, Encoding, LockFailure, LockMode,
     LockPolicy, LockProbe, TargetConfig,
 };
-use trail_log::Store;
-use trail_proto::v1::admin_client::AdminClient;
 use trail_proto::v1::{
     ArchiveHoldRequest, ArchiveNowRequest, ArchiveStatusRequest, ArchiveStatusResponse,
     LockProbe as ProtoLockProbe,
 };
 use trail_server::config::ArchiveConfig;
-use trail_server::{Config, Metrics};
+use trail_server::Config;
 
 /// How long any one wait of these tests may take.
 const WAIT: Duration = Duration::from_secs(60);
@@ -132,60 +131,7 @@ async fn assert_held(target: &ArchiveTarget, keys: &[Path], on: bool) -> TestRes
     Ok(())
 }
 
-/// A running server over a store.
-struct Served {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), trail_server::ServerError>>,
-    store: Arc<Store>,
-    admin: AdminClient<tonic::transport::Channel>,
-}
-
 impl Served {
-    async fn start(store: Store, config: Config) -> Result<Served, Box<dyn std::error::Error>> {
-        config.validate()?;
-        let store = Arc::new(store);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = format!("http://{}", listener.local_addr()?);
-        let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
-        let served_store = Arc::clone(&store);
-        let task = tokio::spawn(async move {
-            trail_server::serve_with_metrics(
-                &config,
-                served_store,
-                listener,
-                Metrics::disabled(),
-                async {
-                    let _ = stopping.await;
-                },
-            )
-            .await
-        });
-        let channel = tonic::transport::Endpoint::from_shared(address)?
-            .connect_timeout(WAIT)
-            .connect()
-            .await?;
-        Ok(Served {
-            stop,
-            task,
-            store,
-            admin: AdminClient::new(channel),
-        })
-    }
-
-    async fn stop(self) -> TestResult {
-        let Served {
-            stop,
-            task,
-            store,
-            admin,
-        } = self;
-        drop(admin);
-        let _ = stop.send(());
-        tokio::time::timeout(WAIT, task).await???;
-        blocking(|| store.close())?;
-        Ok(())
-    }
-
     /// The status once the probe has run (bounded).
     async fn probed_status(&mut self) -> Result<ArchiveStatusResponse, Box<dyn std::error::Error>> {
         let deadline = tokio::time::Instant::now() + WAIT;
@@ -242,7 +188,7 @@ async fn traild_locks_every_archived_object_and_holds_them_on_demand() -> TestRe
             archive: locked_archive_config(&target_config, name),
             ..Config::default()
         };
-        let mut served = Served::start(store, config).await?;
+        let mut served = Served::start_with(store, config).await?;
         let now = served
             .admin
             .archive_now(ArchiveNowRequest {

@@ -17,10 +17,9 @@ use std::time::Duration;
 use prost::Message;
 use tokio_stream::StreamExt;
 
+use common::served::Served;
 use common::{blocking, log_name, small_segments, S3Server, TestResult};
 use trail_log::{EventInput, Log, Receipt, Store};
-use trail_proto::v1::admin_client::AdminClient;
-use trail_proto::v1::log_client::LogClient;
 use trail_proto::v1::state_change::Kind;
 use trail_proto::v1::{
     AppendRequest, ArchiveNowRequest, ArchiveStatusRequest, Event, Filter, GetStateRequest,
@@ -28,7 +27,7 @@ use trail_proto::v1::{
     VerifyResponse,
 };
 use trail_server::config::ArchiveConfig;
-use trail_server::{Config, Metrics};
+use trail_server::Config;
 
 /// How long any one wait of this test may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -36,65 +35,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Events written before the archive takes them.
 const ARCHIVED_EVENTS: u64 = 700;
 
-/// A running server over a store.
-struct Served {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), trail_server::ServerError>>,
-    store: Arc<Store>,
-    admin: AdminClient<tonic::transport::Channel>,
-    client: LogClient<tonic::transport::Channel>,
-}
-
 impl Served {
-    async fn start(
-        data: &std::path::Path,
-        config: Config,
-    ) -> Result<Served, Box<dyn std::error::Error>> {
-        let store = Arc::new(blocking(|| Store::open(data, small_segments()))?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = format!("http://{}", listener.local_addr()?);
-        let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
-        let served_store = Arc::clone(&store);
-        let task = tokio::spawn(async move {
-            trail_server::serve_with_metrics(
-                &config,
-                served_store,
-                listener,
-                Metrics::disabled(),
-                async {
-                    let _ = stopping.await;
-                },
-            )
-            .await
-        });
-        let channel = tonic::transport::Endpoint::from_shared(address)?
-            .connect_timeout(WAIT)
-            .connect()
-            .await?;
-        Ok(Served {
-            stop,
-            task,
-            store,
-            admin: AdminClient::new(channel.clone()),
-            client: LogClient::new(channel),
-        })
-    }
-
-    async fn stop(self) -> TestResult {
-        let Served {
-            stop,
-            task,
-            store,
-            admin,
-            client,
-        } = self;
-        drop((admin, client));
-        let _ = stop.send(());
-        tokio::time::timeout(WAIT, task).await???;
-        blocking(|| store.close())?;
-        Ok(())
-    }
-
     fn log(&self) -> Result<Arc<Log>, Box<dyn std::error::Error>> {
         Ok(blocking(|| self.store.get(&log_name()))?.ok_or("the log exists")?)
     }

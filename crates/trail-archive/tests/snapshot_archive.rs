@@ -21,7 +21,6 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,12 +28,11 @@ use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
 use tokio_stream::StreamExt;
 
-use common::{blocking, log_name, small_segments, S3Server, TestResult};
+use common::served::Served;
+use common::{log_name, S3Server, TestResult};
 use trail_archive::manifest::{Compression, Digest};
 use trail_archive::{restore_log_from_snapshot, ArchiveError, SnapshotManifest};
-use trail_log::{Lsn, RecordHash, Store};
-use trail_proto::v1::admin_client::AdminClient;
-use trail_proto::v1::log_client::LogClient;
+use trail_log::{Lsn, RecordHash};
 use trail_proto::v1::state_change::Kind;
 use trail_proto::v1::{
     AppendRequest, ArchiveNowRequest, ArchiveStatusRequest, Event, Filter, GetStateRequest,
@@ -42,7 +40,7 @@ use trail_proto::v1::{
     SnapshotRequest, StateChange, VerifyRequest,
 };
 use trail_server::config::ArchiveConfig;
-use trail_server::{Config, Metrics};
+use trail_server::Config;
 
 /// How long any one wait of this test may take.
 const WAIT: Duration = Duration::from_secs(30);
@@ -54,64 +52,7 @@ const ALL: u64 = 700;
 /// first 40 events, long before the suffix).
 const RESOURCES: [&str; 5] = ["order/0", "order/1", "order/2", "order/3", "early/1"];
 
-struct Served {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), trail_server::ServerError>>,
-    store: Arc<Store>,
-    admin: AdminClient<tonic::transport::Channel>,
-    client: LogClient<tonic::transport::Channel>,
-}
-
 impl Served {
-    async fn start(
-        data: &std::path::Path,
-        config: Config,
-    ) -> Result<Served, Box<dyn std::error::Error>> {
-        let store = Arc::new(blocking(|| Store::open(data, small_segments()))?);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = format!("http://{}", listener.local_addr()?);
-        let (stop, stopping) = tokio::sync::oneshot::channel::<()>();
-        let served_store = Arc::clone(&store);
-        let task = tokio::spawn(async move {
-            trail_server::serve_with_metrics(
-                &config,
-                served_store,
-                listener,
-                Metrics::disabled(),
-                async {
-                    let _ = stopping.await;
-                },
-            )
-            .await
-        });
-        let channel = tonic::transport::Endpoint::from_shared(address)?
-            .connect_timeout(WAIT)
-            .connect()
-            .await?;
-        Ok(Served {
-            stop,
-            task,
-            store,
-            admin: AdminClient::new(channel.clone()),
-            client: LogClient::new(channel),
-        })
-    }
-
-    async fn stop(self) -> TestResult {
-        let Served {
-            stop,
-            task,
-            store,
-            admin,
-            client,
-        } = self;
-        drop((admin, client));
-        let _ = stop.send(());
-        tokio::time::timeout(WAIT, task).await???;
-        blocking(|| store.close())?;
-        Ok(())
-    }
-
     /// Appends events `from..to` in batches; their receipts.
     async fn append(&mut self, from: u64, to: u64) -> Result<Vec<Receipt>, tonic::Status> {
         let mut receipts = Vec::new();

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod moto;
+pub mod served;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
