@@ -12,7 +12,12 @@
 //! crates/trail-archive/tests/object_lock.rs): `trail archive status` shows
 //! the mode, retention and "target enforces it: yes", `trail archive hold`
 //! sets and clears legal holds that the bucket then reports; `traild`
-//! refuses a lock mode with a `file://` target.
+//! refuses a lock mode with a `file://` target. And `trail restore
+//! --from-snapshot`: only the segments from the archived snapshot's
+//! watermark on come back, with `wal/PREFIX` and the snapshot; the restored
+//! `traild` reads every LSN (the earlier ones through the archive) and
+//! answers `trail state`, also as of LSNs before its first local one, as
+//! the original did.
 
 #![allow(clippy::unwrap_used)]
 
@@ -288,6 +293,163 @@ fn archive_verify_restore_and_tamper_through_the_cli() -> Result<(), Error> {
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8(refused.stderr)?.contains(&key));
     assert!(!elsewhere.join("cli").exists());
+    Ok(())
+}
+
+/// `count` events from `from` on, each setting the state of one of five
+/// documents; their (lsn, hash).
+fn append_changes(
+    addr: &str,
+    dir: &Path,
+    from: usize,
+    count: usize,
+) -> Result<Vec<(u64, String)>, Error> {
+    let file = dir.join(format!("changes-{from}.jsonl"));
+    let lines: String = (from..from + count)
+        .map(|position| {
+            format!(
+                "{{\"event_id\":\"c-{position}\",\"actor\":\"user-{}\",\"action\":\"edit\",\"resource\":\"doc/{}\",\"change\":{{\"set\":{{\"n\":{position}}}}}}}\n",
+                position % 3,
+                position % 5
+            )
+        })
+        .collect();
+    std::fs::write(&file, lines)?;
+    let output = trail(&[
+        "--addr",
+        addr,
+        "--json",
+        "append",
+        "--log",
+        "cli",
+        "--file",
+        file.to_str().unwrap(),
+    ])?;
+    ok(&output);
+    Ok(json_lines(&output)?
+        .iter()
+        .map(|receipt| {
+            (
+                receipt["lsn"].as_u64().unwrap(),
+                receipt["hash"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect())
+}
+
+/// `trail state` of the five documents now and as of lsns 30 and 60 (the
+/// state store's history: before a suffix restore's first local lsn, only
+/// a snapshot can answer), once the store has `min_lsn`.
+fn states(addr: &str, min_lsn: u64) -> Result<Vec<serde_json::Value>, Error> {
+    let mut states = Vec::new();
+    for at in [None, Some("30"), Some("60")] {
+        for document in 0..5 {
+            let resource = format!("doc/{document}");
+            let min_lsn = min_lsn.to_string();
+            let mut args = vec![
+                "--addr",
+                addr,
+                "--json",
+                "state",
+                "--log",
+                "cli",
+                &resource,
+                "--min-lsn",
+                &min_lsn,
+            ];
+            if let Some(at) = at {
+                args.extend(["--at-lsn", at]);
+            }
+            let output = trail(&args)?;
+            ok(&output);
+            states.push(json_lines(&output)?.remove(0));
+        }
+    }
+    Ok(states)
+}
+
+#[test]
+fn restore_from_a_snapshot_through_the_cli() -> Result<(), Error> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let archive = dir.path().join("archive");
+    let url = format!("file://{}", archive.display());
+    let config = dir.path().join("traild.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[archive]\nurl = \"{url}\"\narchive_after_secs = 0\nlocal_retention_secs = 3600\ncheck_interval_ms = 200\n"
+        ),
+    )?;
+    let server = Traild::start(&data, &["--config", config.to_str().unwrap()])?;
+    let addr = server.address.clone();
+
+    // Segment 1 (lsns 1..=40) archived; segment 2 (41..=80) holds the
+    // snapshot's watermark; segment 3 (81..=85) is the tail after it.
+    let mut original = append_changes(&addr, dir.path(), 0, 40)?;
+    assert_eq!(archive_now(&addr)?["archived_through_lsn"], 40);
+    original.extend(append_changes(&addr, dir.path(), 40, 40)?);
+    states(&addr, 80)?;
+    let snapshot = trail(&["--addr", &addr, "--json", "snapshot", "--log", "cli"])?;
+    ok(&snapshot);
+    let snapshot = json_lines(&snapshot)?.remove(0);
+    let watermark = snapshot["lsn"].as_u64().unwrap();
+    assert!((41..=80).contains(&watermark), "{snapshot}");
+    assert_eq!(archive_now(&addr)?["archived_through_lsn"], 80);
+    // The compactor uploads the snapshot once its watermark's segment is
+    // archived (a later round).
+    let key = format!("{watermark:020}.snap");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !archive.join("cli/snapshots").join(&key).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot at lsn {watermark} was not archived"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    original.extend(append_changes(&addr, dir.path(), 80, 5)?);
+    assert_eq!(archive_now(&addr)?["archived_through_lsn"], 85);
+    let before = states(&addr, 85)?;
+    server.terminate()?;
+
+    let fresh = dir.path().join("fresh");
+    let restored = trail(&[
+        "--json",
+        "restore",
+        "--from",
+        &url,
+        "--log",
+        "cli",
+        "--to",
+        fresh.to_str().unwrap(),
+        "--from-snapshot",
+    ])?;
+    ok(&restored);
+    let report = json_lines(&restored)?.remove(0);
+    assert_eq!(report["from_snapshot"], true, "{report}");
+    assert_eq!(report["snapshot_lsn"].as_u64(), Some(watermark), "{report}");
+    assert_eq!(report["first_lsn"], 41, "{report}");
+    assert_eq!(report["last_lsn"], 85, "{report}");
+    assert_eq!(report["chain_segments"], 3, "{report}");
+    assert!(fresh.join("cli/wal/PREFIX").exists());
+    assert!(!fresh
+        .join("cli/wal")
+        .join(format!("{:020}.seg", 1))
+        .exists());
+
+    // The restored server: the same records (1..=40 read through from the
+    // archive), the same state (from the snapshot plus the tail), verified.
+    let server = Traild::start(&fresh, &["--config", config.to_str().unwrap()])?;
+    assert_eq!(lsns_and_hashes(&server.address, 1)?, original);
+    assert_eq!(states(&server.address, 85)?, before);
+    ok(&trail(&[
+        "--addr",
+        &server.address,
+        "verify",
+        "--log",
+        "cli",
+    ])?);
+    server.terminate()?;
     Ok(())
 }
 
