@@ -62,27 +62,7 @@ fn append(addr: &str, dir: &Path, from: usize, count: usize) -> Result<Vec<(u64,
             )
         })
         .collect();
-    std::fs::write(&file, lines)?;
-    let output = trail(&[
-        "--addr",
-        addr,
-        "--json",
-        "append",
-        "--log",
-        "cli",
-        "--file",
-        file.to_str().unwrap(),
-    ])?;
-    ok(&output);
-    Ok(json_lines(&output)?
-        .iter()
-        .map(|receipt| {
-            (
-                receipt["lsn"].as_u64().unwrap(),
-                receipt["hash"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect())
+    append_file(addr, &file, &lines)
 }
 
 /// (lsn, hash) of every record the server reads from `from` on.
@@ -296,25 +276,10 @@ fn archive_verify_restore_and_tamper_through_the_cli() -> Result<(), Error> {
     Ok(())
 }
 
-/// `count` events from `from` on, each setting the state of one of five
-/// documents; their (lsn, hash).
-fn append_changes(
-    addr: &str,
-    dir: &Path,
-    from: usize,
-    count: usize,
-) -> Result<Vec<(u64, String)>, Error> {
-    let file = dir.join(format!("changes-{from}.jsonl"));
-    let lines: String = (from..from + count)
-        .map(|position| {
-            format!(
-                "{{\"event_id\":\"c-{position}\",\"actor\":\"user-{}\",\"action\":\"edit\",\"resource\":\"doc/{}\",\"change\":{{\"set\":{{\"n\":{position}}}}}}}\n",
-                position % 3,
-                position % 5
-            )
-        })
-        .collect();
-    std::fs::write(&file, lines)?;
+/// Appends the JSON lines `lines` (written to `file`) to log `cli`; the
+/// receipts' (lsn, hash).
+fn append_file(addr: &str, file: &Path, lines: &str) -> Result<Vec<(u64, String)>, Error> {
+    std::fs::write(file, lines)?;
     let output = trail(&[
         "--addr",
         addr,
@@ -335,6 +300,27 @@ fn append_changes(
             )
         })
         .collect())
+}
+
+/// `count` events from `from` on, each setting the state of one of five
+/// documents; their (lsn, hash).
+fn append_changes(
+    addr: &str,
+    dir: &Path,
+    from: usize,
+    count: usize,
+) -> Result<Vec<(u64, String)>, Error> {
+    let file = dir.join(format!("changes-{from}.jsonl"));
+    let lines: String = (from..from + count)
+        .map(|position| {
+            format!(
+                "{{\"event_id\":\"c-{position}\",\"actor\":\"user-{}\",\"action\":\"edit\",\"resource\":\"doc/{}\",\"change\":{{\"set\":{{\"n\":{position}}}}}}}\n",
+                position % 3,
+                position % 5
+            )
+        })
+        .collect();
+    append_file(addr, &file, &lines)
 }
 
 /// `trail state` of the five documents now and as of lsns 30 and 60 (the

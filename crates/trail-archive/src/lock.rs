@@ -398,25 +398,8 @@ impl ObjectLockClient {
             retention.mode.as_s3(),
             format_date(retention.retain_until_unix_secs)
         );
-        let url = self.url(key, "retention", version);
-        let answer = self
-            .call(
-                "set the retention of",
-                key,
-                Method::PUT,
-                url,
-                Some(body),
-                &[],
-            )
-            .await?;
-        if answer.status.is_success() {
-            return Ok(());
-        }
-        Err(ArchiveError::Lock {
-            operation: "set the retention of",
-            key: key.to_string(),
-            failure: answer.failure(),
-        })
+        self.put_setting("set the retention of", key, "retention", version, body)
+            .await
     }
 
     /// The retention of `key` (the version `version`, else the current
@@ -551,22 +534,30 @@ impl ObjectLockClient {
             "<LegalHold xmlns=\"{S3_XMLNS}\"><Status>{}</Status></LegalHold>",
             if on { "ON" } else { "OFF" }
         );
-        let url = self.url(key, "legal-hold", version);
+        self.put_setting("set the legal hold of", key, "legal-hold", version, body)
+            .await
+    }
+
+    /// PUTs an XML `body` to `key`'s `subresource` (`retention`,
+    /// `legal-hold`) of version `version`; any answer but success is a
+    /// [`ArchiveError::Lock`] naming `operation`.
+    async fn put_setting(
+        &self,
+        operation: &'static str,
+        key: &Path,
+        subresource: &str,
+        version: Option<&str>,
+        body: String,
+    ) -> Result<()> {
+        let url = self.url(key, subresource, version);
         let answer = self
-            .call(
-                "set the legal hold of",
-                key,
-                Method::PUT,
-                url,
-                Some(body),
-                &[],
-            )
+            .call(operation, key, Method::PUT, url, Some(body), &[])
             .await?;
         if answer.status.is_success() {
             return Ok(());
         }
         Err(ArchiveError::Lock {
-            operation: "set the legal hold of",
+            operation,
             key: key.to_string(),
             failure: answer.failure(),
         })

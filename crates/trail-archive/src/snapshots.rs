@@ -29,9 +29,9 @@ use crate::compress::{self, Encoding};
 use crate::error::{ArchiveError, Result};
 use crate::layout::{MANIFEST_SUFFIX, SNAPSHOT_SUFFIX};
 use crate::manifest::{Compression, Digest, Manifest};
-use crate::objects::{self, Stored};
+use crate::objects;
 use crate::target::ArchiveTarget;
-use crate::upload::lock_verified;
+use crate::upload::{put_encoded, put_locked};
 use crate::verify::{fetch_segment, hash_at};
 
 /// The magic a snapshot manifest starts with.
@@ -310,7 +310,6 @@ pub async fn upload_snapshot(
 ) -> Result<SnapshotManifest> {
     let (lsn, hash) = watermark;
     let layout = target.layout(log.as_str());
-    let store = target.store.as_ref();
     let conflict = |key: &Path| {
         let key = key.to_string();
         move || ArchiveError::Conflict {
@@ -336,54 +335,41 @@ pub async fn upload_snapshot(
         holder_manifest: holder.digest(),
         archived_at_unix_nanos: unix_nanos_now(),
     };
-    let version = match objects::put_create_verified(
-        store,
+    if let Some(stored) = put_encoded(
+        target,
         &object_key,
         Bytes::from(object),
-        target.multipart,
+        manifest.compression,
+        manifest.file,
         conflict(&object_key),
     )
     .await?
     {
-        Stored::Written { version } => version,
-        Stored::Existing { bytes, version } => {
-            let decoded = compress::decode(&bytes, manifest.compression, manifest.file.bytes)
-                .map_err(|_| conflict(&object_key)())?;
-            if Digest::of(&decoded) != manifest.file {
-                return Err(conflict(&object_key)());
-            }
-            manifest.object = Digest::of(&bytes);
-            version
-        }
-    };
-    lock_verified(target, &object_key, version).await?;
+        manifest.object = stored;
+    }
 
+    // An earlier attempt's manifest: the same snapshot, only its timestamp
+    // may differ.
     let manifest_key = layout.snapshot_key(lsn, MANIFEST_SUFFIX);
-    let version = match objects::put_create_verified(
-        store,
+    let ours = manifest.clone();
+    if let Some(earlier) = put_locked(
+        target,
         &manifest_key,
         Bytes::from(manifest.encode()),
-        target.multipart,
         conflict(&manifest_key),
+        |existing| {
+            let earlier = SnapshotManifest::decode(existing).ok()?;
+            let same = SnapshotManifest {
+                archived_at_unix_nanos: earlier.archived_at_unix_nanos,
+                ..ours
+            };
+            (earlier == same).then_some(earlier)
+        },
     )
     .await?
     {
-        Stored::Written { version } => version,
-        Stored::Existing { bytes, version } => {
-            let earlier =
-                SnapshotManifest::decode(&bytes).map_err(|_| conflict(&manifest_key)())?;
-            let same = SnapshotManifest {
-                archived_at_unix_nanos: earlier.archived_at_unix_nanos,
-                ..manifest.clone()
-            };
-            if earlier != same {
-                return Err(conflict(&manifest_key)());
-            }
-            manifest = earlier;
-            version
-        }
-    };
-    lock_verified(target, &manifest_key, version).await?;
+        manifest = earlier;
+    }
     Ok(manifest)
 }
 

@@ -18,7 +18,7 @@ use crate::check::check_sealed_segment;
 use crate::compress::{self, Encoding};
 use crate::error::{ArchiveError, Result};
 use crate::layout::{INDEX_SUFFIX, MANIFEST_SUFFIX, SEGMENT_SUFFIX};
-use crate::manifest::{Digest, Manifest};
+use crate::manifest::{Compression, Digest, Manifest};
 use crate::objects::{self, Stored};
 use crate::target::ArchiveTarget;
 
@@ -142,7 +142,6 @@ pub async fn upload_segment(
     } = prepared;
     let layout = target.layout(log.as_str());
     let (first, last) = (manifest.first_lsn, manifest.last_lsn);
-    let store = target.store.as_ref();
     let conflict = |key: &object_store::path::Path| {
         let key = key.to_string();
         move || ArchiveError::Conflict {
@@ -153,14 +152,13 @@ pub async fn upload_segment(
     };
 
     let segment_key = layout.key(first, last, SEGMENT_SUFFIX);
-    let conflict_segment = conflict(&segment_key);
-    if let Some(stored) = put_object(
+    if let Some(stored) = put_encoded(
         target,
         &segment_key,
         segment_object,
-        &manifest,
+        manifest.compression,
         manifest.segment,
-        conflict_segment,
+        conflict(&segment_key),
     )
     .await?
     {
@@ -168,14 +166,13 @@ pub async fn upload_segment(
     }
 
     let index_key = layout.key(first, last, INDEX_SUFFIX);
-    let conflict_index = conflict(&index_key);
-    if let Some(stored) = put_object(
+    if let Some(stored) = put_encoded(
         target,
         &index_key,
         index_object,
-        &manifest,
+        manifest.compression,
         manifest.index,
-        conflict_index,
+        conflict(&index_key),
     )
     .await?
     {
@@ -183,83 +180,86 @@ pub async fn upload_segment(
     }
 
     let manifest_key = layout.key(first, last, MANIFEST_SUFFIX);
-    let bytes = Bytes::from(manifest.encode());
-    let version = match objects::put_create_verified(
-        store,
+    // An earlier attempt's manifest: the same segment and chain link, only
+    // its timestamp may differ. The manifest is locked last: until this
+    // returns, the segment is not archived (a crash before it leaves an
+    // unlocked manifest in the bucket, which the archiver locks when it
+    // reads the chain again: `lock::lock_segment`).
+    let ours = manifest.clone();
+    if let Some(earlier) = put_locked(
+        target,
         &manifest_key,
-        bytes,
-        target.multipart,
+        Bytes::from(manifest.encode()),
         conflict(&manifest_key),
+        |existing| {
+            let earlier = Manifest::decode(existing).ok()?;
+            let same = Manifest {
+                archived_at_unix_nanos: earlier.archived_at_unix_nanos,
+                ..ours
+            };
+            (earlier == same).then_some(earlier)
+        },
     )
     .await?
     {
-        Stored::Written { version } => version,
-        Stored::Existing {
-            bytes: existing,
-            version,
-        } => {
-            // An earlier attempt's manifest: the same segment and chain
-            // link, only its timestamp may differ.
-            let earlier = Manifest::decode(&existing).map_err(|_| conflict(&manifest_key)())?;
-            let same = Manifest {
-                archived_at_unix_nanos: earlier.archived_at_unix_nanos,
-                ..manifest.clone()
-            };
-            if earlier != same {
-                return Err(conflict(&manifest_key)());
-            }
-            manifest = earlier;
-            version
-        }
-    };
-    // The manifest is locked last: until this returns, the segment is not
-    // archived (a crash before it leaves an unlocked manifest in the
-    // bucket, which the archiver locks when it reads the chain again:
-    // `lock::lock_segment`).
-    lock_verified(target, &manifest_key, version).await?;
+        manifest = earlier;
+    }
     Ok(manifest)
 }
 
-/// Stores a segment's or sidecar's object create-only, then locks it (with
-/// a lock policy). An object already under the key (an earlier attempt's)
-/// is kept when it decodes to the same bytes (`expected`, the digest of
-/// what was encoded); its own digest is then returned for the manifest,
-/// since its compression may differ from this attempt's bytes.
-async fn put_object(
+/// Stores `bytes` under `key` create-only, reads them back, then locks the
+/// version (with a lock policy). An object already under the key (an
+/// earlier attempt's) is kept when `same_as_ours` accepts it, and what
+/// that returns comes back; it refuses (a [`ArchiveError::Conflict`] from
+/// `conflict`) otherwise. Every archived object goes up this way.
+pub(crate) async fn put_locked<T>(
     target: &ArchiveTarget,
     key: &object_store::path::Path,
-    object: Bytes,
-    manifest: &Manifest,
-    expected: Digest,
+    bytes: Bytes,
     conflict: impl Fn() -> ArchiveError,
-) -> Result<Option<Digest>> {
+    same_as_ours: impl FnOnce(&Bytes) -> Option<T>,
+) -> Result<Option<T>> {
     let stored = objects::put_create_verified(
         target.store.as_ref(),
         key,
-        object,
+        bytes,
         target.multipart,
         &conflict,
     )
     .await?;
-    let (version, existing) = match stored {
+    let (version, earlier) = match stored {
         Stored::Written { version } => (version, None),
         Stored::Existing { bytes, version } => {
-            let decoded = compress::decode(&bytes, manifest.compression, expected.bytes)
-                .map_err(|_| conflict())?;
-            if Digest::of(&decoded) != expected {
-                return Err(conflict());
-            }
-            (version, Some(Digest::of(&bytes)))
+            (version, Some(same_as_ours(&bytes).ok_or_else(&conflict)?))
         }
     };
     lock_verified(target, key, version).await?;
-    Ok(existing)
+    Ok(earlier)
+}
+
+/// [`put_locked`] for an encoded (compressed) object: one already there is
+/// kept when it decodes to the same bytes (`expected`, the digest of what
+/// was encoded), and its own digest comes back for the manifest, since its
+/// compression may differ from this attempt's bytes.
+pub(crate) async fn put_encoded(
+    target: &ArchiveTarget,
+    key: &object_store::path::Path,
+    object: Bytes,
+    compression: Compression,
+    expected: Digest,
+    conflict: impl Fn() -> ArchiveError,
+) -> Result<Option<Digest>> {
+    put_locked(target, key, object, conflict, |existing| {
+        let decoded = compress::decode(existing, compression, expected.bytes).ok()?;
+        (Digest::of(&decoded) == expected).then(|| Digest::of(existing))
+    })
+    .await
 }
 
 /// With the target's lock policy set: locks the object version just
 /// verified (`ensure_retention`: read, set, read back). A failure is a
 /// failed upload.
-pub(crate) async fn lock_verified(
+async fn lock_verified(
     target: &ArchiveTarget,
     key: &object_store::path::Path,
     version: Option<String>,

@@ -36,8 +36,7 @@ use trail_archive::{
     LockPolicy, LockProbe, TargetConfig,
 };
 use trail_proto::v1::{
-    ArchiveHoldRequest, ArchiveNowRequest, ArchiveStatusRequest, ArchiveStatusResponse,
-    LockProbe as ProtoLockProbe,
+    ArchiveHoldRequest, ArchiveNowRequest, ArchiveStatusResponse, LockProbe as ProtoLockProbe,
 };
 use trail_server::config::ArchiveConfig;
 use trail_server::Config;
@@ -136,13 +135,7 @@ impl Served {
     async fn probed_status(&mut self) -> Result<ArchiveStatusResponse, Box<dyn std::error::Error>> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let status = self
-                .admin
-                .archive_status(ArchiveStatusRequest {
-                    log: "audit".into(),
-                })
-                .await?
-                .into_inner();
+            let status = self.archive_status().await?;
             if status.lock_probe != i32::from(ProtoLockProbe::Pending) {
                 return Ok(status);
             }

@@ -15,16 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tokio_stream::StreamExt;
 
 use common::served::Served;
 use common::{blocking, log_name, small_segments, S3Server, TestResult};
 use trail_log::{EventInput, Log, Receipt, Store};
 use trail_proto::v1::state_change::Kind;
 use trail_proto::v1::{
-    AppendRequest, ArchiveNowRequest, ArchiveStatusRequest, Event, Filter, GetStateRequest,
-    HeadRequest, Outcome, QueryRequest, ReadRequest, Record, StateChange, VerifyRequest,
-    VerifyResponse,
+    AppendRequest, ArchiveNowRequest, Event, Filter, GetStateRequest, HeadRequest, Outcome,
+    QueryRequest, Record, StateChange, VerifyRequest, VerifyResponse,
 };
 use trail_server::config::ArchiveConfig;
 use trail_server::Config;
@@ -84,13 +82,7 @@ impl Served {
         let next = self.append(ARCHIVED_EVENTS, 1).await?;
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
-            let status = self
-                .admin
-                .archive_status(ArchiveStatusRequest {
-                    log: "audit".into(),
-                })
-                .await?
-                .into_inner();
+            let status = self.archive_status().await?;
             if status.first_local_lsn == ARCHIVED_EVENTS + 1 {
                 break;
             }
@@ -101,28 +93,6 @@ impl Served {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(next.into_iter().next().ok_or("a receipt")?)
-    }
-
-    async fn read(&mut self, from: u64, to: u64) -> Result<Vec<Record>, tonic::Status> {
-        let mut stream = self
-            .client
-            .read(ReadRequest {
-                log: "audit".into(),
-                from_lsn: from,
-                to_lsn: to,
-            })
-            .await?
-            .into_inner();
-        let mut records = Vec::new();
-        loop {
-            let next = tokio::time::timeout(WAIT, stream.next())
-                .await
-                .map_err(|_| tonic::Status::deadline_exceeded("read stalled"))?;
-            match next {
-                Some(record) => records.push(record?),
-                None => return Ok(records),
-            }
-        }
     }
 
     async fn verify(&mut self, from: u64, to: u64) -> Result<VerifyResponse, tonic::Status> {

@@ -26,7 +26,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStoreExt, PutPayload};
-use tokio_stream::StreamExt;
 
 use common::served::Served;
 use common::{log_name, S3Server, TestResult};
@@ -36,14 +35,13 @@ use trail_log::{Lsn, RecordHash};
 use trail_proto::v1::state_change::Kind;
 use trail_proto::v1::{
     AppendRequest, ArchiveNowRequest, ArchiveStatusRequest, Event, Filter, GetStateRequest,
-    GetStateResponse, HeadRequest, Outcome, QueryRequest, ReadRequest, Receipt, Record,
-    SnapshotRequest, StateChange, VerifyRequest,
+    GetStateResponse, HeadRequest, Outcome, QueryRequest, Receipt, SnapshotRequest, StateChange,
+    VerifyRequest,
 };
 use trail_server::config::ArchiveConfig;
 use trail_server::Config;
 
 /// How long any one wait of this test may take.
-const WAIT: Duration = Duration::from_secs(30);
 /// Events before the first snapshot, between the two, and after the second.
 const FIRST: u64 = 300;
 const SECOND: u64 = 600;
@@ -117,28 +115,6 @@ impl Served {
             })
             .await?
             .into_inner())
-    }
-
-    async fn read(&mut self, from: u64, to: u64) -> Result<Vec<Record>, tonic::Status> {
-        let mut stream = self
-            .client
-            .read(ReadRequest {
-                log: "audit".into(),
-                from_lsn: from,
-                to_lsn: to,
-            })
-            .await?
-            .into_inner();
-        let mut records = Vec::new();
-        loop {
-            let next = tokio::time::timeout(WAIT, stream.next())
-                .await
-                .map_err(|_| tonic::Status::deadline_exceeded("read stalled"))?;
-            match next {
-                Some(record) => records.push(record?),
-                None => return Ok(records),
-            }
-        }
     }
 
     async fn head(&mut self) -> Result<u64, tonic::Status> {

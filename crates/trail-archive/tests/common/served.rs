@@ -7,9 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_stream::StreamExt;
+
 use trail_log::Store;
 use trail_proto::v1::admin_client::AdminClient;
 use trail_proto::v1::log_client::LogClient;
+use trail_proto::v1::{ArchiveStatusRequest, ArchiveStatusResponse, ReadRequest, Record};
 use trail_server::{Config, Metrics};
 
 use super::{blocking, small_segments};
@@ -80,5 +83,40 @@ impl Served {
         tokio::time::timeout(SERVED_WAIT, task).await???;
         blocking(|| store.close())?;
         Ok(())
+    }
+
+    /// Log `audit`'s records `from..=to` through `Read`, each within
+    /// [`SERVED_WAIT`] of the one before.
+    pub async fn read(&mut self, from: u64, to: u64) -> Result<Vec<Record>, tonic::Status> {
+        let mut stream = self
+            .client
+            .read(ReadRequest {
+                log: "audit".into(),
+                from_lsn: from,
+                to_lsn: to,
+            })
+            .await?
+            .into_inner();
+        let mut records = Vec::new();
+        loop {
+            let next = tokio::time::timeout(SERVED_WAIT, stream.next())
+                .await
+                .map_err(|_| tonic::Status::deadline_exceeded("read stalled"))?;
+            match next {
+                Some(record) => records.push(record?),
+                None => return Ok(records),
+            }
+        }
+    }
+
+    /// Log `audit`'s archive status.
+    pub async fn archive_status(&mut self) -> Result<ArchiveStatusResponse, tonic::Status> {
+        Ok(self
+            .admin
+            .archive_status(ArchiveStatusRequest {
+                log: "audit".into(),
+            })
+            .await?
+            .into_inner())
     }
 }
