@@ -1,11 +1,15 @@
 //! The archive against a real S3 server on loopback (s3s-fs, SigV4
 //! checked): archive, verify, restore to a fresh data dir that the engine
 //! opens with the same LSNs and hashes; tampered buckets detected with the
-//! object key and LSN range named; uploads idempotent after a crash.
+//! object key and LSN range named; uploads idempotent after a crash; an
+//! object with other content already under a key is a conflict, never
+//! overwritten.
 
 mod common;
 
 use common::{archive_sealed, blocking, log_name, small_segments, write_log, S3Server, TestResult};
+use object_store::{ObjectStoreExt, PutPayload};
+use trail_archive::layout::{MANIFEST_SUFFIX, SEGMENT_SUFFIX};
 use trail_archive::{restore_log, verify_archive, ArchiveError};
 use trail_log::{Lsn, Store};
 
@@ -310,6 +314,51 @@ async fn compensation_links_are_checked_from_the_bucket() -> TestResult {
             );
         }
         drop(log);
+        blocking(|| store.close())?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_content_under_an_objects_key_is_a_conflict_and_stays() -> TestResult {
+    let bucket = tempfile::tempdir()?;
+    let server = S3Server::start(bucket.path()).await?;
+    for suffix in [SEGMENT_SUFFIX, MANIFEST_SUFFIX] {
+        let target = server.target(&format!("conflict-{suffix}"));
+        let data = tempfile::tempdir()?;
+        let (store, log) = write_log(data.path(), 300)?;
+        let first = log
+            .segments()
+            .into_iter()
+            .find(|info| info.sealed)
+            .ok_or("a sealed segment")?;
+        let layout = target.layout(log_name().as_str());
+        let key = layout.key(first.first_lsn, first.last_lsn, suffix);
+        let foreign = bytes::Bytes::from_static(b"another writer's object");
+        target
+            .store()
+            .put(&key, PutPayload::from(foreign.clone()))
+            .await?;
+        match archive_sealed(&target, &log).await {
+            Err(ArchiveError::Conflict {
+                key: named,
+                first: from,
+                last: to,
+            }) => {
+                assert_eq!(named, key.to_string());
+                assert_eq!((from, to), (first.first_lsn, first.last_lsn));
+            }
+            other => panic!("{suffix}: expected a conflict naming {key}, got {other:?}"),
+        }
+        let there = target.store().get(&key).await?.bytes().await?;
+        assert_eq!(there, foreign, "{suffix}: the object was overwritten");
+        if suffix == SEGMENT_SUFFIX {
+            let manifest = layout.key(first.first_lsn, first.last_lsn, MANIFEST_SUFFIX);
+            assert!(
+                target.store().head(&manifest).await.is_err(),
+                "no manifest (nothing archived) after a conflicting segment object"
+            );
+        }
         blocking(|| store.close())?;
     }
     Ok(())
