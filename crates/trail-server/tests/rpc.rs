@@ -44,6 +44,9 @@ impl TestServer {
         let options = LogOptions {
             segment_bytes: 4 << 20,
             group_bytes_max: 1 << 20,
+            // An injected fault must hit the append under test, not the
+            // background preparer's zero fill of the next segment.
+            prepare_segments_ahead: plan.is_none(),
             ..sync_options(&config)
         };
         let store = match plan {
