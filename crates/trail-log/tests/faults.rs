@@ -20,12 +20,8 @@ fn check_fail_stop(inject: impl Fn(&FaultPlan)) -> TestResult {
     let plan = FaultPlan::default();
     let mut acknowledged = Vec::new();
     {
-        // The fault must hit the append, not the preparer's zero fill.
-        let options = trail_log::LogOptions {
-            prepare_segments_ahead: false,
-            ..small_segments()
-        };
-        let (_store, log) = open_with(faulty(&plan), directory.path(), options)?;
+        let (_store, log) =
+            open_with(faulty(&plan), directory.path(), small_segments_unprepared())?;
         for index in 0..20 {
             let id = format!("ok-{index}");
             acknowledged.push((id.clone(), append_one(&log, &id)?));
@@ -124,9 +120,10 @@ fn check_disk_full(prepare_segments_ahead: bool) -> TestResult {
     let directory = tempfile::tempdir()?;
     let plan = FaultPlan::default();
     let mut acknowledged = Vec::new();
-    let options = trail_log::LogOptions {
-        prepare_segments_ahead,
-        ..small_segments()
+    let options = if prepare_segments_ahead {
+        small_segments()
+    } else {
+        small_segments_unprepared()
     };
     {
         let (store, log) = open_with(faulty(&plan), directory.path(), options.clone())?;
@@ -176,6 +173,20 @@ fn check_disk_full(prepare_segments_ahead: bool) -> TestResult {
         let id = format!("fill-{index}");
         acknowledged.push((id.clone(), append_one(&log, &id)?));
         assert_log_matches(&log, &acknowledged);
+        // That append rolled to a segment the writer made itself; the
+        // preparer, which failed on the full disk, is asked again and
+        // readies the next spare (never, without it).
+        let spare = spare_file(directory.path());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while prepare_segments_ahead && !spare.exists() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(
+            spare.exists(),
+            prepare_segments_ahead,
+            "{}",
+            spare.display()
+        );
         store.close()?;
     }
     let (_store, log) = open(directory.path(), options)?;

@@ -136,11 +136,7 @@ fn a_follower_of_a_fail_stopped_log_reads_what_is_durable_then_says_why() -> Tes
     let directory = tempfile::tempdir()?;
     let plan = FaultPlan::default();
     let fs = Arc::new(FaultyFileSystem::new(OsFileSystem, plan.clone()));
-    let options = LogOptions {
-        prepare_segments_ahead: false,
-        ..small_segments()
-    };
-    let (_store, log) = open_with(fs, directory.path(), options)?;
+    let (_store, log) = open_with(fs, directory.path(), small_segments_unprepared())?;
     fill(&log, 0, 20)?;
     plan.fail_sync_after(0);
     let failed = log.append_blocking(vec![event("lost", 100)], false);

@@ -22,6 +22,21 @@ pub fn small_segments() -> LogOptions {
     }
 }
 
+/// [`small_segments`] without the background preparer: the writer creates
+/// every segment itself, so a fault injected for an append hits that
+/// append, not the preparer's zero fill of the next segment.
+pub fn small_segments_unprepared() -> LogOptions {
+    LogOptions {
+        prepare_segments_ahead: false,
+        ..small_segments()
+    }
+}
+
+/// The preparer's spare segment in the `wal` directory, once one is ready.
+pub fn spare_file(root: &Path) -> PathBuf {
+    wal_dir(root).join("spare.seg.tmp")
+}
+
 pub fn log_name() -> LogName {
     LogName::new("audit").expect("valid name")
 }
