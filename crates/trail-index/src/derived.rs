@@ -58,6 +58,12 @@ pub struct DerivedOptions {
     /// busy, a positive value lets the gRPC and writer threads go first
     /// and the stores catch up in the gaps (docs/DECISIONS.md #40).
     pub nice: i32,
+    /// Whether those threads also run in the idle scheduling class (Linux
+    /// `SCHED_IDLE`): they get a core only when no append work wants it,
+    /// and a waking gRPC or writer thread takes it from them at once,
+    /// where a nice value only shares the core unevenly
+    /// (docs/DECISIONS.md #42).
+    pub idle: bool,
 }
 
 impl Default for DerivedOptions {
@@ -66,12 +72,16 @@ impl Default for DerivedOptions {
             pace: Pace::default(),
             snapshots: SnapshotPolicy::default(),
             nice: DERIVED_NICE_DEFAULT,
+            idle: DERIVED_IDLE_DEFAULT,
         }
     }
 }
 
 /// The default [`DerivedOptions::nice`].
 pub const DERIVED_NICE_DEFAULT: i32 = 10;
+
+/// The default [`DerivedOptions::idle`].
+pub const DERIVED_IDLE_DEFAULT: bool = true;
 
 /// A log's running derived stores.
 pub struct DerivedLog {
@@ -186,13 +196,13 @@ impl DerivedLog {
     /// log, and starts their drivers. Blocking IO.
     ///
     /// The stores are opened on a thread of their own that first lowers
-    /// its priority to [`DerivedOptions::nice`]: every thread they start
-    /// (drivers, tantivy's, sled's) inherits it.
+    /// its priority to [`DerivedOptions::nice`] and [`DerivedOptions::idle`]:
+    /// every thread they start (drivers, tantivy's, sled's) inherits it.
     ///
     /// # Errors
     /// A store that cannot be created or written.
     pub fn open(root: &Path, log: Arc<Log>, options: DerivedOptions) -> Result<DerivedLog> {
-        if options.nice == 0 {
+        if options.nice == 0 && !options.idle {
             return Self::open_here(root, log, options);
         }
         let name = format!("trail-open-{}", log.name());
@@ -200,7 +210,7 @@ impl DerivedLog {
             let opener = std::thread::Builder::new()
                 .name(name)
                 .spawn_scoped(scope, move || {
-                    lower_priority(options.nice, &log);
+                    lower_priority(options, &log);
                     Self::open_here(root, log, options)
                 })
                 .map_err(IndexError::io(
@@ -291,9 +301,16 @@ impl DerivedLog {
     }
 }
 
-/// Lowers the calling thread's priority to `nice`; a failure is reported
-/// and the stores run at normal priority.
-fn lower_priority(nice: i32, log: &Log) {
+/// Lowers the calling thread's priority as `options` say; a failure is
+/// reported and the stores run at the priority they have.
+fn lower_priority(options: DerivedOptions, log: &Log) {
+    // The class first: entering it may reset the nice value.
+    if options.idle {
+        if let Err(error) = trail_log::priority::make_current_thread_idle() {
+            tracing::warn!(log = %log.name(), %error, "derived stores run in the normal scheduling class: could not enter the idle one");
+        }
+    }
+    let nice = options.nice;
     if let Err(error) = trail_log::priority::lower_current_thread(nice) {
         tracing::warn!(log = %log.name(), nice, %error, "derived stores run at normal priority: could not lower it");
     }

@@ -21,7 +21,9 @@ pub mod query_index;
 pub mod rebuild;
 pub mod state;
 
-pub use derived::{DerivedLog, DerivedOptions, DerivedPaths, DERIVED_NICE_DEFAULT};
+pub use derived::{
+    DerivedLog, DerivedOptions, DerivedPaths, DERIVED_IDLE_DEFAULT, DERIVED_NICE_DEFAULT,
+};
 pub use driver::{Pace, Progress};
 pub use error::IndexError;
 pub use event::{IndexedRecord, Kind};

@@ -98,9 +98,22 @@ fn a_trickle_of_appends_is_taken_in_at_commit_points() {
     );
 }
 
-/// The nice value of each of this process's threads, by thread name.
+/// A thread of this process: its name, nice value and scheduling policy.
 #[cfg(target_os = "linux")]
-fn thread_nice_values() -> Vec<(String, i32)> {
+#[derive(Debug)]
+struct ThreadPriority {
+    name: String,
+    nice: i32,
+    /// 0: SCHED_OTHER (normal), 5: SCHED_IDLE.
+    policy: u32,
+}
+
+#[cfg(target_os = "linux")]
+const SCHED_IDLE: u32 = 5;
+
+/// Every thread of this process, read from /proc.
+#[cfg(target_os = "linux")]
+fn thread_priorities() -> Vec<ThreadPriority> {
     let mut threads = Vec::new();
     for entry in std::fs::read_dir("/proc/self/task").unwrap() {
         let dir = entry.unwrap().path();
@@ -111,59 +124,88 @@ fn thread_nice_values() -> Vec<(String, i32)> {
             continue; // the thread ended meanwhile
         };
         // Fields after the command's closing parenthesis: state is field
-        // 3, nice is field 19.
-        let after = stat.rsplit_once(')').unwrap().1;
-        let nice: i32 = after.split_whitespace().nth(16).unwrap().parse().unwrap();
-        threads.push((name.trim().to_owned(), nice));
+        // 3, nice is field 19, policy field 41.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        threads.push(ThreadPriority {
+            name: name.trim().to_owned(),
+            nice: fields[16].parse().unwrap(),
+            policy: fields[38].parse().unwrap(),
+        });
     }
     threads
 }
 
+/// Opens a log's stores with `nice` and `idle`, and checks that every
+/// thread they run on (drivers, tantivy's) has them and the caller's
+/// threads kept theirs.
 #[cfg(target_os = "linux")]
-#[test]
-fn the_stores_threads_run_at_the_configured_priority() {
+fn check_store_threads(nice: i32, idle: bool) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), options()).unwrap();
     let log = store.get_or_create(&LogName::new("nice").unwrap()).unwrap();
-    let before: Vec<String> = thread_nice_values()
+    let before: Vec<String> = thread_priorities()
         .into_iter()
-        .map(|(name, _)| name)
+        .map(|thread| thread.name)
         .collect();
     let derived = DerivedLog::open(
         dir.path(),
         Arc::clone(&log),
         DerivedOptions {
-            nice: 7,
+            nice,
+            idle,
             ..DerivedOptions::default()
         },
     )
     .unwrap();
     append_one(&log, 0);
-    let threads = thread_nice_values();
-    let of = |prefix: &str| -> Vec<i32> {
-        threads
-            .iter()
-            .filter(|(name, _)| name.starts_with(prefix))
-            .map(|(_, nice)| *nice)
-            .collect()
-    };
+    let threads = thread_priorities();
+    let policy = if idle { SCHED_IDLE } else { 0 };
     for prefix in ["trail-query-", "trail-state-", "thrd-tantivy"] {
-        let values = of(prefix);
-        assert!(!values.is_empty(), "no thread named {prefix}*: {threads:?}");
+        let of: Vec<&ThreadPriority> = threads
+            .iter()
+            .filter(|thread| thread.name.starts_with(prefix))
+            .collect();
+        assert!(!of.is_empty(), "no thread named {prefix}*: {threads:?}");
         assert!(
-            values.iter().all(|nice| *nice == 7),
-            "{prefix}* threads run at nice {values:?}, not 7"
+            of.iter()
+                .all(|thread| thread.nice == nice && thread.policy == policy),
+            "{prefix}* threads are {of:?}, not nice {nice} in policy {policy}"
         );
     }
-    // The caller's own thread keeps its priority.
-    let this: Vec<i32> = threads
+    // The caller's own threads keep their priority. (sled's IO pool is
+    // process-wide: started by the first store opened, at its priority.)
+    let callers: Vec<&ThreadPriority> = threads
         .iter()
-        .filter(|(name, _)| before.contains(name) && !name.starts_with("thrd-tantivy"))
-        .map(|(_, nice)| *nice)
+        .filter(|thread| {
+            before.contains(&thread.name)
+                && !thread.name.starts_with("thrd-tantivy")
+                && !thread.name.starts_with("sled-io")
+        })
         .collect();
     assert!(
-        this.iter().all(|nice| *nice == 0),
-        "callers' threads changed: {this:?}"
+        callers
+            .iter()
+            .all(|thread| thread.nice == 0 && thread.policy == 0),
+        "callers' threads changed: {callers:?}"
     );
     drop(derived);
+}
+
+// One test for every setting: two stores opened at once by parallel tests
+// would show each other's tantivy threads.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_stores_threads_run_at_the_configured_priority_and_class() {
+    assert!(
+        DerivedOptions::default().idle,
+        "the idle class is the default"
+    );
+    check_store_threads(7, false);
+    check_store_threads(7, true);
+    check_store_threads(0, true);
 }

@@ -23,6 +23,53 @@ pub fn lower_current_thread(nice: i32) -> std::io::Result<()> {
     }
 }
 
+/// Moves the calling thread to the idle scheduling class (Linux
+/// `SCHED_IDLE`): it runs only on a core nothing else wants, and any other
+/// thread that wakes takes the core from it at once. Inherited by the
+/// threads it starts afterwards; elsewhere this does nothing. An
+/// unprivileged thread may enter the class but not leave it.
+///
+/// # Errors
+/// The system refused.
+pub fn make_current_thread_idle() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadSchedulePolicy,
+        };
+        set_thread_priority_and_policy(
+            thread_native_id(),
+            thread_priority::ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        )
+        .map_err(|error| std::io::Error::other(format!("SCHED_IDLE: {error:?}")))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Ok(())
+    }
+}
+
+/// Whether the calling thread is in the idle scheduling class (Linux;
+/// `None` elsewhere or when it cannot be read).
+#[must_use]
+pub fn current_thread_is_idle() -> Option<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            thread_schedule_policy, NormalThreadSchedulePolicy, ThreadSchedulePolicy,
+        };
+        thread_schedule_policy()
+            .ok()
+            .map(|policy| policy == ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// The calling thread's nice value (Linux; `None` elsewhere or when it
 /// cannot be read).
 #[must_use]
@@ -65,6 +112,32 @@ mod tests {
             current_thread_nice(),
             before,
             "the caller keeps its priority"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_thread_enters_the_idle_class_alone_and_its_children_follow() {
+        let inside = std::thread::spawn(|| {
+            make_current_thread_idle().map(|()| {
+                let child = std::thread::spawn(current_thread_is_idle)
+                    .join()
+                    .ok()
+                    .flatten();
+                (current_thread_is_idle(), child)
+            })
+        })
+        .join()
+        .expect("the thread ran");
+        assert_eq!(
+            inside.ok(),
+            Some((Some(true), Some(true))),
+            "the thread and its child are in the idle class"
+        );
+        assert_eq!(
+            current_thread_is_idle(),
+            Some(false),
+            "the caller keeps its class"
         );
     }
 }

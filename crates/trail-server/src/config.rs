@@ -303,6 +303,9 @@ pub struct DerivedConfig {
     /// The nice value (0..=19) of the stores' threads: they take the cores
     /// after appends when both are busy, and catch up in the gaps.
     pub nice: i32,
+    /// Whether the stores' threads run in the idle scheduling class (Linux
+    /// SCHED_IDLE): a core only when appends leave one free.
+    pub idle: bool,
 }
 
 impl Default for DerivedConfig {
@@ -317,6 +320,7 @@ impl Default for DerivedConfig {
             snapshot_every_secs: options.snapshots.every.as_secs(),
             snapshots_kept: options.snapshots.keep,
             nice: options.nice,
+            idle: options.idle,
         }
     }
 }
@@ -338,6 +342,7 @@ impl DerivedConfig {
                 keep: self.snapshots_kept,
             },
             nice: self.nice,
+            idle: self.idle,
         })
     }
 
@@ -725,6 +730,18 @@ mod tests {
                 .options()
                 .map(|options| options.nice),
             Some(trail_index::DERIVED_NICE_DEFAULT)
+        );
+        let config = Config::from_toml("[derived]\nidle = false\n")?;
+        assert_eq!(
+            config.derived.options().map(|options| options.idle),
+            Some(false)
+        );
+        assert_eq!(
+            Config::default()
+                .derived
+                .options()
+                .map(|options| options.idle),
+            Some(trail_index::DERIVED_IDLE_DEFAULT)
         );
         Ok(())
     }
