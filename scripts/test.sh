@@ -10,7 +10,10 @@ cd "$(dirname "$0")/.."
 
 fuzz_seconds="${TRAIL_FUZZ_SECONDS:-30}"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says when it starts (seconds since the suite began), so a CI log
+# shows where the time goes.
+started_at=$SECONDS
+step() { printf '\n==> [%4ds] %s\n' "$((SECONDS - started_at))" "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -33,6 +36,7 @@ else
     echo "TRAIL_FUZZ_SECONDS=0: fuzz smoke run not done (CI always runs it)"
 fi
 
+step "done"
 # One closing line for the whole suite (cargo prints one per test binary,
 # the last of which may be a crate with no doc-tests).
 awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
