@@ -9,8 +9,8 @@ use prost::Message;
 use tonic::{Code, Status};
 use trail_proto::server_view::AppendRequest;
 use trail_proto::v1::{HeadRequest, ReadRequest, SubscribeRequest, VerifyRequest};
-use trail_server::validate;
-use trail_server::Limits;
+use trail_request::validate;
+use trail_request::Limits;
 
 fn check_rejection(status: &Status, what: &str) {
     assert!(

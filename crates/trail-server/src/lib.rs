@@ -13,12 +13,10 @@
 pub mod compactor;
 pub mod config;
 pub mod content;
-pub mod limits;
 pub mod metrics;
 pub mod request_limit;
 pub mod service;
 pub mod status;
-pub mod validate;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,9 +31,11 @@ use trail_proto::server_view::log_server::LogServer;
 use trail_proto::v1::admin_server::AdminServer;
 
 pub use config::{Config, DurabilityMode};
-pub use limits::Limits;
+// Limits and request checks live in trail-request (fuzzed without the
+// server's stacks); the server's modules reach them by their old paths.
 pub use metrics::{Metrics, MetricsEndpoint};
 pub use service::LogService;
+pub use trail_request::{limits, validate, Limits};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +66,12 @@ pub enum ServerError {
     /// A blocking task panicked or was cancelled.
     #[error("background task failed")]
     Task(#[from] tokio::task::JoinError),
+}
+
+impl From<trail_request::LimitsError> for ServerError {
+    fn from(error: trail_request::LimitsError) -> ServerError {
+        ServerError::Config(error.0)
+    }
 }
 
 /// Serves the Log service, health and reflection on `listener` until

@@ -417,7 +417,7 @@ async fn each_limit_is_named() -> Result {
         event_bytes_max: 1_200,
         ..Limits::default()
     };
-    let result = trail_server::validate::event_fields(0, &whole, &tight);
+    let result = trail_request::validate::event_fields(0, &whole, &tight);
     assert_status(result, Code::ResourceExhausted, "limits.event_bytes_max");
 
     // A request above request_bytes_max is refused before it is decoded,

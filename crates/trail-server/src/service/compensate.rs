@@ -42,9 +42,9 @@ use super::state::state_status;
 use super::LogService;
 use crate::status;
 
-/// The prefix of the event ids Trail gives the records it appends itself.
-/// Producers' events may not use it (`validate`).
-pub const RESERVED_EVENT_ID_PREFIX: &str = "trail:";
+/// The prefix of the event ids Trail gives the records it appends itself
+/// (defined beside the check that keeps producers from using it).
+pub use crate::validate::RESERVED_EVENT_ID_PREFIX;
 
 /// Plans made for one request before it gives up with ABORTED: each retry
 /// follows a record about the resource that landed between plan and append.

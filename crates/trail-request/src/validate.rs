@@ -17,6 +17,10 @@ use trail_proto::v1::{state_change::Kind, Event, Outcome, StateChange};
 
 use crate::limits::Limits;
 
+/// The event-id prefix Trail keeps for the records it appends itself
+/// (compensations: `trail:compensates:<lsn>`); producers may not use it.
+pub const RESERVED_EVENT_ID_PREFIX: &str = "trail:";
+
 /// Parses the `log` field of a request; empty means `default`.
 ///
 /// # Errors
@@ -214,13 +218,13 @@ fn checked_fields(index: usize, event: &Event, limits: &Limits) -> Result<(), St
     if event_id.chars().any(char::is_control) {
         return Err(invalid(index, "event_id", "contains a control character"));
     }
-    if event_id.starts_with(crate::service::RESERVED_EVENT_ID_PREFIX) {
+    if event_id.starts_with(RESERVED_EVENT_ID_PREFIX) {
         return Err(invalid(
             index,
             "event_id",
             format!(
                 "starts with {:?}, which Trail keeps for the records it appends itself (compensations)",
-                crate::service::RESERVED_EVENT_ID_PREFIX
+                RESERVED_EVENT_ID_PREFIX
             ),
         ));
     }

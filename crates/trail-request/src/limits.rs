@@ -3,14 +3,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ServerError;
+/// Limits that contradict each other or are zero: the message names the
+/// limit (`limits.<key>`) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitsError(pub String);
 
 /// Client-controlled sizes and counts, all configurable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// The largest gRPC request message, as encoded. Checked on the wire
-    /// before tonic decodes anything (`crate::request_limit`); also tonic's
+    /// before tonic decodes anything (trail-server's `request_limit`); also tonic's
     /// decoding limit. Together with the event limits it must fit one group
     /// commit (`log.group_bytes_max`; see `Config::validate`).
     pub request_bytes_max: usize,
@@ -102,8 +106,8 @@ impl Limits {
     /// Rejects limits that contradict each other or are zero.
     ///
     /// # Errors
-    /// [`ServerError::Config`] naming the limit.
-    pub fn validate(&self) -> Result<(), ServerError> {
+    /// [`LimitsError`] naming the limit.
+    pub fn validate(&self) -> Result<(), LimitsError> {
         let positive = [
             ("request_bytes_max", self.request_bytes_max),
             ("events_per_request_max", self.events_per_request_max),
@@ -128,45 +132,43 @@ impl Limits {
         ];
         for (name, value) in positive {
             if value == 0 {
-                return Err(ServerError::Config(format!(
-                    "limits.{name} must be at least 1"
-                )));
+                return Err(LimitsError(format!("limits.{name} must be at least 1")));
             }
         }
         if self.read_chunk_records > READ_CHUNK_RECORDS_MAX {
-            return Err(ServerError::Config(format!(
+            return Err(LimitsError(format!(
                 "limits.read_chunk_records ({}) is above {READ_CHUNK_RECORDS_MAX}: a stream \
                  buffers at most that many records, so a stalled reader holds no more",
                 self.read_chunk_records
             )));
         }
         if self.disk_reads_in_flight_max > 1024 {
-            return Err(ServerError::Config(format!(
+            return Err(LimitsError(format!(
                 "limits.disk_reads_in_flight_max ({}) is above 1024 (each is a thread)",
                 self.disk_reads_in_flight_max
             )));
         }
         if self.query_page_records_default > self.query_page_records_max {
-            return Err(ServerError::Config(format!(
+            return Err(LimitsError(format!(
                 "limits.query_page_records_default ({}) is above limits.query_page_records_max ({})",
                 self.query_page_records_default, self.query_page_records_max
             )));
         }
         if self.index_wait_ms_default > self.index_wait_ms_max {
-            return Err(ServerError::Config(format!(
+            return Err(LimitsError(format!(
                 "limits.index_wait_ms_default ({}) is above limits.index_wait_ms_max ({})",
                 self.index_wait_ms_default, self.index_wait_ms_max
             )));
         }
         if self.streams_per_connection_max == 0 {
-            return Err(ServerError::Config(
+            return Err(LimitsError(
                 "limits.streams_per_connection_max must be at least 1".to_owned(),
             ));
         }
         // An event must fit in a request, or the limit on events could never
         // be reached and clients would see the request limit instead.
         if self.event_bytes_max > self.request_bytes_max {
-            return Err(ServerError::Config(format!(
+            return Err(LimitsError(format!(
                 "limits.event_bytes_max ({}) is larger than limits.request_bytes_max ({}); \
                  an event that large could never arrive",
                 self.event_bytes_max, self.request_bytes_max
@@ -184,7 +186,7 @@ impl Limits {
         ];
         for (name, value) in parts {
             if value > self.event_bytes_max {
-                return Err(ServerError::Config(format!(
+                return Err(LimitsError(format!(
                     "limits.{name} ({value}) is larger than limits.event_bytes_max ({}); \
                      an event could never reach it",
                     self.event_bytes_max
