@@ -9,9 +9,11 @@
 #   stalled  the unary case with 1,000 stalled Subscribe streams open on the
 #            log (trail bench --stalled-subscribers); the baseline runs it
 #            under a time limit and an RSS cap (killed past it)
+#   unary100 64 unary clients, 100 events per request (BENCH_CASES only)
+#   single   1 unary client, 1 event per request (BENCH_CASES only)
 # Every run records CPU steal (from /proc/stat) and the server's peak RSS
-# and threads (trail bench --server-pid). Then the stalled case runs once
-# more on the current build (and once on the baseline) under mimalloc
+# and threads (trail bench --server-pid). Then (when the stalled case ran)
+# it runs once more on the current build (and once on the baseline) under mimalloc
 # settings (MIMALLOC_ARENA_EAGER_COMMIT=0, MIMALLOC_PURGE_DELAY=0). Prints
 # Markdown tables (medians, current/baseline ratios) for docs/BENCHMARKS.md.
 # Everything listens on 127.0.0.1.
@@ -19,6 +21,9 @@
 # Usage: scripts/bench-compare.sh [SECONDS_PER_RUN]   (default 15)
 #   BASELINE_TRAILD       the baseline binary (default /work/baseline/target/release/traild)
 #   BENCH_ROUNDS          rounds per case and build (default 2)
+#   BENCH_CASES           the cases, in order (default "unary stream stalled")
+#   CURRENT_TRAILD, CURRENT_TRAIL  run these binaries as "current" instead of
+#                         building this tree (both set: nothing is built)
 #   BENCH_STALLED         stalled subscribers in the stalled case (default 1000)
 #   BENCH_ALLOCATOR       0 skips the mimalloc runs (default 1)
 #   BASELINE_RSS_CAP_MIB  a server past this RSS is killed (default 8192)
@@ -32,8 +37,9 @@ stalled="${BENCH_STALLED:-1000}"
 allocator="${BENCH_ALLOCATOR:-1}"
 rss_cap_mib="${BASELINE_RSS_CAP_MIB:-8192}"
 baseline="${BASELINE_TRAILD:-/work/baseline/target/release/traild}"
-current="$PWD/target/release/traild"
-client="$PWD/target/release/trail"
+cases="${BENCH_CASES:-unary stream stalled}"
+current="${CURRENT_TRAILD:-$PWD/target/release/traild}"
+client="${CURRENT_TRAIL:-$PWD/target/release/trail}"
 root="${TRAIL_BENCH_DIR:-$PWD/target/bench-compare}"
 results="$root/results.jsonl"
 
@@ -47,8 +53,16 @@ if [ ! -x "$baseline" ]; then
   echo "no baseline traild at $baseline (set BASELINE_TRAILD)" >&2
   exit 2
 fi
+for case_name in $cases; do
+  case "$case_name" in
+    unary | stream | stalled | unary100 | single) ;;
+    *) echo "unknown case '$case_name' in BENCH_CASES (unary stream stalled unary100 single)" >&2; exit 2 ;;
+  esac
+done
 
-cargo build --release --locked --bins >&2
+if [ -z "${CURRENT_TRAILD:-}" ] || [ -z "${CURRENT_TRAIL:-}" ]; then
+  cargo build --release --locked --bins >&2
+fi
 rm -rf "$root" && mkdir -p "$root"
 : >"$results"
 
@@ -130,6 +144,8 @@ run() {
     unary) args+=(--clients 64) ;;
     stream) args+=(--clients 4 --stream --batch 100) ;;
     stalled) args+=(--clients 64 --stalled-subscribers "$stalled") ;;
+    unary100) args+=(--clients 64 --batch 100) ;;
+    single) args+=(--clients 1) ;;
   esac
   echo "run $run_number: $build $case_name round $round ${*:-}" >&2
   start_server "$binary" "$dir" "$@"
@@ -161,12 +177,12 @@ PY
 
 started="$(date -u '+%Y-%m-%d %H:%M UTC')"
 for round in $(seq "$rounds"); do
-  for case_name in unary stream stalled; do
+  for case_name in $cases; do
     run baseline "$case_name" "$round"
     run current "$case_name" "$round"
   done
 done
-if [ "$allocator" != 0 ]; then
+if [ "$allocator" != 0 ] && [[ " $cases " == *" stalled "* ]]; then
   run current stalled 1 MIMALLOC_ARENA_EAGER_COMMIT=0
   run current stalled 1 MIMALLOC_PURGE_DELAY=0
   run current stalled 1 MIMALLOC_ARENA_EAGER_COMMIT=0 MIMALLOC_PURGE_DELAY=0
@@ -176,9 +192,10 @@ fi
 dirty="$(git status --porcelain --untracked-files=no | wc -l)"
 python3 - "$results" "$started" "$seconds" "$rounds" "$stalled" "$baseline" \
   "$(git rev-parse --short HEAD)" "$dirty" "$(nproc)" \
-  "$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" <<'PY'
+  "$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)" "$cases" "$current" <<'PY'
 import json, statistics, sys
-path, started, seconds, rounds, stalled, baseline, head, dirty, nproc, model = sys.argv[1:11]
+path, started, seconds, rounds, stalled, baseline, head, dirty, nproc, model, cases, current = sys.argv[1:13]
+cases = cases.split()
 runs = [json.loads(line) for line in open(path)]
 
 def ok(run):
@@ -218,16 +235,19 @@ names = {
     "unary": "unary, 64 clients",
     "stream": "AppendStream, 4 x batch 100",
     "stalled": f"unary, 64 clients + {stalled} stalled subscribers",
+    "unary100": "unary, 64 clients x 100 events",
+    "single": "unary, 1 client",
 }
 print(f"Started {started}; {nproc} x {model}; {seconds} s per run, {rounds} rounds per case "
       f"and build, interleaved baseline/current; current = {head}"
       + (f" plus {dirty} uncommitted file(s)" if dirty != "0" else "")
+      + ("" if current.endswith("/target/release/traild") else f" (binary {current})")
       + f"; baseline = {baseline}")
 print()
 print("| case | build | runs ok | events/s | p50 | p99 | p999 | peak RSS | peak threads | steal per run |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
 summary = {}
-for case in ["unary", "stream", "stalled"]:
+for case in cases:
     for build in ["baseline", "current"]:
         m = summary[(build, case)] = metrics(pick(build, case))
         steal = ", ".join("n/a" if s is None else f"{s:.1f}%" for s in m["steal"])
@@ -239,6 +259,20 @@ for case in ["unary", "stream", "stalled"]:
           f"{ratio(c['p50'], b['p50'])} | {ratio(c['p99'], b['p99'])} | {ratio(c['p999'], b['p999'])} | "
           f"{ratio(c['rss'], b['rss'])} | {ratio(c['threads'], b['threads'])} | |")
 
+print()
+print("Every run:")
+print()
+print("| case | round | build | events/s | p50 | p99 | p999 | steal |")
+print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+for r in runs:
+    b = r["bench"] or {}
+    label = names[r["case"]] + (f" ({r['env']})" if r["env"] else "")
+    print(f"| {label} | {r['round']} | {r['build']} | {num(b.get('events_per_second'), ',.0f')} | "
+          f"{num(b.get('p50_ms'), '.2f')} ms | {num(b.get('p99_ms'), '.2f')} ms | "
+          f"{num(b.get('p999_ms'), '.2f')} ms | {num(r['steal_pct'], '.1f')}% |")
+
+if "unary" not in cases or "stalled" not in cases:
+    sys.exit(0)
 print()
 print(f"Stalled subscribers ({stalled}): append p99 with them against the unary case without them")
 print()

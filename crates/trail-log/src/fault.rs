@@ -1,11 +1,12 @@
 //! A [`FileSystem`] wrapper that fails on purpose, for tests: the Nth write or
 //! sync from now fails, or the disk is "full" (anything that needs new space
 //! fails with ENOSPC while writes into space the file already has succeed,
-//! as on a real disk with preallocated files).
+//! as on a real disk with preallocated files), or large writes are slow.
 
 use std::io;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use crate::fs::{FileSystem, ReadFile, WriteFile};
 
@@ -17,6 +18,8 @@ struct FaultState {
     writes_before_failure: Option<u64>,
     syncs_before_failure: Option<u64>,
     disk_full: bool,
+    /// Writes of at least `.0` bytes sleep `.1` first.
+    slow_writes: Option<(usize, Duration)>,
     writes: u64,
     syncs: u64,
 }
@@ -52,6 +55,13 @@ impl FaultPlan {
         self.state().disk_full = full;
     }
 
+    /// Every write of at least `min_bytes` sleeps `delay` before it is made:
+    /// a disk slow for bulk writes (a segment's zero fill) while small ones
+    /// (a group of records) stay fast.
+    pub fn delay_writes_of(&self, min_bytes: usize, delay: Duration) {
+        self.state().slow_writes = Some((min_bytes, delay));
+    }
+
     /// Writes and syncs seen so far.
     #[must_use]
     pub fn counts(&self) -> (u64, u64) {
@@ -59,7 +69,14 @@ impl FaultPlan {
         (state.writes, state.syncs)
     }
 
-    fn before_write(&self, extends: bool) -> io::Result<bool> {
+    fn before_write(&self, extends: bool, bytes: usize) -> io::Result<bool> {
+        let delay = self
+            .state()
+            .slow_writes
+            .and_then(|(min_bytes, delay)| (bytes >= min_bytes).then_some(delay));
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
         let mut state = self.state();
         state.writes += 1;
         if state.disk_full && extends {
@@ -144,7 +161,7 @@ impl ReadFile for FaultyFile {
 impl WriteFile for FaultyFile {
     fn write_all_at(&mut self, buffer: &[u8], offset: u64) -> io::Result<()> {
         let extends = offset + buffer.len() as u64 > self.inner.len()?;
-        if self.plan.before_write(extends)? {
+        if self.plan.before_write(extends, buffer.len())? {
             let half = buffer.len() / 2;
             self.inner.write_all_at(&buffer[..half], offset)?;
             return Err(io::Error::from_raw_os_error(EIO));

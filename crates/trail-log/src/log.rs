@@ -66,6 +66,15 @@ pub struct LogStats {
     pub bytes: u64,
     /// fdatasync/fsync calls on segments.
     pub syncs: u64,
+    /// Segments the writer started (the first one and every roll).
+    pub segments_started: u64,
+    /// Of those, the ones the writer preallocated on its own thread because
+    /// no prepared spare was ready. In `Sync` mode each is a stall of the
+    /// appends queued behind it (a whole segment of zeros written and
+    /// synced); with `prepare_segments_ahead = false`, and in `Async` mode
+    /// (where preallocating is only setting the length), every segment is
+    /// made this way.
+    pub segments_prepared_inline: u64,
 }
 
 /// A handle on one log. Cheap to share behind an `Arc`; appends from many
@@ -131,6 +140,8 @@ impl Log {
             records: counters.records.load(Ordering::Relaxed),
             bytes: counters.bytes.load(Ordering::Relaxed),
             syncs: counters.syncs.load(Ordering::Relaxed),
+            segments_started: counters.segments_started.load(Ordering::Relaxed),
+            segments_prepared_inline: counters.segments_prepared_inline.load(Ordering::Relaxed),
         }
     }
 

@@ -2,11 +2,16 @@
 //! rolling to a new segment costs the writer a header write and a rename
 //! instead of writing and syncing a whole segment of zeros while appends
 //! wait (in `Sync` mode that zero fill is what makes later fdatasyncs cheap).
+//! A roll that comes while the next spare is still being filled waits for
+//! it rather than filling a second file beside it: two fills at once share
+//! the disk, so the writer's own fill would take longer than the rest of
+//! the one already under way (DECISIONS.md #43).
 
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crate::error::{LogError, Result};
 use crate::fs::WriteFile;
@@ -16,7 +21,17 @@ use crate::shared::Shared;
 /// recovery deletes one a crash left behind: it holds only zeros.
 pub(crate) const SPARE_FILE_NAME: &str = "spare.seg.tmp";
 
-/// A zero-filled, synced file of `capacity` bytes at `path`.
+/// How many bytes of zeros [`zero_filled`] writes between two fdatasyncs.
+/// Syncing a whole segment of zeros at once sends all of it to the disk in
+/// one burst, and the writer's fdatasyncs of acknowledged appends then wait
+/// behind it (the profile of the 64 x 100 load: its slowest fdatasyncs,
+/// 30-40 ms, fell on the spare's one fsync; docs/BENCHMARKS.md). In steps
+/// of this size the writer waits behind one step at most: the size of one
+/// default group commit (`group_bytes_max`).
+const ZERO_FILL_SYNC_BYTES: u64 = 4 << 20;
+
+/// A zero-filled, synced file of `capacity` bytes at `path`, synced in steps
+/// of [`ZERO_FILL_SYNC_BYTES`].
 pub(crate) fn zero_filled(
     shared: &Shared,
     path: &std::path::Path,
@@ -26,73 +41,131 @@ pub(crate) fn zero_filled(
         .fs
         .create(path)
         .map_err(|error| LogError::io("creating", path, error))?;
-    crate::fs::write_zeros(file.as_mut(), 0, capacity)
-        .and_then(|()| file.sync_all())
+    let mut written = 0;
+    while written < capacity {
+        let step_end = capacity.min(written + ZERO_FILL_SYNC_BYTES);
+        crate::fs::write_zeros(file.as_mut(), written, step_end)
+            .and_then(|()| file.sync_data())
+            .map_err(|error| LogError::io("preallocating", path, error))?;
+        written = step_end;
+    }
+    file.sync_all()
         .map_err(|error| LogError::io("preallocating", path, error))?;
     Ok(file)
+}
+
+/// What the preparer's thread and the writer share.
+#[derive(Default)]
+struct Slot {
+    /// A ready spare, zero-filled and synced, at [`Preparer::path`].
+    spare: Option<Box<dyn WriteFile>>,
+    /// Set from the moment a spare is asked for until the thread has made it
+    /// (or failed to): a roll in that time waits for it.
+    filling: bool,
 }
 
 /// The background preparer of one log.
 pub(crate) struct Preparer {
     shared: Arc<Shared>,
-    /// A ready spare, zero-filled and synced, at [`Preparer::path`].
-    ready: Arc<Mutex<Option<Box<dyn WriteFile>>>>,
+    slot: Arc<(Mutex<Slot>, Condvar)>,
     /// Asks the thread for another spare; dropping it stops the thread.
     requests: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
 }
 
+/// How long a roll waits for a spare being filled before it preallocates
+/// the segment itself. Only a stuck disk gets near it: the thread started
+/// the fill before the roll needed it, so it is never further from done
+/// than a fill the writer would start now.
+const SPARE_WAIT: Duration = Duration::from_secs(30);
+
 impl Preparer {
     /// Starts the thread, which prepares the first spare right away.
     pub fn start(shared: Arc<Shared>, capacity: u64) -> Preparer {
         let path = shared.wal_dir.join(SPARE_FILE_NAME);
-        let ready: Arc<Mutex<Option<Box<dyn WriteFile>>>> = Arc::default();
+        let slot: Arc<(Mutex<Slot>, Condvar)> = Arc::new((
+            Mutex::new(Slot {
+                spare: None,
+                filling: true,
+            }),
+            Condvar::new(),
+        ));
         let (requests, receiver) = mpsc::channel::<()>();
-        let slot = Arc::clone(&ready);
+        let shared_slot = Arc::clone(&slot);
         let spare_path = path.clone();
         let owner = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name(format!("trail-prep-{}", shared.name))
             .spawn(move || {
+                let (lock, filled) = &*shared_slot;
                 loop {
-                    match zero_filled(&shared, &spare_path, capacity) {
-                        Ok(file) => *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(file),
+                    let spare = match zero_filled(&shared, &spare_path, capacity) {
+                        Ok(file) => Some(file),
                         Err(error) => {
                             // The writer falls back to preparing segments itself.
                             tracing::warn!(log = %shared.name, %error, "could not prepare a spare segment");
                             let _ = shared.fs.remove_file(&spare_path);
+                            None
                         }
+                    };
+                    {
+                        let mut slot = lock.lock().unwrap_or_else(PoisonError::into_inner);
+                        slot.spare = spare;
+                        slot.filling = false;
                     }
+                    filled.notify_all();
                     if receiver.recv().is_err() {
                         return;
                     }
                 }
             })
             .ok();
+        if thread.is_none() {
+            slot.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .filling = false;
+        }
         Preparer {
             shared: owner,
-            ready,
+            slot,
             requests: Some(requests),
             thread,
             path,
         }
     }
 
-    /// The ready spare and its path, if one is ready.
+    /// The ready spare and its path: waits for one being filled (see
+    /// [`SPARE_WAIT`]); `None` when the thread has none and is not making
+    /// one (it failed, or is gone).
     pub fn take(&self) -> Option<(Box<dyn WriteFile>, PathBuf)> {
-        let spare = self
-            .ready
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()?;
+        let (lock, filled) = &*self.slot;
+        let slot = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut slot, _) = filled
+            .wait_timeout_while(slot, SPARE_WAIT, |slot| {
+                slot.spare.is_none() && slot.filling
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        let spare = slot.spare.take()?;
         Some((spare, self.path.clone()))
     }
 
     /// Asks for the next spare (after one was taken).
     pub fn request(&self) {
-        if let Some(requests) = &self.requests {
-            let _ = requests.send(());
+        if let (Some(requests), Some(_)) = (&self.requests, &self.thread) {
+            self.slot
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .filling = true;
+            if requests.send(()).is_err() {
+                self.slot
+                    .0
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .filling = false;
+            }
         }
     }
 }
@@ -105,9 +178,11 @@ impl Drop for Preparer {
         }
         // An unused spare is only zeros: leave no stray file behind.
         if self
-            .ready
+            .slot
+            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .spare
             .take()
             .is_some()
         {

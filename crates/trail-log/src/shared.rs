@@ -21,6 +21,8 @@ pub(crate) struct Counters {
     pub records: AtomicU64,
     pub bytes: AtomicU64,
     pub syncs: AtomicU64,
+    pub segments_started: AtomicU64,
+    pub segments_prepared_inline: AtomicU64,
 }
 
 /// State shared by a log's handle, its readers, followers and its writer.

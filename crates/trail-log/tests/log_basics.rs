@@ -390,3 +390,41 @@ fn damaged_sidecar(options: LogOptions) -> TestResult {
     assert_ne!(std::fs::read(&sidecar)?, bytes, "the sidecar was rewritten");
     Ok(())
 }
+
+/// The writer counts the segments it starts and those it had to preallocate
+/// itself. With the preparer on, a roll that comes while the next spare is
+/// still being zero-filled waits for it instead of filling a second file
+/// beside it: on a disk slow for the zero fill (100 ms per 64 KiB write,
+/// against a few ms for the ten appends that fill a segment) every roll
+/// comes early, and still none is preallocated by the writer.
+#[test]
+fn rolls_wait_for_the_spare_being_filled_and_the_writer_counts_them() -> TestResult {
+    for prepare_segments_ahead in [true, false] {
+        let directory = tempfile::tempdir()?;
+        let plan = trail_log::fault::FaultPlan::default();
+        plan.delay_writes_of(64 * 1024, std::time::Duration::from_millis(100));
+        let fs = std::sync::Arc::new(trail_log::fault::FaultyFileSystem::new(
+            trail_log::fs::OsFileSystem,
+            plan,
+        ));
+        let options = trail_log::LogOptions {
+            prepare_segments_ahead,
+            ..small_segments()
+        };
+        let (store, log) = open_with(fs, directory.path(), options)?;
+        let mut appended = 0;
+        for batch in 0..60 {
+            let events = (0..20).map(|index| event(&format!("event-{batch}-{index}"), 200));
+            appended += log.append_blocking(events.collect(), false)?.len();
+        }
+        assert_eq!(log.head().lsn, Lsn(appended as u64));
+        let stats = log.stats();
+        let segments = segment_files(directory.path()).len() as u64;
+        assert!(segments >= 4, "small segments were sealed and rolled");
+        assert_eq!(stats.segments_started, segments, "{stats:?}");
+        let expected_inline = if prepare_segments_ahead { 0 } else { segments };
+        assert_eq!(stats.segments_prepared_inline, expected_inline, "{stats:?}");
+        store.close()?;
+    }
+    Ok(())
+}

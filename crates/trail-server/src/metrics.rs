@@ -20,6 +20,8 @@
 //! | `trail_log_records_total` | counter | `log`: records the writer appended |
 //! | `trail_log_written_bytes_total` | counter | `log`: frame bytes written |
 //! | `trail_log_syncs_total` | counter | `log`: fdatasync/fsync calls |
+//! | `trail_log_segments_started_total` | counter | `log`: segments the writer started |
+//! | `trail_log_segments_prepared_inline_total` | counter | `log`: of those, preallocated on the writer's thread because no prepared spare was ready (in sync mode a stall of the appends behind it) |
 //! | `trail_log_damaged` | gauge | `log`: 1 for a log out of service because its stored data is damaged |
 //! | `trail_log_segments_to_verify` | gauge | `log`: sealed segments trusted at open, to be re-hashed in the background |
 //! | `trail_log_segments_verified` | gauge | `log`: of those, re-hashed and found sound so far |
@@ -79,6 +81,8 @@ const LOG_GROUPS: &str = "trail_log_groups_total";
 const LOG_RECORDS: &str = "trail_log_records_total";
 const LOG_WRITTEN_BYTES: &str = "trail_log_written_bytes_total";
 const LOG_SYNCS: &str = "trail_log_syncs_total";
+const LOG_SEGMENTS_STARTED: &str = "trail_log_segments_started_total";
+const LOG_SEGMENTS_PREPARED_INLINE: &str = "trail_log_segments_prepared_inline_total";
 const LOG_DAMAGED: &str = "trail_log_damaged";
 const ARCHIVE_SEGMENTS: &str = "trail_archive_uploaded_segments_total";
 const ARCHIVE_BYTES: &str = "trail_archive_uploaded_bytes_total";
@@ -280,6 +284,8 @@ fn describe(recorder: &PrometheusRecorder) {
         (LOG_RECORDS, Unit::Count, "Records the log's writer appended since the server opened the log"),
         (LOG_WRITTEN_BYTES, Unit::Bytes, "Frame bytes the log's writer wrote since the server opened the log"),
         (LOG_SYNCS, Unit::Count, "fdatasync/fsync calls on the log's segments since the server opened the log"),
+        (LOG_SEGMENTS_STARTED, Unit::Count, "Segments the writer started since the server opened the log"),
+        (LOG_SEGMENTS_PREPARED_INLINE, Unit::Count, "Segments the writer preallocated on its own thread because no prepared spare was ready (in sync mode each stalls the appends behind it)"),
         (ARCHIVE_SEGMENTS, Unit::Count, "Segments of the log uploaded to the archive and verified there (read back) by this process"),
         (ARCHIVE_BYTES, Unit::Bytes, "Bytes stored in the archive for the segments this process uploaded (segment and sidecar objects, as stored)"),
         (ARCHIVE_FAILURES, Unit::Count, "Failed archive rounds of the log (an unreachable store, a bucket that does not continue the log); nothing local is removed, the round is retried after a backoff"),
@@ -425,6 +431,8 @@ pub struct LogMetrics {
     records: Counter,
     written_bytes: Counter,
     syncs: Counter,
+    segments_started: Counter,
+    segments_prepared_inline: Counter,
     /// `(requests, events)` per error code, registered on first use: a
     /// series appears only for codes that happened.
     errors: [OnceLock<(Counter, Counter)>; CODES],
@@ -453,6 +461,8 @@ impl LogMetrics {
         let records = counter(LOG_RECORDS, None);
         let written_bytes = counter(LOG_WRITTEN_BYTES, None);
         let syncs = counter(LOG_SYNCS, None);
+        let segments_started = counter(LOG_SEGMENTS_STARTED, None);
+        let segments_prepared_inline = counter(LOG_SEGMENTS_PREPARED_INLINE, None);
         let (latency, request_events, queue_depth) = match recorder.as_deref() {
             Some(recorder) => (
                 recorder.register_histogram(&key(APPEND_LATENCY, &log, None), &METADATA),
@@ -490,6 +500,8 @@ impl LogMetrics {
             records,
             written_bytes,
             syncs,
+            segments_started,
+            segments_prepared_inline,
             errors: std::array::from_fn(|_| OnceLock::new()),
         }
     }
@@ -553,6 +565,9 @@ impl LogMetrics {
         self.records.absolute(stats.records);
         self.written_bytes.absolute(stats.bytes);
         self.syncs.absolute(stats.syncs);
+        self.segments_started.absolute(stats.segments_started);
+        self.segments_prepared_inline
+            .absolute(stats.segments_prepared_inline);
         #[allow(clippy::cast_precision_loss)]
         self.queue_depth.set(log.queue_len() as f64);
         let verification = log.background_verification();

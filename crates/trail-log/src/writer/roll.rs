@@ -2,6 +2,8 @@
 //! footer, trimmed length, sync, sidecar) and create the next one (from the
 //! preparer's zero-filled spare, or preallocated here).
 
+use std::sync::atomic::Ordering;
+
 use crate::catalog::{SegmentEntry, SegmentEvent, SegmentInfo};
 use crate::codec::{self, Seal};
 use crate::error::{LogError, Result};
@@ -151,6 +153,7 @@ impl Writer {
             prev_hash: self.written_tip.hash,
         };
         let spare = self.preparer.as_ref().and_then(Preparer::take);
+        let prepared_inline = spare.is_none();
         let prepared = match spare {
             Some((mut file, spare_path)) => file
                 .write_all_at(&header.encode(), 0)
@@ -187,6 +190,13 @@ impl Writer {
                 "syncing directory {}: {error}",
                 self.shared.wal_dir.display()
             )));
+        }
+        let counters = &self.shared.counters;
+        counters.segments_started.fetch_add(1, Ordering::Relaxed);
+        if prepared_inline {
+            counters
+                .segments_prepared_inline
+                .fetch_add(1, Ordering::Relaxed);
         }
         let entry = SegmentEntry {
             first_lsn,

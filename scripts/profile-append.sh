@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Where an append load's time goes inside traild, per thread (issue 11;
+# docs/BENCHMARKS.md, "Profile of the 64 x 100 unary tail"). Starts traild
+# (--durability sync, fresh data dir, 127.0.0.1 only), runs `trail bench`
+# against it, and over a window in the middle of the load records:
+#   - per thread group (threads named alike, e.g. every tokio worker): time
+#     on a CPU and time waiting on a run queue for one (the scheduler's own
+#     accounting, /proc/PID/task/TID/schedstat), before and after;
+#   - `perf trace -s`: every syscall's count and total/max time per thread;
+#   - `perf trace --duration MS`: each syscall that took longer than MS,
+#     with its thread and time, so stalls can be laid beside the load.
+# Not part of CI; needs perf (Debian linux-perf) and root or
+# kernel.perf_event_paranoid <= 1 for `perf trace`.
+#
+# Usage: scripts/profile-append.sh [CLIENTS] [BATCH] [SECONDS]   (64 100 15)
+#   PROFILE_DERIVED=0   run with the derived stores off ([derived] enabled = false)
+#   PROFILE_STREAM=1    load with AppendStream instead of unary Append
+#   PROFILE_SLOW_MS     threshold of the slow-syscall list (default 5)
+#   PROFILE_TRAILD, PROFILE_TRAIL  binaries (default target/release/*)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+clients="${1:-64}" batch="${2:-100}" seconds="${3:-15}"
+slow_ms="${PROFILE_SLOW_MS:-5}"
+traild="${PROFILE_TRAILD:-$PWD/target/release/traild}"
+trail="${PROFILE_TRAIL:-$PWD/target/release/trail}"
+port=50697
+out="$PWD/target/profile-append/$(date -u +%Y%m%dT%H%M%SZ)-${clients}x${batch}"
+[ "${PROFILE_DERIVED:-1}" = 0 ] && out="$out-bare"
+[ "${PROFILE_STREAM:-0}" = 1 ] && out="$out-stream"
+mkdir -p "$out"
+for binary in "$traild" "$trail"; do
+  [ -x "$binary" ] || { echo "profile-append: $binary missing; cargo build --release --bins" >&2; exit 2; }
+done
+command -v perf >/dev/null || { echo "profile-append: perf missing (apt-get install linux-perf)" >&2; exit 2; }
+
+pid=""
+cleanup() {
+  [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  rm -rf "$out/data"
+}
+trap cleanup EXIT
+
+config=()
+if [ "${PROFILE_DERIVED:-1}" = 0 ]; then
+  printf '[derived]\nenabled = false\n' >"$out/bare.toml"
+  config=(--config "$out/bare.toml")
+fi
+"$traild" "${config[@]}" --data-dir "$out/data" --listen "127.0.0.1:$port" --durability sync \
+  >"$out/traild.log" 2>&1 &
+pid=$!
+for _ in $(seq 300); do
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  sleep 0.1
+done
+
+# Thread group of each thread: its name without a trailing number or log name.
+schedstat() {
+  for task in /proc/"$pid"/task/*; do
+    local comm; comm="$(cat "$task/comm" 2>/dev/null)" || continue
+    local stat; stat="$(cat "$task/schedstat" 2>/dev/null)" || continue
+    echo "${task##*/} $comm $stat"
+  done
+}
+
+stream=(); [ "${PROFILE_STREAM:-0}" = 1 ] && stream=(--stream)
+timeout --kill-after=10 $((seconds * 3 + 60)) "$trail" --addr "http://127.0.0.1:$port" --json bench \
+  --log bench --duration "${seconds}s" --clients "$clients" --batch "$batch" --event-bytes 512 \
+  "${stream[@]}" >"$out/bench.json" 2>"$out/bench.err" &
+bench=$!
+# The window: the middle of the load, past its start-up.
+lead=$((seconds / 5)); window=$((seconds - 2 * lead))
+sleep "$lead"
+schedstat >"$out/schedstat.before"
+t0="$(date +%s%N)"
+perf trace -s -p "$pid" -o "$out/trace-summary.txt" -- sleep "$window" >/dev/null 2>&1 &
+summary=$!
+perf trace --duration "$slow_ms" -p "$pid" -o "$out/trace-slow.txt" -- sleep "$window" >/dev/null 2>&1 || true
+wait "$summary" || true
+t1="$(date +%s%N)"
+schedstat >"$out/schedstat.after"
+wait "$bench"
+
+python3 - "$out" "$t0" "$t1" <<'PY'
+import collections, json, re, sys
+out, t0, t1 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+window = (t1 - t0) / 1e9
+def read(name):
+    rows = {}
+    for line in open(f"{out}/{name}"):
+        parts = line.split()  # tid, comm (may hold spaces), on-cpu ns, wait ns, slices
+        tid, on_cpu, waiting = parts[0], int(parts[-3]), int(parts[-2])
+        comm = " ".join(parts[1:-3])
+        rows[tid] = (comm, on_cpu, waiting)
+    return rows
+before, after = read("schedstat.before"), read("schedstat.after")
+groups = collections.defaultdict(lambda: [0, 0, 0])
+for tid, (comm, on_cpu, waiting) in after.items():
+    b = before.get(tid, (comm, 0, 0))
+    group = re.sub(r"[-_ ]?\d+$", "", comm)
+    g = groups[group]
+    g[0] += on_cpu - b[1]; g[1] += waiting - b[2]; g[2] += 1
+bench = json.load(open(f"{out}/bench.json"))
+print(f"# {out}")
+print(f"load: {json.dumps({k: bench[k] for k in bench if not isinstance(bench[k], (dict, list))})}")
+print(f"window: {window:.1f} s")
+print("| thread group | threads | on a CPU | waiting for a CPU |")
+print("| --- | ---: | ---: | ---: |")
+for group, (on_cpu, waiting, threads) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
+    if on_cpu + waiting < 1e6:
+        continue
+    print(f"| {group} | {threads} | {on_cpu / 1e9 / window * 100:.1f}% | {waiting / 1e9 / window * 100:.1f}% |")
+PY
+echo "perf trace summary: $out/trace-summary.txt; syscalls over ${slow_ms} ms: $out/trace-slow.txt"
