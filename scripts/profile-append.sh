@@ -5,7 +5,10 @@
 # against it, and over a window in the middle of the load records:
 #   - per thread group (threads named alike, e.g. every tokio worker): time
 #     on a CPU and time waiting on a run queue for one (the scheduler's own
-#     accounting, /proc/PID/task/TID/schedstat), before and after;
+#     accounting, /proc/PID/task/TID/schedstat), before and after; the same
+#     for the kernel's own threads (kworker by workqueue, e.g. the writeback
+#     of dirty pages, jbd2, ksoftirqd, kswapd), which do work for traild
+#     outside its threads;
 #   - `perf trace -s`: every syscall's count and total/max time per thread;
 #   - `perf trace --duration MS`: each syscall that took longer than MS,
 #     with its thread and time, so stalls can be laid beside the load.
@@ -14,6 +17,7 @@
 #
 # Usage: scripts/profile-append.sh [CLIENTS] [BATCH] [SECONDS]   (64 100 15)
 #   PROFILE_DERIVED=0   run with the derived stores off ([derived] enabled = false)
+#   PROFILE_CONFIG=FILE run traild with this TOML config (e.g. [derived] idle = false)
 #   PROFILE_STREAM=1    load with AppendStream instead of unary Append
 #   PROFILE_SLOW_MS     threshold of the slow-syscall list (default 5)
 #   PROFILE_TRAILD, PROFILE_TRAIL  binaries (default target/release/*)
@@ -28,6 +32,7 @@ port=50697
 out="$PWD/target/profile-append/$(date -u +%Y%m%dT%H%M%SZ)-${clients}x${batch}"
 [ "${PROFILE_DERIVED:-1}" = 0 ] && out="$out-bare"
 [ "${PROFILE_STREAM:-0}" = 1 ] && out="$out-stream"
+[ -n "${PROFILE_CONFIG:-}" ] && out="$out-$(basename "$PROFILE_CONFIG" .toml)"
 mkdir -p "$out"
 for binary in "$traild" "$trail"; do
   [ -x "$binary" ] || { echo "profile-append: $binary missing; cargo build --release --bins" >&2; exit 2; }
@@ -45,6 +50,9 @@ config=()
 if [ "${PROFILE_DERIVED:-1}" = 0 ]; then
   printf '[derived]\nenabled = false\n' >"$out/bare.toml"
   config=(--config "$out/bare.toml")
+elif [ -n "${PROFILE_CONFIG:-}" ]; then
+  cp "$PROFILE_CONFIG" "$out/config.toml"
+  config=(--config "$out/config.toml")
 fi
 "$traild" "${config[@]}" --data-dir "$out/data" --listen "127.0.0.1:$port" --durability sync \
   >"$out/traild.log" 2>&1 &
@@ -62,6 +70,15 @@ schedstat() {
     echo "${task##*/} $comm $stat"
   done
 }
+# Kernel threads (children of kthreadd, pid 2), each prefixed "kernel:".
+kernel_schedstat() {
+  for process in /proc/[0-9]*; do
+    [ "$(awk '{print $4}' "$process/stat" 2>/dev/null)" = 2 ] || continue
+    local comm; comm="$(cat "$process/comm" 2>/dev/null)" || continue
+    local stat; stat="$(cat "$process/schedstat" 2>/dev/null)" || continue
+    echo "${process##*/} kernel:$comm $stat"
+  done
+}
 
 stream=(); [ "${PROFILE_STREAM:-0}" = 1 ] && stream=(--stream)
 timeout --kill-after=10 $((seconds * 3 + 60)) "$trail" --addr "http://127.0.0.1:$port" --json bench \
@@ -72,6 +89,7 @@ bench=$!
 lead=$((seconds / 5)); window=$((seconds - 2 * lead))
 sleep "$lead"
 schedstat >"$out/schedstat.before"
+kernel_schedstat >>"$out/schedstat.before"
 t0="$(date +%s%N)"
 perf trace -s -p "$pid" -o "$out/trace-summary.txt" -- sleep "$window" >/dev/null 2>&1 &
 summary=$!
@@ -79,6 +97,7 @@ perf trace --duration "$slow_ms" -p "$pid" -o "$out/trace-slow.txt" -- sleep "$w
 wait "$summary" || true
 t1="$(date +%s%N)"
 schedstat >"$out/schedstat.after"
+kernel_schedstat >>"$out/schedstat.after"
 wait "$bench"
 
 python3 - "$out" "$t0" "$t1" <<'PY'
@@ -96,8 +115,17 @@ def read(name):
 before, after = read("schedstat.before"), read("schedstat.after")
 groups = collections.defaultdict(lambda: [0, 0, 0])
 for tid, (comm, on_cpu, waiting) in after.items():
+    if comm.startswith("kernel:") and tid not in before:
+        continue  # a kernel thread born in the window: no baseline to subtract
     b = before.get(tid, (comm, 0, 0))
-    group = re.sub(r"[-_ ]?\d+$", "", comm)
+    if comm.startswith("kernel:"):
+        # kworker/u4:2-flush-254:0 -> kernel:kworker flush; jbd2/vda1-8 -> kernel:jbd2
+        name, _, queue = comm.partition("-")
+        name = re.sub(r"/.*$", "", name)
+        queue = re.sub(r"[-:\d]+$", "", queue)
+        group = f"{name} {queue}".strip()
+    else:
+        group = re.sub(r"[-_ ]?\d+$", "", comm)
     g = groups[group]
     g[0] += on_cpu - b[1]; g[1] += waiting - b[2]; g[2] += 1
 bench = json.load(open(f"{out}/bench.json"))
@@ -107,8 +135,24 @@ print(f"window: {window:.1f} s")
 print("| thread group | threads | on a CPU | waiting for a CPU |")
 print("| --- | ---: | ---: | ---: |")
 for group, (on_cpu, waiting, threads) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
-    if on_cpu + waiting < 1e6:
+    if on_cpu + (0 if group.startswith("kernel:") else waiting) < 1e6:
         continue
-    print(f"| {group} | {threads} | {on_cpu / 1e9 / window * 100:.1f}% | {waiting / 1e9 / window * 100:.1f}% |")
+    # A kernel thread's run-queue wait is not what this is for (and some
+    # report nonsense: khungtaskd, 120 s in a 9 s window): its CPU only.
+    waited = "-" if group.startswith("kernel:") else f"{waiting / 1e9 / window * 100:.1f}%"
+    print(f"| {group} | {threads} | {on_cpu / 1e9 / window * 100:.1f}% | {waited} |")
+# The append path's longest syscalls (waits for work, futex and epoll_wait,
+# left out): what stalled a request.
+slow = []
+for line in open(f"{out}/trace-slow.txt", errors="replace"):
+    m = re.match(r"\s*([\d.]+) \(\s*([\d.]+) ms\): (\S+)/\d+ (\w+)\(", line)
+    if m and re.match(r"(tokio-rt-worke|trail-writer|trail-prep)", m.group(3)) \
+            and m.group(4) not in ("futex", "epoll_wait"):
+        slow.append((float(m.group(2)), float(m.group(1)), m.group(3), m.group(4)))
+print()
+print("| longest append-path syscalls | at (ms into the trace) | thread | ms |")
+print("| --- | ---: | --- | ---: |")
+for ms, at, thread, call in sorted(slow, reverse=True)[:10]:
+    print(f"| {call} | {at:.0f} | {thread} | {ms:.1f} |")
 PY
 echo "perf trace summary: $out/trace-summary.txt; syscalls over ${slow_ms} ms: $out/trace-slow.txt"

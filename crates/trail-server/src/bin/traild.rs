@@ -122,6 +122,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long an idle thread of the runtime's blocking pool waits for work
+/// before it exits (tokio's default: 10 s).
+const BLOCKING_THREAD_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(600);
+
 fn main_with(args: &Args) -> anyhow::Result<()> {
     let config = config_from(args)?;
     if args.print_config {
@@ -132,6 +136,13 @@ fn main_with(args: &Args) -> anyhow::Result<()> {
     init_tracing(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // An exiting thread unmaps its signal stack, which needs the
+        // process's memory-map lock for writing, and page faults of the
+        // gRPC workers queue behind that; with the derived stores in the
+        // idle class the profile caught such exits stalled for 133-717 ms
+        // (DECISIONS.md #44). So idle blocking-pool threads stay for ten
+        // minutes instead of tokio's ten seconds.
+        .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(trail_server::run(config, shutdown_signal()))?;
