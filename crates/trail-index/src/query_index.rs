@@ -124,6 +124,37 @@ pub enum Opened {
     Created(String),
 }
 
+/// How often, and how far apart, [`open_writer`] tries a busy writer lock.
+const WRITER_LOCK_ATTEMPTS: u32 = 10;
+const WRITER_LOCK_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The index's writer. tantivy reports every failure to take its writer
+/// lock as `LockBusy` (a held lock and an error of the lock call alike),
+/// and a store that does not open leaves its log without Query until the
+/// server restarts; a CI run once met `LockBusy` on a fresh directory that
+/// no other writer could hold. So a busy lock is tried again for about a
+/// second, each failure logged with what locking the file ourselves says;
+/// a lock that stays busy (another writer) is then the error, as before.
+fn open_writer(index: &Index, options: &IndexWriterOptions, path: &Path) -> Result<IndexWriter> {
+    let mut attempt = 1;
+    loop {
+        match index.writer_with_options(options.clone()) {
+            Err(tantivy::TantivyError::LockFailure(
+                tantivy::directory::error::LockError::LockBusy,
+                _,
+            )) if attempt < WRITER_LOCK_ATTEMPTS => {
+                let probe = std::fs::File::open(path.join(".tantivy-writer.lock"))
+                    .map_err(|error| error.to_string())
+                    .and_then(|file| file.try_lock().map_err(|error| error.to_string()));
+                tracing::warn!(path = %path.display(), attempt, ?probe, "the query index's writer lock is busy: trying again");
+                attempt += 1;
+                std::thread::sleep(WRITER_LOCK_PAUSE);
+            }
+            other => return other.map_err(IndexError::query("opening its writer", path)),
+        }
+    }
+}
+
 impl QueryIndexWriter {
     /// Opens the index at `path`, or creates an empty one when there is
     /// none, or when what is there does not open, has another schema or
@@ -184,9 +215,7 @@ impl QueryIndexWriter {
             .num_worker_threads(1)
             .num_merge_threads(1)
             .build();
-        let writer = index
-            .writer_with_options(options)
-            .map_err(IndexError::query("opening its writer", path))?;
+        let writer = open_writer(&index, &options, path)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)

@@ -202,3 +202,29 @@ fn a_waiting_reader_gets_its_lsn_committed_soon() {
     }
     drop(derived);
 }
+
+/// A query index's writer lock held by another writer: opening waits for
+/// it (about a second) and gets it once released; held all along, the
+/// opening fails, naming the lock.
+#[test]
+fn a_busy_writer_lock_is_waited_for_then_reported() -> Result<(), Box<dyn std::error::Error>> {
+    use trail_index::query_index::QueryIndexWriter;
+    let directory = tempfile::tempdir()?;
+    let path = directory.path().join("query");
+    let (first, _) = QueryIndexWriter::open(&path)?;
+    let error = QueryIndexWriter::open(&path)
+        .err()
+        .ok_or("a second writer opened beside the first")?;
+    assert!(error.to_string().contains("opening its writer"), "{error}");
+    assert!(error.to_string().contains("LockBusy"), "{error}");
+    let releaser = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(first);
+    });
+    let (second, _) = QueryIndexWriter::open(&path)?;
+    releaser
+        .join()
+        .map_err(|_| "the releasing thread panicked")?;
+    drop(second);
+    Ok(())
+}
