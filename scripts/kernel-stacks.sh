@@ -13,6 +13,8 @@
 # Usage: scripts/kernel-stacks.sh [CLIENTS] [BATCH] [SECONDS]   (64 100 15)
 #   STACKS_TRAILD, STACKS_TRAIL  binaries (default target/release/*)
 #   STACKS_CONFIG=FILE           a TOML config for traild
+#   STACKS_DATA_PARENT=DIR       where the data dir goes (default: the output dir),
+#                                e.g. a mount of another file system
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,15 +29,17 @@ for binary in "$traild" "$trail"; do
 done
 [ -r /proc/self/stack ] || { echo "kernel-stacks: /proc/PID/stack is not readable (needs root)" >&2; exit 2; }
 
+data="${STACKS_DATA_PARENT:-$out}/kernel-stacks-data"
+rm -rf "$data"
 pid=""
 cleanup() {
   [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-  rm -rf "$out/data"
+  rm -rf "$data"
 }
 trap cleanup EXIT
 
 config=(); [ -n "${STACKS_CONFIG:-}" ] && config=(--config "$STACKS_CONFIG")
-"$traild" "${config[@]}" --data-dir "$out/data" --listen "127.0.0.1:$port" --durability sync \
+"$traild" "${config[@]}" --data-dir "$data" --listen "127.0.0.1:$port" --durability sync \
   --metrics-listen off >"$out/traild.log" 2>&1 &
 pid=$!
 for _ in $(seq 300); do
@@ -74,6 +78,7 @@ for line in open(f"{out}/threads.txt"):
 kinds = [
     ("blkdev_issue_discard", "discard (freed blocks, fs mounted with discard)"),
     ("ext4_write_inode", "fsync writing the inode (ext4 without a journal)"),
+    ("jbd2_log_wait_commit", "fsync waiting for a journal commit"),
     ("blkdev_issue_flush", "cache flush of an fsync"),
     ("folio_wait_writeback", "fsync waiting for data writeback"),
     ("do_huge_pmd_anonymous_page", "page fault zeroing a huge page"),
