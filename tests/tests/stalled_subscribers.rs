@@ -4,7 +4,7 @@
 //! stay under a bound that does not grow with the number of subscribers
 //! (tokio's workers, the log's own threads and at most
 //! `limits.disk_reads_in_flight_max` blocking disk readers), its peak RSS
-//! (`VmHWM`) under 256 MiB, every append must succeed, and a fresh
+//! (`VmHWM`) under 384 MiB, every append must succeed, and a fresh
 //! subscriber must still receive all 20,000 records in LSN order.
 //!
 //! (The build before the bound, 85a4a50, ran one blocking read per woken
@@ -39,8 +39,11 @@ const APPENDERS: usize = 4;
 /// metrics listener, a handful of blocking-pool threads for opening logs
 /// and at most 4 disk readers (the default `disk_reads_in_flight_max`).
 const THREADS_MAX: u64 = 64;
-/// The server's peak resident memory may not reach this.
-const HWM_MAX_KIB: u64 = 256 << 10;
+/// The server's peak resident memory may not reach this. It was 256 MiB,
+/// with peaks of 201-260 MiB seen for the same builds (abcf50a and after:
+/// 214-235 MiB in three local runs of each, 260 MiB once in CI), so it
+/// failed on noise; the regression it guards against reached 1 GiB.
+const HWM_MAX_KIB: u64 = 384 << 10;
 /// Bounds on the test's own waits.
 const STEP_TIMEOUT: Duration = Duration::from_secs(20);
 
