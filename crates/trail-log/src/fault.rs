@@ -20,6 +20,8 @@ struct FaultState {
     disk_full: bool,
     /// Writes of at least `.0` bytes sleep `.1` first.
     slow_writes: Option<(usize, Duration)>,
+    /// The next write of at least this many bytes fails (torn), once.
+    fail_write_of: Option<usize>,
     writes: u64,
     syncs: u64,
 }
@@ -62,6 +64,13 @@ impl FaultPlan {
         self.state().slow_writes = Some((min_bytes, delay));
     }
 
+    /// The next write of at least `min_bytes` fails with EIO after writing
+    /// half its buffer, once: aims a fault at a segment's zero fill (its
+    /// writes are large) rather than at a group of records.
+    pub fn fail_next_write_of(&self, min_bytes: usize) {
+        self.state().fail_write_of = Some(min_bytes);
+    }
+
     /// Writes and syncs seen so far.
     #[must_use]
     pub fn counts(&self) -> (u64, u64) {
@@ -81,6 +90,13 @@ impl FaultPlan {
         state.writes += 1;
         if state.disk_full && extends {
             return Err(io::Error::from_raw_os_error(ENOSPC));
+        }
+        if state
+            .fail_write_of
+            .is_some_and(|min_bytes| bytes >= min_bytes)
+        {
+            state.fail_write_of = None;
+            return Ok(true);
         }
         Ok(countdown(&mut state.writes_before_failure))
     }

@@ -55,7 +55,6 @@ pub(crate) fn zero_filled(
 }
 
 /// What the preparer's thread and the writer share.
-#[derive(Default)]
 struct Slot {
     /// A ready spare, zero-filled and synced, at [`Preparer::path`].
     spare: Option<Box<dyn WriteFile>>,
@@ -121,19 +120,25 @@ impl Preparer {
                 }
             })
             .ok();
-        if thread.is_none() {
-            slot.0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .filling = false;
-        }
-        Preparer {
+        let preparer = Preparer {
             shared: owner,
             slot,
             requests: Some(requests),
             thread,
             path,
+        };
+        if preparer.thread.is_none() {
+            preparer.set_filling(false);
         }
+        preparer
+    }
+
+    fn set_filling(&self, filling: bool) {
+        self.slot
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .filling = filling;
     }
 
     /// The ready spare and its path: waits for one being filled (see
@@ -154,17 +159,11 @@ impl Preparer {
     /// Asks for the next spare (after one was taken).
     pub fn request(&self) {
         if let (Some(requests), Some(_)) = (&self.requests, &self.thread) {
-            self.slot
-                .0
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .filling = true;
+            // Marked before the thread can see the request: it clears the
+            // mark when done, and a mark set after that would never clear.
+            self.set_filling(true);
             if requests.send(()).is_err() {
-                self.slot
-                    .0
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .filling = false;
+                self.set_filling(false);
             }
         }
     }

@@ -428,3 +428,42 @@ fn rolls_wait_for_the_spare_being_filled_and_the_writer_counts_them() -> TestRes
     }
     Ok(())
 }
+
+/// When the preparer's fill fails, a roll waiting for it stops waiting at
+/// once and the writer preallocates the segment itself; the preparer makes
+/// the next spare as before. The first fill (of the first segment's spare)
+/// gets an IO error on its zero write.
+#[test]
+fn a_failed_spare_fill_falls_back_to_the_writer_at_once() -> TestResult {
+    let directory = tempfile::tempdir()?;
+    let plan = trail_log::fault::FaultPlan::default();
+    plan.fail_next_write_of(64 * 1024);
+    let fs = std::sync::Arc::new(trail_log::fault::FaultyFileSystem::new(
+        trail_log::fs::OsFileSystem,
+        plan,
+    ));
+    let appended = {
+        let (store, log) = open_with(fs, directory.path(), small_segments())?;
+        let started = std::time::Instant::now();
+        let mut appended = 0;
+        for batch in 0..60 {
+            let events = (0..20).map(|index| event(&format!("event-{batch}-{index}"), 200));
+            appended += log.append_blocking(events.collect(), false)?.len();
+        }
+        // Bounds a hang, not a speed: a roll left waiting would take 30 s.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "a roll waited for a fill that had failed: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(log.head().lsn, Lsn(appended as u64));
+        let stats = log.stats();
+        assert!(stats.segments_started >= 4, "{stats:?}");
+        assert_eq!(stats.segments_prepared_inline, 1, "{stats:?}");
+        store.close()?;
+        appended
+    };
+    let (_store, log) = open(directory.path(), small_segments())?;
+    assert_eq!(log.head().lsn, Lsn(appended as u64));
+    Ok(())
+}
