@@ -5,7 +5,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Errors in test helpers, as text.
@@ -162,6 +163,12 @@ impl Traild {
         })
     }
 
+    /// The server's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL: no shutdown, no flush.
     ///
     /// # Errors
@@ -252,4 +259,61 @@ pub async fn read_all(
         records.push(record?);
     }
     Ok(records)
+}
+
+/// A process's threads and memory from `/proc/PID/status`; as peaks when
+/// sampled over time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ProcessPeaks {
+    /// `Threads:`.
+    pub threads: u64,
+    /// `VmRSS:`, KiB.
+    pub rss_kib: u64,
+    /// `VmHWM:` (the kernel's own peak RSS), KiB.
+    pub hwm_kib: u64,
+    /// How many readings the peaks come from.
+    pub samples: u64,
+}
+
+/// One reading of `pid`'s `/proc/PID/status`.
+///
+/// # Errors
+/// When the process is gone or the file lacks a field.
+pub fn process_status(pid: u32) -> Result<ProcessPeaks, Error> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<u64, Error> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|value| value.parse().ok())
+            .ok_or_else(|| format!("/proc/{pid}/status has no {name}").into())
+    };
+    Ok(ProcessPeaks {
+        threads: field("Threads:")?,
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+        samples: 1,
+    })
+}
+
+/// Reads `pid`'s status every 20 ms until `stop` (bounded at 2 minutes) and
+/// returns the peaks.
+#[must_use]
+pub fn sample_process(
+    pid: u32,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<ProcessPeaks, String>> {
+    std::thread::spawn(move || {
+        let give_up = Instant::now() + Duration::from_secs(120);
+        let mut peaks = ProcessPeaks::default();
+        while !stop.load(Ordering::Relaxed) && Instant::now() < give_up {
+            let now = process_status(pid).map_err(|error| format!("traild went away: {error}"))?;
+            peaks.threads = peaks.threads.max(now.threads);
+            peaks.rss_kib = peaks.rss_kib.max(now.rss_kib);
+            peaks.hwm_kib = peaks.hwm_kib.max(now.hwm_kib);
+            peaks.samples += 1;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(peaks)
+    })
 }

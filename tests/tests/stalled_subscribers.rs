@@ -13,13 +13,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
-use trail_e2e::{read_log, Error, Traild};
+use trail_e2e::{process_status, read_log, sample_process, Error, Traild};
 use trail_proto::v1::log_client::LogClient;
 use trail_proto::v1::{AppendRequest, Event, Outcome, Record, SubscribeRequest};
 
@@ -106,85 +105,17 @@ async fn append_range(
     Ok(())
 }
 
-/// The pid of the `traild` serving `data_dir` (its command line names the
-/// unique temporary directory).
-fn server_pid(data_dir: &Path) -> Result<u32, Error> {
-    let wanted = data_dir.as_os_str().as_encoded_bytes();
-    for entry in std::fs::read_dir("/proc")? {
-        let entry = entry?;
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let mut args = cmdline.split(|byte| *byte == 0);
-        let is_traild = args.next().is_some_and(|exe| exe.ends_with(b"traild"));
-        if is_traild && args.any(|arg| arg == wanted) {
-            return Ok(pid);
-        }
-    }
-    Err(format!("no traild process serves {}", data_dir.display()).into())
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Peaks {
-    threads: u64,
-    rss_kib: u64,
-    hwm_kib: u64,
-    samples: u64,
-}
-
-fn proc_status(pid: u32) -> Result<Peaks, Error> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<u64, Error> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|value| value.parse().ok())
-            .ok_or_else(|| format!("/proc/{pid}/status has no {name}").into())
-    };
-    Ok(Peaks {
-        threads: field("Threads:")?,
-        rss_kib: field("VmRSS:")?,
-        hwm_kib: field("VmHWM:")?,
-        samples: 1,
-    })
-}
-
-/// Samples the server's status every 20 ms until `stop` (bounded at 2
-/// minutes) and returns the peaks.
-fn sample(pid: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Result<Peaks, String>> {
-    std::thread::spawn(move || {
-        let give_up = Instant::now() + Duration::from_secs(120);
-        let mut peaks = Peaks::default();
-        while !stop.load(Ordering::Relaxed) && Instant::now() < give_up {
-            let now = proc_status(pid).map_err(|error| format!("traild went away: {error}"))?;
-            peaks.threads = peaks.threads.max(now.threads);
-            peaks.rss_kib = peaks.rss_kib.max(now.rss_kib);
-            peaks.hwm_kib = peaks.hwm_kib.max(now.hwm_kib);
-            peaks.samples += 1;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(peaks)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_subscribers_hold_no_threads_or_memory() -> Result<(), Error> {
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
     let data = dir.path().join("data");
     let server = Traild::start(&data, &[])?;
-    let pid = server_pid(&data)?;
-    let at_start = proc_status(pid)?;
+    let pid = server.pid();
+    let at_start = process_status(pid)?;
 
     let stop = Arc::new(AtomicBool::new(false));
-    let sampler = sample(pid, Arc::clone(&stop));
+    let sampler = sample_process(pid, Arc::clone(&stop));
 
     // The first batch creates the log, so every subscriber has a record to
     // read at once.
@@ -270,7 +201,7 @@ async fn stalled_subscribers_hold_no_threads_or_memory() -> Result<(), Error> {
 
     stop.store(true, Ordering::Relaxed);
     let peaks = sampler.join().map_err(|_| "the sampler panicked")??;
-    let at_end = proc_status(pid)?;
+    let at_end = process_status(pid)?;
     let hwm_kib = peaks.hwm_kib.max(at_end.hwm_kib);
     let threads = peaks.threads.max(at_end.threads);
     eprintln!(

@@ -152,8 +152,12 @@ pub(super) struct LogCache {
     damaged: RwLock<BTreeMap<LogName, Damaged>>,
     /// How each log's derived stores run; `None`: not at all.
     derived: Option<DerivedOptions>,
-    /// Held while a log (and its derived stores) opens.
-    opening: std::sync::Mutex<()>,
+    /// Held while a log (and its derived stores) opens. An async lock, so
+    /// requests waiting for an opening wait as tasks: with a blocking lock
+    /// taken on the blocking pool, N first requests to one log took N
+    /// blocking threads, all but one parked on it (64 at the start of a
+    /// 64-client benchmark, DECISIONS.md #45).
+    opening: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl LogCache {
@@ -257,7 +261,9 @@ impl LogCache {
 
 /// Finds a log, opening it (or, with `create`, creating it) and starting
 /// its derived stores on the blocking pool the first time. Openings are
-/// serialized, so two first requests never open one log's stores twice.
+/// serialized, so two first requests never open one log's stores twice,
+/// and one opening takes one blocking thread however many requests wait
+/// for it.
 pub(super) async fn find_log(
     store: &Arc<Store>,
     cache: &Arc<LogCache>,
@@ -265,24 +271,23 @@ pub(super) async fn find_log(
     name: LogName,
     create: bool,
 ) -> Result<OpenLog, Status> {
-    if let Some(log) = cache.get_in_service(&name, metrics) {
-        return Ok(log);
+    if let Some(known) = known(cache, &name, metrics) {
+        return known;
     }
-    if let Some(damaged) = cache.damaged(&name) {
-        return Err(damaged.status(&name));
+    let one_at_a_time = Arc::clone(&cache.opening).lock_owned().await;
+    // Whoever held the lock may just have opened it, or found it damaged.
+    if let Some(known) = known(cache, &name, metrics) {
+        return known;
     }
     let opener = Arc::clone(store);
     let opening = Arc::clone(cache);
     let wanted = name.clone();
     let counted = metrics.clone();
     let found = tokio::task::spawn_blocking(move || {
-        let _one_at_a_time = opening
-            .opening
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(open) = opening.get(&wanted) {
-            return Ok(Some(open));
-        }
+        // The guard goes with the opening, not with the request: a request
+        // cancelled meanwhile must not let a second opening of the same
+        // log start beside this one.
+        let _one_at_a_time = one_at_a_time;
         let log = if create {
             opener.get_or_create(&wanted).map(Some)
         } else {
@@ -300,6 +305,14 @@ pub(super) async fn find_log(
         _ => status::from_log_error(&error),
     })?;
     found.ok_or_else(|| status::log_not_found(&name))
+}
+
+/// The log if it is open and in service; its status if it is damaged.
+fn known(cache: &LogCache, name: &LogName, metrics: &Metrics) -> Option<Result<OpenLog, Status>> {
+    if let Some(log) = cache.get_in_service(name, metrics) {
+        return Some(Ok(log));
+    }
+    cache.damaged(name).map(|damaged| Err(damaged.status(name)))
 }
 
 /// Opens and starts `log`'s derived stores (blocking IO). A failure is
