@@ -130,6 +130,11 @@ pub struct LogOptions {
     /// background thread, so rolling over does not stall appends. Turn off
     /// for deterministic simulation.
     pub prepare_segments_ahead: bool,
+    /// How long a roll waits for the spare the background thread is still
+    /// filling before it preallocates the segment itself. The fill started
+    /// before the roll needed it, so only a stuck or very slow disk gets
+    /// near the default of 30 s.
+    pub spare_wait: Duration,
     /// The clock `recorded_at` comes from.
     pub clock: Arc<dyn Clock>,
 }
@@ -147,6 +152,7 @@ impl Default for LogOptions {
             verify_in_background: true,
             same_content: Arc::new(SameBytes),
             prepare_segments_ahead: true,
+            spare_wait: Duration::from_secs(30),
             clock: Arc::new(SystemClock),
         }
     }

@@ -71,17 +71,14 @@ pub(crate) struct Preparer {
     requests: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
     path: PathBuf,
+    /// How long a roll waits for a spare being filled
+    /// (`LogOptions::spare_wait`).
+    wait: Duration,
 }
-
-/// How long a roll waits for a spare being filled before it preallocates
-/// the segment itself. Only a stuck disk gets near it: the thread started
-/// the fill before the roll needed it, so it is never further from done
-/// than a fill the writer would start now.
-const SPARE_WAIT: Duration = Duration::from_secs(30);
 
 impl Preparer {
     /// Starts the thread, which prepares the first spare right away.
-    pub fn start(shared: Arc<Shared>, capacity: u64) -> Preparer {
+    pub fn start(shared: Arc<Shared>, capacity: u64, wait: Duration) -> Preparer {
         let path = shared.wal_dir.join(SPARE_FILE_NAME);
         let slot: Arc<(Mutex<Slot>, Condvar)> = Arc::new((
             Mutex::new(Slot {
@@ -117,6 +114,13 @@ impl Preparer {
                     if receiver.recv().is_err() {
                         return;
                     }
+                    debug_assert!(
+                        lock.lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .spare
+                            .is_none(),
+                        "a spare is asked for only once the last one was taken"
+                    );
                 }
             })
             .ok();
@@ -126,6 +130,7 @@ impl Preparer {
             requests: Some(requests),
             thread,
             path,
+            wait,
         };
         if preparer.thread.is_none() {
             preparer.set_filling(false);
@@ -142,29 +147,40 @@ impl Preparer {
     }
 
     /// The ready spare and its path: waits for one being filled (see
-    /// [`SPARE_WAIT`]); `None` when the thread has none and is not making
+    /// `wait`); `None` when the thread has none and is not making
     /// one (it failed, or is gone).
     pub fn take(&self) -> Option<(Box<dyn WriteFile>, PathBuf)> {
         let (lock, filled) = &*self.slot;
         let slot = lock.lock().unwrap_or_else(PoisonError::into_inner);
         let (mut slot, _) = filled
-            .wait_timeout_while(slot, SPARE_WAIT, |slot| {
-                slot.spare.is_none() && slot.filling
-            })
+            .wait_timeout_while(slot, self.wait, |slot| slot.spare.is_none() && slot.filling)
             .unwrap_or_else(PoisonError::into_inner);
         let spare = slot.spare.take()?;
         Some((spare, self.path.clone()))
     }
 
-    /// Asks for the next spare (after one was taken).
+    /// Asks for the next spare, unless one is still being filled or is
+    /// ready and not taken: the thread makes each spare by re-creating the
+    /// one file at [`Preparer::path`], so a request then would have it
+    /// truncate and zero-fill the file a roll takes next, under the
+    /// records written into it (a roll that stopped waiting for a slow
+    /// fill, then a second roll soon after). The roll that takes the spare
+    /// asks again.
     pub fn request(&self) {
-        if let (Some(requests), Some(_)) = (&self.requests, &self.thread) {
+        let (Some(requests), Some(_)) = (&self.requests, &self.thread) else {
+            return;
+        };
+        {
+            let mut slot = self.slot.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot.filling || slot.spare.is_some() {
+                return;
+            }
             // Marked before the thread can see the request: it clears the
             // mark when done, and a mark set after that would never clear.
-            self.set_filling(true);
-            if requests.send(()).is_err() {
-                self.set_filling(false);
-            }
+            slot.filling = true;
+        }
+        if requests.send(()).is_err() {
+            self.set_filling(false);
         }
     }
 }

@@ -276,6 +276,8 @@ pub fn sim_log_options() -> LogOptions {
         verify_on_open: true,
         verify_in_background: false,
         prepare_segments_ahead: false,
+        // No preparer here, so no roll waits for one.
+        spare_wait: std::time::Duration::from_secs(30),
         clock: Arc::new(StepClock::new()),
         same_content: Arc::new(trail_log::SameBytes),
     }

@@ -143,7 +143,13 @@ pub(crate) struct Writer {
 impl Writer {
     pub fn new(shared: Arc<Shared>, options: LogOptions, recovered: WriterStart) -> Writer {
         let preparer = (options.durability == Durability::Sync && options.prepare_segments_ahead)
-            .then(|| Preparer::start(Arc::clone(&shared), options.segment_bytes));
+            .then(|| {
+                Preparer::start(
+                    Arc::clone(&shared),
+                    options.segment_bytes,
+                    options.spare_wait,
+                )
+            });
         let now = options.clock.monotonic();
         let active = recovered.active.map(|(tail, file)| ActiveSegment {
             first_lsn: tail.first_lsn,

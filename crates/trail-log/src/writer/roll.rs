@@ -177,12 +177,16 @@ impl Writer {
             }
         };
         let renamed = self.shared.fs.rename(&prepared_path, &path);
-        // Only now is the spare's name free for the next one.
+        if renamed.is_err() {
+            let _ = self.shared.fs.remove_file(&prepared_path);
+        }
+        // Only now is the spare's name free for the next one (a request
+        // before the failed rename's removal would have the thread create
+        // the spare there and then lose it to that removal).
         if let Some(preparer) = &self.preparer {
             preparer.request();
         }
         if let Err(error) = renamed {
-            let _ = self.shared.fs.remove_file(&prepared_path);
             return Err(LogError::io("renaming into place", &path, error));
         }
         if let Err(error) = self.shared.fs.sync_dir(&self.shared.wal_dir) {

@@ -136,12 +136,11 @@ fn main_with(args: &Args) -> anyhow::Result<()> {
     init_tracing(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // An exiting thread unmaps its signal stack, which needs the
-        // process's memory-map lock for writing, and page faults of the
-        // gRPC workers queue behind that; with the derived stores in the
-        // idle class the profile caught such exits stalled for 133-717 ms
-        // (DECISIONS.md #44). So idle blocking-pool threads stay for ten
-        // minutes instead of tokio's ten seconds.
+        // An exiting thread unmaps its signal stack; with the derived
+        // stores in the idle class a profile caught such exits stalled for
+        // 133-717 ms in the middle of a load (DECISIONS.md #44). So idle
+        // blocking-pool threads stay for ten minutes instead of tokio's
+        // ten seconds.
         .thread_keep_alive(BLOCKING_THREAD_KEEP_ALIVE)
         .build()
         .context("cannot start the async runtime")?;
