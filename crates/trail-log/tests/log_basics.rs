@@ -452,9 +452,10 @@ fn assert_reads_back(log: &trail_log::Log, ids: &[String]) -> TestResult {
 /// its segment itself while the thread goes on filling the spare; a later
 /// roll takes that spare, and nothing the thread does afterwards touches a
 /// segment in use. Every acknowledged record reads back, before and after
-/// a reopen. (The build before this test had the thread, asked for the
-/// next spare while still filling one, truncate and zero-fill the very file
-/// a roll had just taken: acknowledged records overwritten with zeros.)
+/// a reopen. (In the build before this test the thread, asked for the
+/// next spare while still filling one, truncated and zero-filled again the
+/// spare it had just handed over, which the next roll took: acknowledged
+/// records overwritten with zeros.)
 #[test]
 fn a_roll_that_stops_waiting_for_a_slow_spare_loses_nothing() -> TestResult {
     let directory = tempfile::tempdir()?;
