@@ -60,7 +60,10 @@ pub use catalog::{SegmentEvent, SegmentInfo};
 pub use error::{ErrorKind, LogError};
 pub use follow::Follower;
 pub use log::{Log, LogStats, PendingReceipts};
-pub use options::{Clock, LogOptions, ManualClock, SameBytes, SameContent, SystemClock};
+pub use options::{
+    Clock, LogOptions, ManualClock, SameBytes, SameContent, SystemClock, SPIN_GROUP_COMMANDS_MAX,
+    WRITER_SPIN_MAX,
+};
 pub use prefix::ArchivedPrefix;
 pub use read::{RecordIter, StoredRecord};
 pub use recovery::TornTail;

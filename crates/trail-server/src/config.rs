@@ -452,6 +452,9 @@ pub struct LogConfig {
     pub queue_depth: usize,
     /// The most bytes one group commit writes.
     pub group_bytes_max: usize,
+    /// After a group of one or two appends, how long the writer polls for
+    /// the next before it sleeps, microseconds (0: never; at most 10,000).
+    pub writer_spin_us: u64,
     /// Re-hash every record of every sealed segment before a log opens
     /// (start-up time then grows with the log).
     pub verify_on_open: bool,
@@ -470,6 +473,7 @@ impl Default for LogConfig {
             segment_age_max_secs: options.segment_age_max.map_or(0, |age| age.as_secs()),
             queue_depth: options.queue_depth,
             group_bytes_max: options.group_bytes_max,
+            writer_spin_us: u64::try_from(options.writer_spin.as_micros()).unwrap_or(u64::MAX),
             verify_on_open: options.verify_on_open,
             verify_in_background: options.verify_in_background,
         }
@@ -624,6 +628,7 @@ impl Config {
                 .then(|| Duration::from_secs(self.log.segment_age_max_secs)),
             queue_depth: self.log.queue_depth,
             group_bytes_max: self.log.group_bytes_max,
+            writer_spin: Duration::from_micros(self.log.writer_spin_us),
             verify_on_open: self.log.verify_on_open,
             verify_in_background: self.log.verify_in_background,
             append: AppendLimits {
@@ -687,6 +692,24 @@ mod tests {
         config.archive.multipart_threshold_bytes = 5 << 20;
         config.archive.multipart_part_bytes = 5 << 20;
         assert!(config.validate().is_ok());
+    }
+
+    #[test]
+    fn the_writer_spin_is_bounded_and_reaches_the_log() {
+        let mut config = Config::default();
+        config.log.writer_spin_us = 10_001;
+        let message = match config.validate() {
+            Err(ServerError::Config(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        assert!(message.contains("log.writer_spin_us"), "{message}");
+        config.log.writer_spin_us = 0;
+        assert!(config.validate().is_ok());
+        assert_eq!(config.log_options().writer_spin, Duration::ZERO);
+        assert_eq!(
+            Config::default().log_options().writer_spin,
+            Duration::from_micros(300)
+        );
     }
 
     #[test]

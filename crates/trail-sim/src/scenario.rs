@@ -278,6 +278,8 @@ pub fn sim_log_options() -> LogOptions {
         prepare_segments_ahead: false,
         // No preparer here, so no roll waits for one.
         spare_wait: std::time::Duration::from_secs(30),
+        // Deterministic: the writer never polls on a clock of its own.
+        writer_spin: std::time::Duration::ZERO,
         clock: Arc::new(StepClock::new()),
         same_content: Arc::new(trail_log::SameBytes),
     }

@@ -26,7 +26,7 @@ use crate::codec::PreparedBody;
 use crate::error::{LogError, Result};
 use crate::fs::WriteFile;
 use crate::ids::EventIdIndex;
-use crate::options::LogOptions;
+use crate::options::{LogOptions, SPIN_GROUP_COMMANDS_MAX};
 use crate::preparer::Preparer;
 use crate::segment::SEAL_RESERVE_BYTES;
 use crate::shared::Shared;
@@ -138,6 +138,9 @@ pub(crate) struct Writer {
     /// the bucket (`PreparedAppend::only_if_unchanged`); the head at open
     /// for every bucket, since what came before is not known here.
     resource_touched: Box<[Lsn]>,
+    /// Commands of the last group (it decides whether the writer polls
+    /// before it sleeps).
+    last_group_commands: usize,
 }
 
 impl Writer {
@@ -182,6 +185,7 @@ impl Writer {
             last_sync: now,
             preparer,
             resource_touched: vec![recovered.tip.lsn; RESOURCE_BUCKETS].into_boxed_slice(),
+            last_group_commands: usize::MAX,
         }
     }
 
@@ -219,20 +223,24 @@ impl Writer {
             tracing::info!(log = %self.shared.name, keys, elapsed = ?started.elapsed(), "loaded the event ids of sealed segments");
         }
         loop {
-            let first = match self.next_deadline() {
-                Some(deadline) => match receiver
-                    .recv_timeout(deadline.saturating_sub(self.options.clock.monotonic()))
-                {
-                    Ok(command) => command,
-                    Err(flume::RecvTimeoutError::Timeout) => {
-                        self.on_tick();
-                        continue;
-                    }
-                    Err(flume::RecvTimeoutError::Disconnected) => break,
-                },
-                None => match receiver.recv() {
-                    Ok(command) => command,
-                    Err(flume::RecvError::Disconnected) => break,
+            let caught = self.poll_after_small_group(receiver);
+            let first = match caught {
+                Some(command) => command,
+                None => match self.next_deadline() {
+                    Some(deadline) => match receiver
+                        .recv_timeout(deadline.saturating_sub(self.options.clock.monotonic()))
+                    {
+                        Ok(command) => command,
+                        Err(flume::RecvTimeoutError::Timeout) => {
+                            self.on_tick();
+                            continue;
+                        }
+                        Err(flume::RecvTimeoutError::Disconnected) => break,
+                    },
+                    None => match receiver.recv() {
+                        Ok(command) => command,
+                        Err(flume::RecvError::Disconnected) => break,
+                    },
                 },
             };
             let mut group = vec![first];
@@ -251,6 +259,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.last_group_commands = group.len();
             if let Some(close) = self.run_group(group) {
                 let outcome = self.close_cleanly();
                 self.announce_exit();
@@ -264,6 +273,41 @@ impl Writer {
         // that nothing else touches the files afterwards).
         let _ = self.sync_unsynced();
         self.announce_exit();
+    }
+
+    /// After a group of at most [`SPIN_GROUP_COMMANDS_MAX`] commands, polls
+    /// the queue for up to `writer_spin` (never past the next timer) and
+    /// returns what came. A client that waits for each ack sends its next
+    /// append about one round trip later; sleeping meanwhile makes that
+    /// append pay a thread wake-up, which on a VM with an idle core is a
+    /// trip through the host (DECISIONS.md #47). After larger groups the
+    /// cores are busy with requests, so the writer sleeps at once.
+    fn poll_after_small_group(&mut self, receiver: &flume::Receiver<Command>) -> Option<Command> {
+        if self.options.writer_spin.is_zero() || self.last_group_commands > SPIN_GROUP_COMMANDS_MAX
+        {
+            return None;
+        }
+        // Real time, not the log's clock (a test's manual clock stands
+        // still): the spin is CPU time, bounded as such.
+        let mut spin = self.options.writer_spin;
+        if let Some(deadline) = self.next_deadline() {
+            spin = spin.min(deadline.saturating_sub(self.options.clock.monotonic()));
+        }
+        let until = std::time::Instant::now() + spin;
+        while std::time::Instant::now() < until {
+            match receiver.try_recv() {
+                Ok(command) => {
+                    self.shared
+                        .counters
+                        .spin_catches
+                        .fetch_add(1, Ordering::Relaxed);
+                    return Some(command);
+                }
+                Err(flume::TryRecvError::Disconnected) => return None,
+                Err(flume::TryRecvError::Empty) => std::hint::spin_loop(),
+            }
+        }
+        None
     }
 
     /// Tells followers the writer is gone (they stop waiting for records).
