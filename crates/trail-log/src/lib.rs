@@ -61,7 +61,7 @@ pub use error::{ErrorKind, LogError};
 pub use follow::Follower;
 pub use log::{Log, LogStats, PendingReceipts};
 pub use options::{
-    Clock, LogOptions, ManualClock, SameBytes, SameContent, SystemClock, SPIN_GROUP_COMMANDS_MAX,
+    Clock, LogOptions, ManualClock, SameBytes, SameContent, SystemClock, SPIN_GROUP_EVENTS_MAX,
     WRITER_SPIN_MAX,
 };
 pub use prefix::ArchivedPrefix;

@@ -452,8 +452,9 @@ pub struct LogConfig {
     pub queue_depth: usize,
     /// The most bytes one group commit writes.
     pub group_bytes_max: usize,
-    /// After a group of one or two appends, how long the writer polls for
-    /// the next before it sleeps, microseconds (0: never; at most 10,000).
+    /// After a group of one or two events, how long the writer polls for
+    /// the next append before it sleeps, microseconds (0, the default:
+    /// never; at most 10,000).
     pub writer_spin_us: u64,
     /// Re-hash every record of every sealed segment before a log opens
     /// (start-up time then grows with the log).
@@ -703,13 +704,10 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert!(message.contains("log.writer_spin_us"), "{message}");
-        config.log.writer_spin_us = 0;
+        config.log.writer_spin_us = 300;
         assert!(config.validate().is_ok());
-        assert_eq!(config.log_options().writer_spin, Duration::ZERO);
-        assert_eq!(
-            Config::default().log_options().writer_spin,
-            Duration::from_micros(300)
-        );
+        assert_eq!(config.log_options().writer_spin, Duration::from_micros(300));
+        assert_eq!(Config::default().log_options().writer_spin, Duration::ZERO);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::codec::PreparedBody;
 use crate::error::{LogError, Result};
 use crate::fs::WriteFile;
 use crate::ids::EventIdIndex;
-use crate::options::{LogOptions, SPIN_GROUP_COMMANDS_MAX};
+use crate::options::{LogOptions, SPIN_GROUP_EVENTS_MAX};
 use crate::preparer::Preparer;
 use crate::segment::SEAL_RESERVE_BYTES;
 use crate::shared::Shared;
@@ -138,9 +138,9 @@ pub(crate) struct Writer {
     /// the bucket (`PreparedAppend::only_if_unchanged`); the head at open
     /// for every bucket, since what came before is not known here.
     resource_touched: Box<[Lsn]>,
-    /// Commands of the last group (it decides whether the writer polls
+    /// Events of the last group (it decides whether the writer polls
     /// before it sleeps).
-    last_group_commands: usize,
+    last_group_events: usize,
 }
 
 impl Writer {
@@ -185,7 +185,7 @@ impl Writer {
             last_sync: now,
             preparer,
             resource_touched: vec![recovered.tip.lsn; RESOURCE_BUCKETS].into_boxed_slice(),
-            last_group_commands: usize::MAX,
+            last_group_events: usize::MAX,
         }
     }
 
@@ -259,7 +259,13 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.last_group_commands = group.len();
+            self.last_group_events = group
+                .iter()
+                .map(|command| match command {
+                    Command::Append { events, .. } => events.len(),
+                    _ => 0,
+                })
+                .sum();
             if let Some(close) = self.run_group(group) {
                 let outcome = self.close_cleanly();
                 self.announce_exit();
@@ -275,18 +281,21 @@ impl Writer {
         self.announce_exit();
     }
 
-    /// After a group of at most [`SPIN_GROUP_COMMANDS_MAX`] commands, polls
+    /// After a group of at most [`SPIN_GROUP_EVENTS_MAX`] events, polls
     /// the queue for up to `writer_spin` (never past the next timer) and
     /// returns what came. A client that waits for each ack sends its next
     /// append about one round trip later; sleeping meanwhile makes that
     /// append pay a thread wake-up, which on a VM with an idle core is a
     /// trip through the host (DECISIONS.md #47). After larger groups the
-    /// cores are busy with requests, so the writer sleeps at once.
+    /// cores are busy with requests (many clients, or large requests), so
+    /// the writer sleeps at once.
     fn poll_after_small_group(&mut self, receiver: &flume::Receiver<Command>) -> Option<Command> {
-        if self.options.writer_spin.is_zero() || self.last_group_commands > SPIN_GROUP_COMMANDS_MAX
-        {
+        if self.options.writer_spin.is_zero() || self.last_group_events > SPIN_GROUP_EVENTS_MAX {
             return None;
         }
+        // Once per group: a timer's tick that follows must not start
+        // another poll.
+        self.last_group_events = usize::MAX;
         // Real time, not the log's clock (a test's manual clock stands
         // still): the spin is CPU time, bounded as such.
         let mut spin = self.options.writer_spin;
