@@ -142,6 +142,14 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Any IO error other than "not found".
     fn exists(&self, path: &Path) -> io::Result<bool>;
 
+    /// A hint that the cached pages of the file at `path` will not be read
+    /// soon (a sealed segment the readers are past): the kernel may drop
+    /// them. The file's contents do not change. A file system without a
+    /// page cache does nothing.
+    fn drop_cache(&self, _path: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Takes an exclusive lock on a file (created if needed), held until the
     /// returned guard is dropped, so two processes never write one store.
     /// File systems that live in one process need no lock.
@@ -236,6 +244,12 @@ impl FileSystem for OsFileSystem {
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
         path.try_exists()
+    }
+
+    #[cfg(target_os = "linux")]
+    fn drop_cache(&self, path: &Path) -> io::Result<()> {
+        let file = File::open(path)?;
+        rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).map_err(io::Error::from)
     }
 
     fn lock_exclusive(&self, path: &Path) -> io::Result<Box<dyn std::any::Any + Send + Sync>> {

@@ -75,6 +75,9 @@ pub struct LogStats {
     /// (where preallocating is only setting the length), every segment is
     /// made this way.
     pub segments_prepared_inline: u64,
+    /// Sealed segments whose cached pages were dropped
+    /// (`LogOptions::cached_sealed_segments`).
+    pub segments_uncached: u64,
     /// Commands the writer found while polling its queue after a small
     /// group (`LogOptions::writer_spin`) rather than after sleeping.
     pub spin_catches: u64,
@@ -145,6 +148,7 @@ impl Log {
             syncs: counters.syncs.load(Ordering::Relaxed),
             segments_started: counters.segments_started.load(Ordering::Relaxed),
             segments_prepared_inline: counters.segments_prepared_inline.load(Ordering::Relaxed),
+            segments_uncached: counters.segments_uncached.load(Ordering::Relaxed),
             spin_catches: counters.spin_catches.load(Ordering::Relaxed),
         }
     }

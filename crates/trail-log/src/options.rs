@@ -155,6 +155,14 @@ pub struct LogOptions {
     /// light load; `Duration::ZERO` (the default) turns it off
     /// (DECISIONS.md #47).
     pub writer_spin: Duration,
+    /// Sealed segments whose pages stay in the page cache: once a segment
+    /// is sealed, the one this many seals before it is dropped from the
+    /// cache (`posix_fadvise(DONTNEED)`, on the preparer's thread before
+    /// it fills the next spare), so the pages the log writes next are
+    /// recycled ones rather than new memory (DECISIONS.md #48). Readers of
+    /// older segments read them from the disk. `0` keeps every segment's
+    /// pages (the kernel evicts them under memory pressure).
+    pub cached_sealed_segments: usize,
     /// The clock `recorded_at` comes from.
     pub clock: Arc<dyn Clock>,
 }
@@ -176,6 +184,7 @@ impl Default for LogOptions {
             // Off: it trades the tail and light-load CPU for the median
             // (DECISIONS.md #47); 300 us is the measured setting.
             writer_spin: Duration::ZERO,
+            cached_sealed_segments: 4,
             clock: Arc::new(SystemClock),
         }
     }

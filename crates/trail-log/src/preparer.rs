@@ -54,6 +54,22 @@ pub(crate) fn zero_filled(
     Ok(file)
 }
 
+/// Drops the cached pages of a sealed segment (a hint; failure only
+/// logged) and counts it.
+pub(crate) fn drop_cached(shared: &Shared, path: &std::path::Path) {
+    match shared.fs.drop_cache(path) {
+        Ok(()) => {
+            shared
+                .counters
+                .segments_uncached
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(error) => {
+            tracing::debug!(log = %shared.name, path = %path.display(), %error, "could not drop a sealed segment's cached pages");
+        }
+    }
+}
+
 /// What the preparer's thread and the writer share.
 struct Slot {
     /// A ready spare, zero-filled and synced, at [`Preparer::path`].
@@ -61,6 +77,10 @@ struct Slot {
     /// Set from the moment a spare is asked for until the thread has made it
     /// (or failed to): a roll in that time waits for it.
     filling: bool,
+    /// Sealed segments whose cached pages the thread drops before its next
+    /// fill: the pages it frees are then the ones the fill (and the
+    /// writer after it) reuses, instead of new memory (DECISIONS.md #48).
+    uncache: Vec<PathBuf>,
 }
 
 /// The background preparer of one log.
@@ -84,6 +104,7 @@ impl Preparer {
             Mutex::new(Slot {
                 spare: None,
                 filling: true,
+                uncache: Vec::new(),
             }),
             Condvar::new(),
         ));
@@ -96,6 +117,12 @@ impl Preparer {
             .spawn(move || {
                 let (lock, filled) = &*shared_slot;
                 loop {
+                    let uncache = std::mem::take(
+                        &mut lock.lock().unwrap_or_else(PoisonError::into_inner).uncache,
+                    );
+                    for path in &uncache {
+                        drop_cached(&shared, path);
+                    }
                     let spare = match zero_filled(&shared, &spare_path, capacity) {
                         Ok(file) => Some(file),
                         Err(error) => {
@@ -157,6 +184,17 @@ impl Preparer {
             .unwrap_or_else(PoisonError::into_inner);
         let spare = slot.spare.take()?;
         Some((spare, self.path.clone()))
+    }
+
+    /// Has the thread drop a sealed segment's cached pages before its next
+    /// fill (the roll that sealed it asks for that fill next).
+    pub fn uncache(&self, path: PathBuf) {
+        self.slot
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .uncache
+            .push(path);
     }
 
     /// Asks for the next spare, unless one is still being filled or is

@@ -23,6 +23,7 @@ pub(crate) struct Counters {
     pub syncs: AtomicU64,
     pub segments_started: AtomicU64,
     pub segments_prepared_inline: AtomicU64,
+    pub segments_uncached: AtomicU64,
     pub spin_catches: AtomicU64,
 }
 

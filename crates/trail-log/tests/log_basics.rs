@@ -429,6 +429,79 @@ fn rolls_wait_for_the_spare_being_filled_and_the_writer_counts_them() -> TestRes
     Ok(())
 }
 
+/// Each seal drops the page cache of the segment sealed
+/// `cached_sealed_segments` seals before it (DECISIONS.md #48): on the
+/// preparer's thread before its next fill, or on the writer's without a
+/// preparer; `0` drops none. The records of the dropped segments still read
+/// back, and the log reopens.
+#[test]
+fn each_seal_drops_the_cache_of_an_older_sealed_segment() -> TestResult {
+    for (prepare_segments_ahead, keep) in [(true, 2), (false, 2), (true, 0)] {
+        let directory = tempfile::tempdir()?;
+        let options = LogOptions {
+            prepare_segments_ahead,
+            cached_sealed_segments: keep,
+            ..small_segments()
+        };
+        let (store, log) = open(directory.path(), options.clone())?;
+        let mut ids = Vec::new();
+        for batch in 0..120 {
+            let batch_ids: Vec<String> = (0..20)
+                .map(|index| format!("event-{batch}-{index}"))
+                .collect();
+            let events = batch_ids.iter().map(|id| event(id, 200)).collect();
+            log.append_blocking(events, false)?;
+            ids.extend(batch_ids);
+        }
+        let sealed = segment_files(directory.path()).len() - 1;
+        assert!(
+            sealed >= 6,
+            "small segments were sealed and rolled: {sealed}"
+        );
+        let expected = if keep == 0 { 0 } else { (sealed - keep) as u64 };
+        // The preparer's thread drops them before its next fill, which the
+        // last roll asked for: wait for it, boundedly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while log.stats().segments_uncached < expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let stats = log.stats();
+        assert_eq!(
+            stats.segments_uncached, expected,
+            "{prepare_segments_ahead} {keep}: {stats:?}"
+        );
+        if keep > 0 {
+            // The kernel really let the pages go: none of the oldest
+            // sealed segment is resident, while the newest one's are.
+            let segments = segment_files(directory.path());
+            let resident = |path: &std::path::Path| -> Result<u64, Box<dyn std::error::Error>> {
+                let output = std::process::Command::new("fincore")
+                    .args(["--bytes", "--noheadings", "--raw", "-o", "RES"])
+                    .arg(path)
+                    .output()?;
+                assert!(
+                    output.status.success(),
+                    "fincore (util-linux) runs: {output:?}"
+                );
+                Ok(String::from_utf8(output.stdout)?.trim().parse()?)
+            };
+            assert_eq!(resident(&segments[0])?, 0, "{:?}", segments[0]);
+            assert!(
+                resident(&segments[sealed - 1])? > 0,
+                "{:?}",
+                segments[sealed - 1]
+            );
+        }
+        assert_reads_back(&log, &ids)?;
+        store.close()?;
+        drop((log, store));
+        let (store, log) = open(directory.path(), options)?;
+        assert_reads_back(&log, &ids)?;
+        store.close()?;
+    }
+    Ok(())
+}
+
 /// At light load the writer polls its queue after each small group
 /// (`writer_spin`): one client's next append, sent as soon as the last was
 /// acknowledged, is found by polling rather than after a sleep; with the

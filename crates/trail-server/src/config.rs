@@ -456,6 +456,10 @@ pub struct LogConfig {
     /// the next append before it sleeps, microseconds (0, the default:
     /// never; at most 10,000).
     pub writer_spin_us: u64,
+    /// Sealed segments whose pages stay in the page cache; older ones are
+    /// dropped from it once sealed, so the log's writes reuse freed pages
+    /// (0: keep them all).
+    pub cached_sealed_segments: usize,
     /// Re-hash every record of every sealed segment before a log opens
     /// (start-up time then grows with the log).
     pub verify_on_open: bool,
@@ -475,6 +479,7 @@ impl Default for LogConfig {
             queue_depth: options.queue_depth,
             group_bytes_max: options.group_bytes_max,
             writer_spin_us: u64::try_from(options.writer_spin.as_micros()).unwrap_or(u64::MAX),
+            cached_sealed_segments: options.cached_sealed_segments,
             verify_on_open: options.verify_on_open,
             verify_in_background: options.verify_in_background,
         }
@@ -630,6 +635,7 @@ impl Config {
             queue_depth: self.log.queue_depth,
             group_bytes_max: self.log.group_bytes_max,
             writer_spin: Duration::from_micros(self.log.writer_spin_us),
+            cached_sealed_segments: self.log.cached_sealed_segments,
             verify_on_open: self.log.verify_on_open,
             verify_in_background: self.log.verify_in_background,
             append: AppendLimits {
@@ -708,6 +714,9 @@ mod tests {
         assert!(config.validate().is_ok());
         assert_eq!(config.log_options().writer_spin, Duration::from_micros(300));
         assert_eq!(Config::default().log_options().writer_spin, Duration::ZERO);
+        config.log.cached_sealed_segments = 9;
+        assert_eq!(config.log_options().cached_sealed_segments, 9);
+        assert_eq!(Config::default().log_options().cached_sealed_segments, 4);
     }
 
     #[test]

@@ -280,6 +280,7 @@ pub fn sim_log_options() -> LogOptions {
         spare_wait: std::time::Duration::from_secs(30),
         // Deterministic: the writer never polls on a clock of its own.
         writer_spin: std::time::Duration::ZERO,
+        cached_sealed_segments: 4,
         clock: Arc::new(StepClock::new()),
         same_content: Arc::new(trail_log::SameBytes),
     }

@@ -10,7 +10,7 @@ use crate::error::{LogError, Result};
 use crate::fs::WriteFile;
 use crate::ids::SealedIds;
 use crate::index::{write_index_file, SegmentIndex};
-use crate::preparer::{zero_filled, Preparer};
+use crate::preparer::{drop_cached, zero_filled, Preparer};
 use crate::segment::{self, SegmentHeader, SEGMENT_HEADER_BYTES};
 use crate::shared::Shared;
 use crate::types::{Durability, Lsn};
@@ -108,6 +108,7 @@ impl Writer {
                 self.shared.announce(SegmentEvent::Sealed(info));
             }
         }
+        self.uncache_old_sealed();
         active.ids.sort_unstable();
         let index = SegmentIndex {
             first_lsn: active.first_lsn,
@@ -132,6 +133,33 @@ impl Writer {
             &index,
         );
         Ok(())
+    }
+
+    /// Drops the cached pages of the sealed segment
+    /// `cached_sealed_segments` seals before the newest one: on the
+    /// preparer's thread when there is one (the fill it makes next then
+    /// reuses those pages), else here.
+    fn uncache_old_sealed(&self) {
+        let keep = self.options.cached_sealed_segments;
+        if keep == 0 {
+            return;
+        }
+        let Some(path) = self
+            .shared
+            .catalog()
+            .segments
+            .iter()
+            .rev()
+            .filter(|entry| entry.sealed)
+            .nth(keep)
+            .map(|entry| entry.path.clone())
+        else {
+            return;
+        };
+        match &self.preparer {
+            Some(preparer) => preparer.uncache(path),
+            None => drop_cached(&self.shared, &path),
+        }
     }
 
     /// Creates and preallocates the next segment. Failures leave the log as
