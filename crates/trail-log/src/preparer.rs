@@ -187,8 +187,13 @@ impl Preparer {
     }
 
     /// Has the thread drop a sealed segment's cached pages before its next
-    /// fill (the roll that sealed it asks for that fill next).
+    /// fill (the roll that sealed it asks for that fill next); without a
+    /// thread (it failed to start) drops them here, so nothing piles up.
     pub fn uncache(&self, path: PathBuf) {
+        if self.thread.is_none() {
+            drop_cached(&self.shared, &path);
+            return;
+        }
         self.slot
             .0
             .lock()
