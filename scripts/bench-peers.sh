@@ -8,9 +8,10 @@
 #     up with the head);
 #   - "trail-bare": the same traild with the derived stores turned off
 #     ([derived] enabled = false), to show what following costs;
-#   - "trail-base" (only with BENCH_BASELINE_TRAILD): an older traild binary
-#     run exactly like "trail", so a tuning step shows before/after in the
-#     same run;
+#   - "trail-base" (only with BENCH_BASELINE_TRAILD or BENCH_BASELINE_CONFIG):
+#     an older traild binary, or the same one with a config file, run
+#     otherwise exactly like "trail", so a tuning step shows before/after
+#     in the same run;
 #   - UmaDB 0.7.8 (`cargo install umadb`), loaded by `peer-load umadb`, a
 #     client on its own `umadb-client` crate (bench/peers);
 #   - Redis from Debian, appendonly yes, appendfsync always, no RDB, loaded
@@ -44,6 +45,11 @@
 #   BENCH_SYSTEMS  systems to run (default "trail trail-bare umadb redis postgres ceiling")
 #   BENCH_BASELINE_TRAILD  an older traild to run as "trail-base" (added to
 #                  the systems when set)
+#   BENCH_BASELINE_CONFIG  a traild TOML config file "trail-base" runs with
+#                  (added to the systems when set; the binary is
+#                  BENCH_BASELINE_TRAILD, else the one "trail" runs), e.g.
+#                  to compare a setting's two values in one run
+#   BENCH_WORKLOADS  workloads to run (default "w64x1 w64x100 s4x100 w1x1")
 #   BENCH_TRAILD, BENCH_TRAIL  use these traild and trail binaries instead
 #                  of building them from this tree
 #   BENCH_WAIT_IDLE_SECONDS  before measuring, wait at most this long for the
@@ -58,9 +64,23 @@ seconds="${1:-15}"
 rounds="${BENCH_ROUNDS:-2}"
 jobs="${BENCH_JOBS:-1}"
 systems="${BENCH_SYSTEMS:-trail trail-bare umadb redis postgres ceiling}"
+workloads="${BENCH_WORKLOADS:-w64x1 w64x100 s4x100 w1x1}"
+for workload in $workloads; do
+  case "$workload" in
+    w64x1|w64x100|s4x100|w1x1) ;;
+    *) echo "BENCH_WORKLOADS: unknown workload $workload (w64x1 w64x100 s4x100 w1x1)" >&2; exit 2 ;;
+  esac
+done
 baseline_traild="${BENCH_BASELINE_TRAILD:-}"
+baseline_config="${BENCH_BASELINE_CONFIG:-}"
 if [ -n "$baseline_traild" ]; then
   [ -x "$baseline_traild" ] || { echo "BENCH_BASELINE_TRAILD=$baseline_traild is not an executable" >&2; exit 2; }
+fi
+if [ -n "$baseline_config" ]; then
+  [ -r "$baseline_config" ] || { echo "BENCH_BASELINE_CONFIG=$baseline_config is not a readable file" >&2; exit 2; }
+  baseline_config="$(cd "$(dirname "$baseline_config")" && pwd)/$(basename "$baseline_config")"
+fi
+if [ -n "$baseline_traild$baseline_config" ]; then
   [[ " $systems " == *" trail-base "* ]] || systems="$systems trail-base"
 fi
 root="$PWD/target/bench-peers"
@@ -152,8 +172,12 @@ start_server() {  # SYSTEM RUN_NAME
   case "$system" in
     trail|trail-base)
       port_free $port_trail || { log "port $port_trail busy"; return 1; }
-      local binary="$traild"; [ "$system" = trail-base ] && binary="$baseline_traild"
-      "$binary" --data-dir "$server_dir/data" --listen "127.0.0.1:$port_trail" --durability sync \
+      local binary="$traild" config=()
+      if [ "$system" = trail-base ]; then
+        binary="${baseline_traild:-$traild}"
+        [ -n "$baseline_config" ] && config=(--config "$baseline_config")
+      fi
+      "$binary" "${config[@]}" --data-dir "$server_dir/data" --listen "127.0.0.1:$port_trail" --durability sync \
         --metrics-listen "127.0.0.1:$port_metrics" >"$server_dir/$name.traild.log" 2>&1 &
       server_pid=$!; wait_port $port_trail ;;
     trail-bare)
@@ -378,7 +402,7 @@ started="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 
 has() { [[ " $systems " == *" $1 "* ]]; }
 for round in $(seq "$rounds"); do
-  for workload in w64x1 w64x100 s4x100 w1x1; do
+  for workload in $workloads; do
     for system in trail trail-base trail-bare umadb redis postgres ceiling; do
       has "$system" || continue
       case "$workload:$system" in

@@ -20,6 +20,8 @@
 #   PROFILE_CONFIG=FILE run traild with this TOML config (e.g. [derived] idle = false)
 #   PROFILE_STREAM=1    load with AppendStream instead of unary Append
 #   PROFILE_SLOW_MS     threshold of the slow-syscall list (default 5)
+#   PROFILE_TRACE=0     no `perf trace` (it slows a syscall-heavy process):
+#                       only the per-thread times, at the load's own speed
 #   PROFILE_TRAILD, PROFILE_TRAIL  binaries (default target/release/*)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -91,17 +93,21 @@ sleep "$lead"
 schedstat >"$out/schedstat.before"
 kernel_schedstat >>"$out/schedstat.before"
 t0="$(date +%s%N)"
-perf trace -s -p "$pid" -o "$out/trace-summary.txt" -- sleep "$window" >/dev/null 2>&1 &
-summary=$!
-perf trace --duration "$slow_ms" -p "$pid" -o "$out/trace-slow.txt" -- sleep "$window" >/dev/null 2>&1 || true
-wait "$summary" || true
+if [ "${PROFILE_TRACE:-1}" = 0 ]; then
+  sleep "$window"
+else
+  perf trace -s -p "$pid" -o "$out/trace-summary.txt" -- sleep "$window" >/dev/null 2>&1 &
+  summary=$!
+  perf trace --duration "$slow_ms" -p "$pid" -o "$out/trace-slow.txt" -- sleep "$window" >/dev/null 2>&1 || true
+  wait "$summary" || true
+fi
 t1="$(date +%s%N)"
 schedstat >"$out/schedstat.after"
 kernel_schedstat >>"$out/schedstat.after"
 wait "$bench"
 
 python3 - "$out" "$t0" "$t1" <<'PY'
-import collections, json, re, sys
+import collections, json, os, re, sys
 out, t0, t1 = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 window = (t1 - t0) / 1e9
 def read(name):
@@ -144,15 +150,19 @@ for group, (on_cpu, waiting, threads) in sorted(groups.items(), key=lambda kv: -
 # The append path's longest syscalls (waits for work, futex and epoll_wait,
 # left out): what stalled a request.
 slow = []
-for line in open(f"{out}/trace-slow.txt", errors="replace"):
+traced = os.path.exists(f"{out}/trace-slow.txt")
+for line in (open(f"{out}/trace-slow.txt", errors="replace") if traced else []):
     m = re.match(r"\s*([\d.]+) \(\s*([\d.]+) ms\): (\S+)/\d+ (\w+)\(", line)
     if m and re.match(r"(tokio-rt-worke|trail-writer|trail-prep)", m.group(3)) \
             and m.group(4) not in ("futex", "epoll_wait"):
         slow.append((float(m.group(2)), float(m.group(1)), m.group(3), m.group(4)))
+if not traced:
+    sys.exit(0)
 print()
 print("| longest append-path syscalls | at (ms into the trace) | thread | ms |")
 print("| --- | ---: | --- | ---: |")
 for ms, at, thread, call in sorted(slow, reverse=True)[:10]:
     print(f"| {call} | {at:.0f} | {thread} | {ms:.1f} |")
 PY
-echo "perf trace summary: $out/trace-summary.txt; syscalls over ${slow_ms} ms: $out/trace-slow.txt"
+[ "${PROFILE_TRACE:-1}" = 0 ] ||
+  echo "perf trace summary: $out/trace-summary.txt; syscalls over ${slow_ms} ms: $out/trace-slow.txt"

@@ -171,7 +171,7 @@ def table(results, argv):
                 }
     names = {
         "trail": "Trail (traild, sync)",
-        "trail-base": "Trail, baseline build",
+        "trail-base": "Trail, baseline (older build or other config)",
         "trail-bare": "Trail, derived stores off",
         "umadb": f"UmaDB {versions.get('umadb', '')}".strip(),
         "redis": f"Redis {versions.get('redis', '')} always".strip(),
@@ -257,7 +257,7 @@ def table(results, argv):
                 parts.append(f"with them / without them {t / bare:.2f}")
             base = get(w, "trail-base", "rate") if system == "trail" else None
             if base and t:
-                parts.append(f"this build / baseline build {t / base:.2f}")
+                parts.append(f"Trail / baseline {t / base:.2f}")
             print(f"- {label} ({names[system]}): " + "; ".join(parts))
     print()
     print(

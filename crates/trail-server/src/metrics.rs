@@ -22,6 +22,8 @@
 //! | `trail_log_syncs_total` | counter | `log`: fdatasync/fsync calls |
 //! | `trail_log_segments_started_total` | counter | `log`: segments the writer started |
 //! | `trail_log_segments_prepared_inline_total` | counter | `log`: of those, preallocated on the writer's thread because no prepared spare was ready (in sync mode a stall of the appends behind it) |
+//! | `trail_log_segments_uncached_total` | counter | `log`: sealed segments whose pages were dropped from the page cache (`[log] cached_sealed_segments`) |
+//! | `trail_log_writer_spin_catches_total` | counter | `log`: appends the writer found while polling its queue after a small group (`[log] writer_spin_us`) |
 //! | `trail_log_damaged` | gauge | `log`: 1 for a log out of service because its stored data is damaged |
 //! | `trail_log_segments_to_verify` | gauge | `log`: sealed segments trusted at open, to be re-hashed in the background |
 //! | `trail_log_segments_verified` | gauge | `log`: of those, re-hashed and found sound so far |
@@ -83,6 +85,8 @@ const LOG_WRITTEN_BYTES: &str = "trail_log_written_bytes_total";
 const LOG_SYNCS: &str = "trail_log_syncs_total";
 const LOG_SEGMENTS_STARTED: &str = "trail_log_segments_started_total";
 const LOG_SEGMENTS_PREPARED_INLINE: &str = "trail_log_segments_prepared_inline_total";
+const LOG_SEGMENTS_UNCACHED: &str = "trail_log_segments_uncached_total";
+const LOG_SPIN_CATCHES: &str = "trail_log_writer_spin_catches_total";
 const LOG_DAMAGED: &str = "trail_log_damaged";
 const ARCHIVE_SEGMENTS: &str = "trail_archive_uploaded_segments_total";
 const ARCHIVE_BYTES: &str = "trail_archive_uploaded_bytes_total";
@@ -286,6 +290,8 @@ fn describe(recorder: &PrometheusRecorder) {
         (LOG_SYNCS, Unit::Count, "fdatasync/fsync calls on the log's segments since the server opened the log"),
         (LOG_SEGMENTS_STARTED, Unit::Count, "Segments the writer started since the server opened the log"),
         (LOG_SEGMENTS_PREPARED_INLINE, Unit::Count, "Segments the writer preallocated on its own thread because no prepared spare was ready (in sync mode each stalls the appends behind it)"),
+        (LOG_SEGMENTS_UNCACHED, Unit::Count, "Sealed segments whose pages were dropped from the page cache ([log] cached_sealed_segments) since the server opened the log"),
+        (LOG_SPIN_CATCHES, Unit::Count, "Appends the writer found while polling its queue after a small group ([log] writer_spin_us) instead of after sleeping"),
         (ARCHIVE_SEGMENTS, Unit::Count, "Segments of the log uploaded to the archive and verified there (read back) by this process"),
         (ARCHIVE_BYTES, Unit::Bytes, "Bytes stored in the archive for the segments this process uploaded (segment and sidecar objects, as stored)"),
         (ARCHIVE_FAILURES, Unit::Count, "Failed archive rounds of the log (an unreachable store, a bucket that does not continue the log); nothing local is removed, the round is retried after a backoff"),
@@ -433,6 +439,8 @@ pub struct LogMetrics {
     syncs: Counter,
     segments_started: Counter,
     segments_prepared_inline: Counter,
+    segments_uncached: Counter,
+    spin_catches: Counter,
     /// `(requests, events)` per error code, registered on first use: a
     /// series appears only for codes that happened.
     errors: [OnceLock<(Counter, Counter)>; CODES],
@@ -463,6 +471,8 @@ impl LogMetrics {
         let syncs = counter(LOG_SYNCS, None);
         let segments_started = counter(LOG_SEGMENTS_STARTED, None);
         let segments_prepared_inline = counter(LOG_SEGMENTS_PREPARED_INLINE, None);
+        let segments_uncached = counter(LOG_SEGMENTS_UNCACHED, None);
+        let spin_catches = counter(LOG_SPIN_CATCHES, None);
         let (latency, request_events, queue_depth) = match recorder.as_deref() {
             Some(recorder) => (
                 recorder.register_histogram(&key(APPEND_LATENCY, &log, None), &METADATA),
@@ -502,6 +512,8 @@ impl LogMetrics {
             syncs,
             segments_started,
             segments_prepared_inline,
+            segments_uncached,
+            spin_catches,
             errors: std::array::from_fn(|_| OnceLock::new()),
         }
     }
@@ -568,6 +580,8 @@ impl LogMetrics {
         self.segments_started.absolute(stats.segments_started);
         self.segments_prepared_inline
             .absolute(stats.segments_prepared_inline);
+        self.segments_uncached.absolute(stats.segments_uncached);
+        self.spin_catches.absolute(stats.spin_catches);
         #[allow(clippy::cast_precision_loss)]
         self.queue_depth.set(log.queue_len() as f64);
         let verification = log.background_verification();

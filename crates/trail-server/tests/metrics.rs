@@ -170,6 +170,87 @@ async fn appends_show_up_on_the_metrics_endpoint() -> Result {
     Ok(())
 }
 
+/// The writer's page-cache drops and queue polls are exported as they are
+/// counted: a log of 64 KiB segments sealed several times, with one sealed
+/// segment kept cached, shows one drop per seal but the first; one client
+/// appending one event at a time to a polling writer shows polls that
+/// found the next append. Each series equals the engine's own counter.
+#[tokio::test]
+async fn cache_drops_and_writer_polls_show_up_on_the_metrics_endpoint() -> Result {
+    let dir = tempfile::tempdir()?;
+    let mut config = test_config(Limits {
+        event_bytes_max: 4 * 1024,
+        ..Limits::default()
+    });
+    config.log.segment_bytes = 64 * 1024;
+    config.log.group_bytes_max = 16 * 1024;
+    config.log.cached_sealed_segments = 1;
+    config.log.writer_spin_us = u64::try_from(trail_log::WRITER_SPIN_MAX.as_micros())?;
+    let options = sync_options(&config);
+    let store = Arc::new(Store::open(dir.path(), options)?);
+    let (metrics, endpoint) = Metrics::start(([127, 0, 0, 1], 0).into())?;
+    let metrics_address = endpoint.address();
+    let served = Served::start(config, Arc::clone(&store), metrics).await?;
+    let mut client = LogClient::connect(served.address.clone()).await?;
+
+    for request in 0..40 {
+        let ids: Vec<String> = (0..50)
+            .map(|event| format!("e-{request}-{event}"))
+            .collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        client.append(append("audit", &ids)).await?;
+    }
+    for index in 0..50 {
+        client
+            .append(append("audit", &[format!("one-{index}").as_str()]))
+            .await?;
+    }
+    let log = store
+        .get(&trail_log::LogName::new("audit")?)?
+        .ok_or("the log is not open")?;
+    // The preparer's thread drops a segment's pages before its next fill
+    // and the server samples the counters every second: wait (bounded)
+    // until every drop is made and the sample shows it.
+    let audit = [("log", "audit")];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = log.stats();
+        let body = scrape(metrics_address).await?;
+        let exported = (
+            sample(&body, "trail_log_segments_uncached_total", &audit),
+            sample(&body, "trail_log_writer_spin_catches_total", &audit),
+        );
+        #[allow(clippy::cast_precision_loss)]
+        let counted = (
+            Some(stats.segments_uncached as f64),
+            Some(stats.spin_catches as f64),
+        );
+        // Every seal but the first drops the segment sealed before it.
+        let dropped_all = stats.segments_uncached + 2 == stats.segments_started;
+        if dropped_all && exported == counted {
+            assert!(
+                stats.segments_started >= 4,
+                "2,050 records fill several 64 KiB segments: {stats:?}"
+            );
+            // A test task descheduled for 10 ms misses a poll: half is
+            // asked.
+            assert!(stats.spin_catches >= 25, "{stats:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exported {exported:?}, the engine counted {stats:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    served.stop().await?;
+    drop(endpoint);
+    drop(log);
+    store.close()?;
+    Ok(())
+}
+
 #[test]
 fn a_taken_metrics_port_is_a_listen_error() -> Result {
     let runtime = tokio::runtime::Builder::new_current_thread()
