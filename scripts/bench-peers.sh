@@ -49,6 +49,7 @@
 #                  (added to the systems when set; the binary is
 #                  BENCH_BASELINE_TRAILD, else the one "trail" runs), e.g.
 #                  to compare a setting's two values in one run
+#                  (paths relative to the checkout's root, or absolute)
 #   BENCH_WORKLOADS  workloads to run (default "w64x1 w64x100 s4x100 w1x1")
 #   BENCH_TRAILD, BENCH_TRAIL  use these traild and trail binaries instead
 #                  of building them from this tree
