@@ -112,7 +112,15 @@ impl Preparer {
         let shared_slot = Arc::clone(&slot);
         let spare_path = path.clone();
         let owner = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
+        // Unit tests stand in for a thread the system would not start.
+        #[cfg(test)]
+        let refused = tests::REFUSE_NEXT_SPAWN.replace(false);
+        #[cfg(not(test))]
+        let refused = false;
+        let thread = if refused {
+            None
+        } else {
+            std::thread::Builder::new()
             .name(format!("trail-prep-{}", shared.name))
             .spawn(move || {
                 let (lock, filled) = &*shared_slot;
@@ -150,7 +158,8 @@ impl Preparer {
                     );
                 }
             })
-            .ok();
+            .ok()
+        };
         let preparer = Preparer {
             shared: owner,
             slot,
@@ -246,5 +255,89 @@ impl Drop for Preparer {
         {
             let _ = self.shared.fs.remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use crate::{EventInput, LogName, LogOptions, Lsn, Store};
+
+    thread_local! {
+        /// The next preparer started on this thread gets no thread, as
+        /// when the system refuses one (too many threads, no memory).
+        pub(super) static REFUSE_NEXT_SPAWN: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// A log whose preparer could not start its thread still rolls: the
+    /// writer makes every segment itself, a roll does not wait the spare
+    /// wait for a spare nobody makes, sealed segments still leave the
+    /// page cache (dropped inline, so no list of them grows), no spare file
+    /// is left, and every record reads back, also after a reopen.
+    #[test]
+    fn a_preparer_without_its_thread_leaves_the_writer_to_make_segments() {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let options = LogOptions {
+            segment_bytes: 64 * 1024,
+            group_bytes_max: 16 * 1024,
+            append: crate::AppendLimits {
+                event_bytes_max: 4 * 1024,
+                ..crate::AppendLimits::default()
+            },
+            // A roll that waited for a spare would take this long: the
+            // whole test must take far less.
+            spare_wait: std::time::Duration::from_secs(60),
+            cached_sealed_segments: 1,
+            ..LogOptions::default()
+        };
+        let name = LogName::new("audit").expect("a valid name");
+        let started = std::time::Instant::now();
+        {
+            let store = Store::open(directory.path(), options.clone()).expect("the store opens");
+            REFUSE_NEXT_SPAWN.set(true);
+            let log = store.get_or_create(&name).expect("the log opens");
+            assert!(!REFUSE_NEXT_SPAWN.get(), "the log started a preparer");
+            for index in 0..1_000 {
+                let event = EventInput::new(format!("event-{index}"), vec![b'x'; 200]);
+                log.append_blocking(vec![event], false)
+                    .expect("the append lands");
+            }
+            let stats = log.stats();
+            assert!(stats.segments_started >= 4, "{stats:?}");
+            assert_eq!(
+                stats.segments_prepared_inline, stats.segments_started,
+                "the writer made every segment: {stats:?}"
+            );
+            assert_eq!(
+                stats.segments_uncached,
+                stats.segments_started - 2,
+                "every seal but the first dropped the one before: {stats:?}"
+            );
+            store.close().expect("the store closes");
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "a roll waited for a spare no thread makes"
+        );
+        let wal = directory.path().join("audit").join("wal");
+        assert!(
+            !wal.join(super::SPARE_FILE_NAME).exists(),
+            "no spare file without a preparer"
+        );
+        let store = Store::open(directory.path(), options).expect("the store reopens");
+        let log = store
+            .get(&name)
+            .expect("the log reopens")
+            .expect("the log exists");
+        assert_eq!(log.head().lsn, Lsn(1_000));
+        let mut count = 0;
+        for (index, stored) in log.read(Lsn(1), Lsn(1_000)).enumerate() {
+            let stored = stored.expect("the record reads back");
+            assert_eq!(stored.record.lsn, Lsn(index as u64 + 1));
+            count += 1;
+        }
+        assert_eq!(count, 1_000);
+        store.close().expect("the store closes");
     }
 }
