@@ -148,4 +148,61 @@ mod tests {
             "the caller keeps its class"
         );
     }
+
+    /// Drops `CAP_SYS_NICE` from the calling thread's effective set (a
+    /// root test run has it; capabilities are per thread on Linux), so it
+    /// may no longer raise its priority, as an unprivileged thread.
+    #[cfg(target_os = "linux")]
+    fn give_up_raising_priority() -> std::io::Result<()> {
+        let mut sets = rustix::thread::capabilities(None)?;
+        sets.effective
+            .remove(rustix::thread::CapabilitySet::SYS_NICE);
+        rustix::thread::set_capabilities(None, sets)?;
+        Ok(())
+    }
+
+    /// The crate sets the idle class, then resets the nice value to 0,
+    /// which a thread above nice 0 without the right to raise its priority
+    /// may not do: the crate reports a failure although the class is set.
+    /// `make_current_thread_idle` takes the class as the answer there, so
+    /// a derived store's thread lowered first still runs idle.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_lowered_unprivileged_thread_still_enters_the_idle_class() {
+        use thread_priority::unix::{
+            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+            ThreadSchedulePolicy,
+        };
+        // What the crate alone does there: the reason for the fallback.
+        let crate_alone = std::thread::spawn(|| {
+            lower_current_thread(5)?;
+            give_up_raising_priority()?;
+            let outcome = set_thread_priority_and_policy(
+                thread_native_id(),
+                thread_priority::ThreadPriority::Min,
+                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+            );
+            std::io::Result::Ok((outcome.is_ok(), current_thread_is_idle()))
+        })
+        .join()
+        .expect("the thread ran");
+        assert_eq!(
+            crate_alone.ok(),
+            Some((false, Some(true))),
+            "the crate fails after setting the class"
+        );
+        let ours = std::thread::spawn(|| {
+            lower_current_thread(5)?;
+            give_up_raising_priority()?;
+            make_current_thread_idle()?;
+            std::io::Result::Ok((current_thread_is_idle(), current_thread_nice()))
+        })
+        .join()
+        .expect("the thread ran");
+        assert_eq!(
+            ours.ok(),
+            Some((Some(true), Some(5))),
+            "idle, and still at the nice value it had"
+        );
+    }
 }
