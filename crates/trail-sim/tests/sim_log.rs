@@ -98,6 +98,24 @@ fn seeds_that_found_fixed_bugs_pass() {
     }
 }
 
+/// Seeds that found a bug, fixed since (trail-log, recovery's
+/// `SyncSealedTail`): a process stops when the sync of a seal fails, the
+/// restarted process finds the seal readable in the page cache, trusts it
+/// without syncing it, and creates the next segment durably; at the next
+/// machine crash the seal (or its footer and trimmed length) is lost, and
+/// the log no longer opens ("segment is not sealed but a later segment
+/// exists", "sealed segment does not end with its footer"). Found by a
+/// 3,000-seed run of 400 operations (63 seeds failed); these three fail
+/// without the fix.
+#[test]
+fn seeds_that_found_the_unsynced_seal_bug_pass() {
+    for seed in [300_003, 300_040, 300_127] {
+        if let Err(failure) = run_seed_with(seed, 400, Trouble::default()) {
+            panic!("seed {seed}:\n{failure}");
+        }
+    }
+}
+
 /// Seeds that find a bug still open: the wal directory's `sync_dir` fails
 /// (or the process dies) after a new segment is created; the restarted
 /// process adopts the segment from the page cache and acknowledges appends

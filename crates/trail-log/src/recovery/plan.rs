@@ -40,6 +40,13 @@ pub(crate) enum RepairStep {
     /// Make what a crashed process wrote into the active segment durable
     /// before any new record names it in its durable watermark.
     SyncActive { path: PathBuf },
+    /// The log ends with a sealed segment: make its seal (frame, footer,
+    /// trimmed length) durable before the writer creates the next segment.
+    /// A process that died after writing the seal but before syncing it
+    /// (its sync failed, so it stopped) leaves the seal readable but not
+    /// durable; a next segment made durable after it would, at the next
+    /// crash, follow a segment that is not sealed on the disk.
+    SyncSealedTail { path: PathBuf },
     /// The clean-close marker speaks of the files as they were at close; the
     /// writer is about to change them.
     RemoveCleanClose,
@@ -375,6 +382,11 @@ impl Planner<'_> {
             scan.file_len = footer_offset + FOOTER_BYTES as u64;
             index_from_scan(&scan, collected)
         } else {
+            if is_last {
+                self.plan.repairs.push(RepairStep::SyncSealedTail {
+                    path: scan.path.clone(),
+                });
+            }
             sealed_index(file, &scan, collected)?
         };
         // The scan built the index; a sidecar on disk that says anything

@@ -44,6 +44,10 @@ pub(crate) fn repair(
                     .map_err(|error| LogError::io("syncing", path, error))?;
                 active = Some(writable);
             }
+            RepairStep::SyncSealedTail { path } => fs
+                .open_write(path)
+                .and_then(|mut writable| writable.sync_all())
+                .map_err(|error| LogError::io("syncing the seal of", path, error))?,
             RepairStep::RemoveCleanClose => {
                 let marker = wal_dir.join(CLEAN_CLOSE_FILE_NAME);
                 fs.remove_file(&marker)
