@@ -116,11 +116,13 @@ fn seeds_that_found_the_unsynced_seal_bug_pass() {
     }
 }
 
-/// Seeds that find a bug still open: the wal directory's `sync_dir` fails
-/// (or the process dies) after a new segment is created; the restarted
-/// process adopts the segment from the page cache and acknowledges appends
-/// into it without ever syncing the directory, so a machine crash removes
-/// the segment and every acknowledged record in it.
+/// Seeds that found a bug, fixed since (open syncs `wal/`, the log
+/// directory and the root before taking writes; TESTING.md): the wal
+/// directory's `sync_dir` failed (or the process died) after a new segment
+/// was created; the restarted process adopted the segment from the page
+/// cache and acknowledged appends into it without ever syncing the
+/// directory, so a machine crash removed the segment and every acknowledged
+/// record in it.
 #[test]
 fn seeds_that_find_the_unsynced_segment_entry_bug() {
     for seed in [36, 51] {
