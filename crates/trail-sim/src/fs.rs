@@ -175,6 +175,9 @@ struct Inode {
     written: Vec<u8>,
     /// What survives a crash.
     durable: Vec<u8>,
+    /// Byte ranges a failed sync left readable but never to be synced
+    /// until written again ([`SimFileSystem::set_failed_sync_forgets`]).
+    unpersisted: Vec<(usize, usize)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -226,6 +229,8 @@ struct State {
     capacity_bytes: Option<u64>,
     crashes: u64,
     injected_failures: u64,
+    /// [`SimFileSystem::set_failed_sync_forgets`].
+    failed_sync_forgets: bool,
 }
 
 impl State {
@@ -243,6 +248,7 @@ impl State {
             frozen: false,
             freeze_trigger: None,
             fail_trigger: None,
+            failed_sync_forgets: false,
             capacity_bytes: None,
             crashes: 0,
             injected_failures: 0,
@@ -469,6 +475,7 @@ impl State {
             );
             inode.written.clone_from(&content);
             inode.durable = content;
+            inode.unpersisted.clear();
         }
         self.generation += 1;
         self.crashes += 1;
@@ -696,6 +703,16 @@ impl SimFileSystem {
         });
     }
 
+    /// Linux's page cache after a failed writeback: with `forgets`, a sync
+    /// that fails leaves the bytes it did not make durable readable, but
+    /// marked clean, so later syncs of the file do not write them either;
+    /// only writing them again does (until then a crash loses them). Off
+    /// by default: a failed sync then only makes nothing durable, and a
+    /// later sync makes everything durable.
+    pub fn set_failed_sync_forgets(&self, forgets: bool) {
+        self.lock().failed_sync_forgets = forgets;
+    }
+
     /// Limits the bytes all files may hold together; `None` for no limit.
     /// Creating a file or growing one past the limit fails with ENOSPC;
     /// writes into space a file already has succeed.
@@ -895,9 +912,23 @@ impl SimFile {
 
     fn sync(&mut self) -> io::Result<()> {
         let mut state = self.lock()?;
-        state.begin_io(OpClass::Sync)?;
+        let forgets = state.failed_sync_forgets;
+        if let Err(fault) = state.begin(OpClass::Sync) {
+            if forgets && matches!(fault, Fault::Fail) {
+                let inode = state.inode_mut(self.inode)?;
+                let ranges = differing_ranges(&inode.written, &inode.durable);
+                inode.unpersisted.extend(ranges);
+            }
+            return Err(Fault::error());
+        }
         let inode = state.inode_mut(self.inode)?;
-        inode.durable.clone_from(&inode.written);
+        let mut durable = inode.written.clone();
+        for &(start, end) in &inode.unpersisted {
+            for (index, byte) in durable.iter_mut().enumerate().take(end).skip(start) {
+                *byte = inode.durable.get(index).copied().unwrap_or(0);
+            }
+        }
+        inode.durable = durable;
         Ok(())
     }
 }
@@ -953,6 +984,7 @@ impl WriteFile for SimFile {
                 inode.written.resize(end, 0);
             }
             inode.written[start..end].copy_from_slice(&buffer[..count]);
+            inode.unpersisted = without_range(&inode.unpersisted, start, end);
         }
         if fault.is_err() {
             return Err(Fault::error());
@@ -979,4 +1011,44 @@ impl WriteFile for SimFile {
         state.inode_mut(self.inode)?.written.resize(length, 0);
         Ok(())
     }
+}
+
+/// The maximal byte ranges where `written` differs from `durable` (bytes
+/// past `durable`'s end count as differing).
+fn differing_ranges(written: &[u8], durable: &[u8]) -> Vec<(usize, usize)> {
+    let mut ranges = Vec::new();
+    let mut open: Option<usize> = None;
+    for (index, byte) in written.iter().enumerate() {
+        let differs = durable.get(index) != Some(byte);
+        match (differs, open) {
+            (true, None) => open = Some(index),
+            (false, Some(start)) => {
+                ranges.push((start, index));
+                open = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = open {
+        ranges.push((start, written.len()));
+    }
+    ranges
+}
+
+/// `ranges` with `[start, end)` taken out.
+fn without_range(ranges: &[(usize, usize)], start: usize, end: usize) -> Vec<(usize, usize)> {
+    let mut kept = Vec::with_capacity(ranges.len() + 1);
+    for &(from, to) in ranges {
+        if to <= start || from >= end {
+            kept.push((from, to));
+            continue;
+        }
+        if from < start {
+            kept.push((from, start));
+        }
+        if to > end {
+            kept.push((end, to));
+        }
+    }
+    kept
 }

@@ -343,6 +343,11 @@ pub struct Trouble {
     pub tearing: bool,
     /// Process restarts that keep unsynced data (the page cache).
     pub process_restarts: bool,
+    /// A failed sync behaves as Linux's page cache after a failed
+    /// writeback: the bytes stay readable but no later sync writes them
+    /// (`SimFileSystem::set_failed_sync_forgets`). Off by default: the log
+    /// does not survive it yet (TESTING.md, "Open").
+    pub failed_sync_forgets: bool,
 }
 
 impl Default for Trouble {
@@ -350,6 +355,7 @@ impl Default for Trouble {
         Trouble {
             tearing: true,
             process_restarts: true,
+            failed_sync_forgets: false,
         }
     }
 }
@@ -418,7 +424,7 @@ pub fn run_ops_with(seed: u64, ops: &[Op], trouble: Trouble) -> Result<Summary, 
 impl Runner {
     fn new(seed: u64, trouble: Trouble) -> Runner {
         let mut rng = SimRng::new(seed ^ 0x005E_ED0F_7EA1);
-        Runner {
+        let runner = Runner {
             fs: SimFileSystem::with_options(SimOptions {
                 tear: trouble.tearing,
                 ..SimOptions::seeded(rng.next_u64())
@@ -437,7 +443,11 @@ impl Runner {
             failures_at_open: 0,
             summary: Summary::default(),
             trace: Vec::new(),
-        }
+        };
+        runner
+            .fs
+            .set_failed_sync_forgets(trouble.failed_sync_forgets);
+        runner
     }
 
     fn note(&mut self, line: String) {

@@ -405,3 +405,41 @@ fn a_write_cut_by_a_freeze_lands_only_a_sector_aligned_prefix() -> io::Result<()
     }
     Ok(())
 }
+
+/// Linux after a failed writeback: the bytes stay readable, but no later
+/// sync writes them until they are written again; with the model off, a
+/// later sync makes them durable.
+#[test]
+fn a_failed_sync_that_forgets_needs_the_bytes_written_again() -> io::Result<()> {
+    for forgets in [true, false] {
+        let fs = no_tearing(3);
+        fs.set_failed_sync_forgets(forgets);
+        with_directory(&fs)?;
+        let path = Path::new("/d/a");
+        let mut file = fs.create(path)?;
+        fs.sync_dir(Path::new("/d"))?;
+        file.write_all_at(b"first", 0)?;
+        file.sync_data()?;
+        file.write_all_at(b"-second-third", 5)?;
+        fs.fail_after(OpClass::Sync, 0);
+        assert!(file.sync_data().is_err_and(|error| is_eio(&error)));
+        assert_eq!(fs.contents(path)?, b"first-second-third", "still readable");
+        file.sync_data()?;
+        let expected: &[u8] = if forgets {
+            b"first\0\0\0\0\0\0\0\0\0\0\0\0\0"
+        } else {
+            b"first-second-third"
+        };
+        assert_eq!(fs.durable_contents(path)?, expected, "forgets: {forgets}");
+        // Written again (a part of it), that part is synced.
+        file.write_all_at(b"-second", 5)?;
+        file.sync_data()?;
+        let expected: &[u8] = if forgets {
+            b"first-second\0\0\0\0\0\0"
+        } else {
+            b"first-second-third"
+        };
+        assert_eq!(fs.durable_contents(path)?, expected, "forgets: {forgets}");
+    }
+    Ok(())
+}

@@ -10,7 +10,10 @@
 //! - `TRAIL_SIM_FIRST_SEED=N`: the first seed (default 0), to explore further;
 //! - `TRAIL_SIM_OPS=N`: operations per seed (default 150);
 //! - `TRAIL_SIM_NO_TEARING=1`, `TRAIL_SIM_NO_RESTARTS=1`: leave out torn
-//!   writes or process restarts (to tell one bug from another).
+//!   writes or process restarts (to tell one bug from another);
+//! - `TRAIL_SIM_FAILED_SYNC_FORGETS=1`: failed syncs as Linux's page cache
+//!   treats them (the bytes stay readable, no later sync writes them). The
+//!   log does not survive this yet: an open problem (TESTING.md).
 
 use std::time::Instant;
 
@@ -39,6 +42,7 @@ fn acknowledged_appends_survive_every_simulated_crash() {
     let trouble = Trouble {
         tearing: std::env::var_os("TRAIL_SIM_NO_TEARING").is_none(),
         process_restarts: std::env::var_os("TRAIL_SIM_NO_RESTARTS").is_none(),
+        failed_sync_forgets: std::env::var_os("TRAIL_SIM_FAILED_SYNC_FORGETS").is_some(),
     };
     let started = Instant::now();
     let mut failed = Vec::new();
@@ -83,6 +87,7 @@ fn seeds_that_found_fixed_bugs_pass() {
     let no_restarts = Trouble {
         tearing: true,
         process_restarts: false,
+        failed_sync_forgets: false,
     };
     for (seed, trouble) in [
         (0, all),

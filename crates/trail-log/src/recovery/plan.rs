@@ -45,8 +45,16 @@ pub(crate) enum RepairStep {
     /// A process that died after writing the seal but before syncing it
     /// (its sync failed, so it stopped) leaves the seal readable but not
     /// durable; a next segment made durable after it would, at the next
-    /// crash, follow a segment that is not sealed on the disk.
-    SyncSealedTail { path: PathBuf },
+    /// crash, follow a segment that is not sealed on the disk. The bytes
+    /// from `seal_offset` to `end` (seal frame and footer, as read) are
+    /// written again before the sync: after a failed writeback Linux may
+    /// have marked their pages clean, and a sync alone would then write
+    /// nothing.
+    SyncSealedTail {
+        path: PathBuf,
+        seal_offset: u64,
+        end: u64,
+    },
     /// The clean-close marker speaks of the files as they were at close; the
     /// writer is about to change them.
     RemoveCleanClose,
@@ -382,12 +390,15 @@ impl Planner<'_> {
             scan.file_len = footer_offset + FOOTER_BYTES as u64;
             index_from_scan(&scan, collected)
         } else {
+            let index = sealed_index(file, &scan, collected)?;
             if is_last {
                 self.plan.repairs.push(RepairStep::SyncSealedTail {
                     path: scan.path.clone(),
+                    seal_offset: index.seal_offset,
+                    end: scan.file_len,
                 });
             }
-            sealed_index(file, &scan, collected)?
+            index
         };
         // The scan built the index; a sidecar on disk that says anything
         // else (missing, damaged, stale) is rewritten, since lookups search

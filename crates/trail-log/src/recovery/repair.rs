@@ -44,10 +44,11 @@ pub(crate) fn repair(
                     .map_err(|error| LogError::io("syncing", path, error))?;
                 active = Some(writable);
             }
-            RepairStep::SyncSealedTail { path } => fs
-                .open_write(path)
-                .and_then(|mut writable| writable.sync_all())
-                .map_err(|error| LogError::io("syncing the seal of", path, error))?,
+            RepairStep::SyncSealedTail {
+                path,
+                seal_offset,
+                end,
+            } => sync_sealed_tail(fs, path, *seal_offset, *end)?,
             RepairStep::RemoveCleanClose => {
                 let marker = wal_dir.join(CLEAN_CLOSE_FILE_NAME);
                 fs.remove_file(&marker)
@@ -70,6 +71,32 @@ pub(crate) fn repair(
         }
     }
     Ok(active)
+}
+
+/// Writes a sealed last segment's seal frame and footer again, with the
+/// bytes read, and fsyncs the file: what a process whose sync failed left
+/// readable is then durable too (rewriting the same bytes is harmless if a
+/// crash tears it).
+fn sync_sealed_tail(fs: &dyn FileSystem, path: &Path, seal_offset: u64, end: u64) -> Result<()> {
+    let length = usize::try_from(end.saturating_sub(seal_offset)).map_err(|_| {
+        LogError::corruption(
+            path,
+            seal_offset,
+            crate::types::Lsn::ZERO,
+            "seal past the addressable range",
+        )
+    })?;
+    let mut seal = vec![0u8; length];
+    fs.open_read(path)
+        .and_then(|file| file.read_exact_at(&mut seal, seal_offset))
+        .map_err(|error| LogError::io("reading the seal of", path, error))?;
+    let mut writable = fs
+        .open_write(path)
+        .map_err(|error| LogError::io("opening for writing", path, error))?;
+    writable
+        .write_all_at(&seal, seal_offset)
+        .and_then(|()| writable.sync_all())
+        .map_err(|error| LogError::io("syncing the seal of", path, error))
 }
 
 /// Finishes a seal that a crash interrupted after the seal frame was
