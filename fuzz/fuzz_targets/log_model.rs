@@ -20,7 +20,7 @@ fn trouble() -> Trouble {
     static TROUBLE: OnceLock<Trouble> = OnceLock::new();
     *TROUBLE.get_or_init(|| {
         if std::env::var_os("TRAIL_FUZZ_NARROW").is_some() {
-            Trouble { tearing: false, process_restarts: false, failed_sync_forgets: false }
+            Trouble { tearing: false, process_restarts: false, ..Trouble::default() }
         } else {
             Trouble::default()
         }

@@ -403,6 +403,10 @@ pub struct SegmentScan {
     pub damage: Option<Damage>,
     /// The atomic batch the segment's good records leave open at their end.
     pub open_batch: Option<OpenBatch>,
+    /// The highest `durable_lsn` a good record carries (`Lsn::ZERO` when
+    /// none): every record up to it was synced before a later group was
+    /// written, so only the records after it can be unsynced.
+    pub durable_lsn: Lsn,
 }
 
 /// An atomic batch whose last record has not been seen (yet).
@@ -521,6 +525,7 @@ pub fn scan_segment(
         seal: None,
         damage: None,
         open_batch: None,
+        durable_lsn: Lsn::ZERO,
     };
     let mut cursor = FrameCursor::new(
         SEGMENT_HEADER_BYTES as u64,
@@ -598,6 +603,7 @@ pub fn scan_segment(
                     });
                 }
                 scan.record_count += 1;
+                scan.durable_lsn = scan.durable_lsn.max(record.durable_lsn);
                 scan.last_lsn = record.lsn;
                 scan.last_hash = hash;
                 scan.last_recorded_at_unix_nanos = record.recorded_at_unix_nanos;

@@ -345,8 +345,8 @@ pub struct Trouble {
     pub process_restarts: bool,
     /// A failed sync behaves as Linux's page cache after a failed
     /// writeback: the bytes stay readable but no later sync writes them
-    /// (`SimFileSystem::set_failed_sync_forgets`). Off by default: the log
-    /// does not survive it yet (TESTING.md, "Open").
+    /// (`SimFileSystem::set_failed_sync_forgets`). On by default; off, a
+    /// later sync makes them durable (the gentler disk of earlier runs).
     pub failed_sync_forgets: bool,
 }
 
@@ -355,7 +355,7 @@ impl Default for Trouble {
         Trouble {
             tearing: true,
             process_restarts: true,
-            failed_sync_forgets: false,
+            failed_sync_forgets: true,
         }
     }
 }

@@ -11,9 +11,9 @@
 //! - `TRAIL_SIM_OPS=N`: operations per seed (default 150);
 //! - `TRAIL_SIM_NO_TEARING=1`, `TRAIL_SIM_NO_RESTARTS=1`: leave out torn
 //!   writes or process restarts (to tell one bug from another);
-//! - `TRAIL_SIM_FAILED_SYNC_FORGETS=1`: failed syncs as Linux's page cache
-//!   treats them (the bytes stay readable, no later sync writes them). The
-//!   log does not survive this yet: an open problem (TESTING.md).
+//! - `TRAIL_SIM_FAILED_SYNC_FORGETS=0`: a failed sync leaves its bytes to
+//!   the next sync, instead of as Linux's page cache treats them (readable,
+//!   marked clean, no later sync writes them: the default).
 
 use std::time::Instant;
 
@@ -42,7 +42,7 @@ fn acknowledged_appends_survive_every_simulated_crash() {
     let trouble = Trouble {
         tearing: std::env::var_os("TRAIL_SIM_NO_TEARING").is_none(),
         process_restarts: std::env::var_os("TRAIL_SIM_NO_RESTARTS").is_none(),
-        failed_sync_forgets: std::env::var_os("TRAIL_SIM_FAILED_SYNC_FORGETS").is_some(),
+        failed_sync_forgets: std::env::var("TRAIL_SIM_FAILED_SYNC_FORGETS").as_deref() != Ok("0"),
     };
     let started = Instant::now();
     let mut failed = Vec::new();
@@ -85,9 +85,8 @@ fn acknowledged_appends_survive_every_simulated_crash() {
 fn seeds_that_found_fixed_bugs_pass() {
     let all = Trouble::default();
     let no_restarts = Trouble {
-        tearing: true,
         process_restarts: false,
-        failed_sync_forgets: false,
+        ..Trouble::default()
     };
     for (seed, trouble) in [
         (0, all),
@@ -115,6 +114,24 @@ fn seeds_that_found_fixed_bugs_pass() {
 #[test]
 fn seeds_that_found_the_unsynced_seal_bug_pass() {
     for seed in [300_003, 300_040, 300_127] {
+        if let Err(failure) = run_seed_with(seed, 400, Trouble::default()) {
+            panic!("seed {seed}:\n{failure}");
+        }
+    }
+}
+
+/// Seeds that found a bug, fixed since (recovery's `SyncActive` writes the
+/// active segment's records after the last durable watermark again before
+/// its sync): with failed syncs as Linux treats them, a group whose
+/// fdatasync failed was adopted from the page cache at the next open and
+/// synced, which wrote nothing; groups acknowledged after it were durable,
+/// and the next machine crash brought back the old bytes under the adopted
+/// records: a log that did not open, or acknowledged records lost. 509 of
+/// 1,000 seeds of 400 operations failed before the fix (these three among
+/// them), none after.
+#[test]
+fn seeds_that_found_the_adopted_tail_bug_pass() {
+    for seed in [300_000, 300_001, 300_113] {
         if let Err(failure) = run_seed_with(seed, 400, Trouble::default()) {
             panic!("seed {seed}:\n{failure}");
         }

@@ -38,8 +38,16 @@ pub(crate) enum RepairStep {
     /// Keep the torn bytes beside the segment, then zero them.
     CutTornTail(TornTail),
     /// Make what a crashed process wrote into the active segment durable
-    /// before any new record names it in its durable watermark.
-    SyncActive { path: PathBuf },
+    /// before any new record names it in its durable watermark. The bytes
+    /// from `rewrite_from` to `end` (the records after the last one a
+    /// `durable_lsn` vouches for, from the sparse entry before them) are
+    /// written again first: after a failed writeback Linux may have marked
+    /// their pages clean, and a sync alone would then write nothing.
+    SyncActive {
+        path: PathBuf,
+        rewrite_from: u64,
+        end: u64,
+    },
     /// The log ends with a sealed segment: make its seal (frame, footer,
     /// trimmed length) durable before the writer creates the next segment.
     /// A process that died after writing the seal but before syncing it
@@ -468,8 +476,18 @@ impl Planner<'_> {
             last_hash: scan.last_hash,
             file_bytes: scan.file_len,
         });
+        // Records up to the highest durable watermark were synced; the
+        // ones after it may be in the page cache only.
+        let rewrite_from = sparse
+            .iter()
+            .take_while(|(lsn, _)| lsn.0 <= scan.durable_lsn.0.saturating_add(1))
+            .last()
+            .map_or(SEGMENT_HEADER_BYTES as u64, |(_, offset)| *offset)
+            .min(scan.end_offset);
         self.plan.repairs.push(RepairStep::SyncActive {
             path: scan.path.clone(),
+            rewrite_from,
+            end: scan.end_offset,
         });
         self.plan.active = Some(ActiveTail {
             first_lsn: scan.header.first_lsn,

@@ -35,10 +35,15 @@ pub(crate) fn repair(
                 }
             }
             RepairStep::CutTornTail(cut) => cut_torn_tail(fs, wal_dir, cut)?,
-            RepairStep::SyncActive { path } => {
+            RepairStep::SyncActive {
+                path,
+                rewrite_from,
+                end,
+            } => {
                 let mut writable = fs
                     .open_write(path)
                     .map_err(|error| LogError::io("opening for writing", path, error))?;
+                rewrite(fs, writable.as_mut(), path, *rewrite_from, *end)?;
                 writable
                     .sync_data()
                     .map_err(|error| LogError::io("syncing", path, error))?;
@@ -78,25 +83,46 @@ pub(crate) fn repair(
 /// readable is then durable too (rewriting the same bytes is harmless if a
 /// crash tears it).
 fn sync_sealed_tail(fs: &dyn FileSystem, path: &Path, seal_offset: u64, end: u64) -> Result<()> {
-    let length = usize::try_from(end.saturating_sub(seal_offset)).map_err(|_| {
-        LogError::corruption(
-            path,
-            seal_offset,
-            crate::types::Lsn::ZERO,
-            "seal past the addressable range",
-        )
-    })?;
-    let mut seal = vec![0u8; length];
-    fs.open_read(path)
-        .and_then(|file| file.read_exact_at(&mut seal, seal_offset))
-        .map_err(|error| LogError::io("reading the seal of", path, error))?;
     let mut writable = fs
         .open_write(path)
         .map_err(|error| LogError::io("opening for writing", path, error))?;
+    rewrite(fs, writable.as_mut(), path, seal_offset, end)?;
     writable
-        .write_all_at(&seal, seal_offset)
-        .and_then(|()| writable.sync_all())
+        .sync_all()
         .map_err(|error| LogError::io("syncing the seal of", path, error))
+}
+
+/// Writes the bytes of `[from, end)` of a file again, as read, in chunks:
+/// pages a failed writeback left clean but not durable are dirty again, so
+/// the sync after it writes them (the same bytes, so a crash that tears
+/// the rewrite changes nothing).
+fn rewrite(
+    fs: &dyn FileSystem,
+    writable: &mut dyn WriteFile,
+    path: &Path,
+    from: u64,
+    end: u64,
+) -> Result<()> {
+    const CHUNK_BYTES: u64 = 1 << 20;
+    if from >= end {
+        return Ok(());
+    }
+    let readable = fs
+        .open_read(path)
+        .map_err(|error| LogError::io("opening", path, error))?;
+    let mut buffer = Vec::new();
+    let mut offset = from;
+    while offset < end {
+        let length = (end - offset).min(CHUNK_BYTES);
+        // At most CHUNK_BYTES, so it fits a usize.
+        buffer.resize(usize::try_from(length).unwrap_or(usize::MAX), 0);
+        readable
+            .read_exact_at(&mut buffer, offset)
+            .and_then(|()| writable.write_all_at(&buffer, offset))
+            .map_err(|error| LogError::io("writing again the unsynced tail of", path, error))?;
+        offset += length;
+    }
+    Ok(())
 }
 
 /// Finishes a seal that a crash interrupted after the seal frame was
