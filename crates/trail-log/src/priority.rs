@@ -34,15 +34,7 @@ pub fn lower_current_thread(nice: i32) -> std::io::Result<()> {
 pub fn make_current_thread_idle() -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
-        use thread_priority::unix::{
-            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-            ThreadSchedulePolicy,
-        };
-        let outcome = set_thread_priority_and_policy(
-            thread_native_id(),
-            thread_priority::ThreadPriority::Min,
-            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-        );
+        let outcome = set_idle_policy();
         // The crate sets the class, then resets the nice value to 0, which
         // an unprivileged thread above nice 0 may not do: the class is
         // what was asked for, so only its absence is a failure (the caller
@@ -57,6 +49,21 @@ pub fn make_current_thread_idle() -> std::io::Result<()> {
     {
         Ok(())
     }
+}
+
+/// The `thread_priority` crate's own call for `SCHED_IDLE`, whose failure
+/// [`make_current_thread_idle`] reads.
+#[cfg(target_os = "linux")]
+fn set_idle_policy() -> Result<(), thread_priority::Error> {
+    use thread_priority::unix::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadSchedulePolicy,
+    };
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        thread_priority::ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    )
 }
 
 /// Whether the calling thread is in the idle scheduling class (Linux;
@@ -169,19 +176,11 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn a_lowered_unprivileged_thread_still_enters_the_idle_class() {
-        use thread_priority::unix::{
-            set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
-            ThreadSchedulePolicy,
-        };
         // What the crate alone does there: the reason for the fallback.
         let crate_alone = std::thread::spawn(|| {
             lower_current_thread(5)?;
             give_up_raising_priority()?;
-            let outcome = set_thread_priority_and_policy(
-                thread_native_id(),
-                thread_priority::ThreadPriority::Min,
-                ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
-            );
+            let outcome = set_idle_policy();
             std::io::Result::Ok((outcome.is_ok(), current_thread_is_idle()))
         })
         .join()

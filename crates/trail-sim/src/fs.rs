@@ -922,11 +922,19 @@ impl SimFile {
             return Err(Fault::error());
         }
         let inode = state.inode_mut(self.inode)?;
+        if inode.unpersisted.is_empty() {
+            inode.durable.clone_from(&inode.written);
+            return Ok(());
+        }
+        // Bytes a failed sync forgot keep what the disk had (zeros past
+        // its old end).
         let mut durable = inode.written.clone();
         for &(start, end) in &inode.unpersisted {
-            for (index, byte) in durable.iter_mut().enumerate().take(end).skip(start) {
-                *byte = inode.durable.get(index).copied().unwrap_or(0);
-            }
+            let end = end.min(durable.len());
+            let start = start.min(end);
+            let kept = inode.durable.len().clamp(start, end);
+            durable[start..kept].copy_from_slice(&inode.durable[start..kept]);
+            durable[kept..end].fill(0);
         }
         inode.durable = durable;
         Ok(())

@@ -46,6 +46,7 @@ fn a_seal_whose_sync_failed_survives_the_next_crash() -> Result {
             runtime.block_on(log.seal_active()).is_err(),
             "the seal's sync failed"
         );
+        assert_eq!(fs.injected_failures(), 1, "the seal failed on its sync");
     }
     fs.restart_process();
     {
@@ -73,5 +74,52 @@ fn a_seal_whose_sync_failed_survives_the_next_crash() -> Result {
     for (index, stored) in log.read(Lsn(1), Lsn(20)).enumerate() {
         assert_eq!(stored?.record.event_id, format!("event-{index}"));
     }
+    Ok(())
+}
+
+/// Open writes bytes again only when the last process may have left some
+/// unsynced: after a clean close (which synced everything it wrote) it
+/// writes nothing, after a process that stopped without closing it writes
+/// the records after the last durable watermark again.
+#[test]
+fn open_writes_the_tail_again_only_after_an_unclean_stop() -> Result {
+    let fs = SimFileSystem::with_options(SimOptions {
+        tear: false,
+        ..SimOptions::seeded(8)
+    });
+    let root = Path::new("/data");
+    fs.install_directory(root)?;
+    let name = LogName::new("audit")?;
+    let open = || Store::open_with_fs(Arc::new(fs.clone()), root, sim_log_options());
+    let append_ten = |store: &Store, from: usize| -> Result {
+        let log = store.get_or_create(&name)?;
+        for index in from..from + 10 {
+            log.append_blocking(vec![event(index)], false)?;
+        }
+        Ok(())
+    };
+    let store = open()?;
+    append_ten(&store, 0)?;
+    store.close()?;
+    drop(store);
+    let writes = fs.counts().writes;
+    let store = open()?;
+    store.get_or_create(&name)?;
+    assert_eq!(
+        fs.counts().writes,
+        writes,
+        "nothing written after a clean close"
+    );
+    append_ten(&store, 10)?;
+    // Dropped without a close: no marker, as after a crash.
+    drop(store);
+    let writes = fs.counts().writes;
+    let store = open()?;
+    let log = store.get_or_create(&name)?;
+    assert!(
+        fs.counts().writes > writes,
+        "the last group written again after an unclean stop"
+    );
+    assert_eq!(log.head().lsn, Lsn(20));
     Ok(())
 }

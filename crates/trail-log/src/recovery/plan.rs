@@ -54,13 +54,12 @@ pub(crate) enum RepairStep {
     /// (its sync failed, so it stopped) leaves the seal readable but not
     /// durable; a next segment made durable after it would, at the next
     /// crash, follow a segment that is not sealed on the disk. The bytes
-    /// from `seal_offset` to `end` (seal frame and footer, as read) are
-    /// written again before the sync: after a failed writeback Linux may
-    /// have marked their pages clean, and a sync alone would then write
-    /// nothing.
+    /// from `rewrite_from` (the seal's offset) to `end` (seal frame and
+    /// footer, as read) are written again before the sync, as for
+    /// [`RepairStep::SyncActive`].
     SyncSealedTail {
         path: PathBuf,
-        seal_offset: u64,
+        rewrite_from: u64,
         end: u64,
     },
     /// The clean-close marker speaks of the files as they were at close; the
@@ -402,7 +401,7 @@ impl Planner<'_> {
             if is_last {
                 self.plan.repairs.push(RepairStep::SyncSealedTail {
                     path: scan.path.clone(),
-                    seal_offset: index.seal_offset,
+                    rewrite_from: index.seal_offset,
                     end: scan.file_len,
                 });
             }
@@ -551,6 +550,19 @@ impl Planner<'_> {
                     closed.lsn, tip.lsn
                 ),
             ));
+        }
+        // The close synced every byte it had written, so nothing needs
+        // writing again before the syncs.
+        for step in &mut self.plan.repairs {
+            if let RepairStep::SyncActive {
+                rewrite_from, end, ..
+            }
+            | RepairStep::SyncSealedTail {
+                rewrite_from, end, ..
+            } = step
+            {
+                *rewrite_from = *end;
+            }
         }
         self.plan.repairs.push(RepairStep::RemoveCleanClose);
         Ok(())

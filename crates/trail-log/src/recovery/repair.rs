@@ -51,9 +51,9 @@ pub(crate) fn repair(
             }
             RepairStep::SyncSealedTail {
                 path,
-                seal_offset,
+                rewrite_from,
                 end,
-            } => sync_sealed_tail(fs, path, *seal_offset, *end)?,
+            } => sync_sealed_tail(fs, path, *rewrite_from, *end)?,
             RepairStep::RemoveCleanClose => {
                 let marker = wal_dir.join(CLEAN_CLOSE_FILE_NAME);
                 fs.remove_file(&marker)
@@ -82,11 +82,11 @@ pub(crate) fn repair(
 /// bytes read, and fsyncs the file: what a process whose sync failed left
 /// readable is then durable too (rewriting the same bytes is harmless if a
 /// crash tears it).
-fn sync_sealed_tail(fs: &dyn FileSystem, path: &Path, seal_offset: u64, end: u64) -> Result<()> {
+fn sync_sealed_tail(fs: &dyn FileSystem, path: &Path, rewrite_from: u64, end: u64) -> Result<()> {
     let mut writable = fs
         .open_write(path)
         .map_err(|error| LogError::io("opening for writing", path, error))?;
-    rewrite(fs, writable.as_mut(), path, seal_offset, end)?;
+    rewrite(fs, writable.as_mut(), path, rewrite_from, end)?;
     writable
         .sync_all()
         .map_err(|error| LogError::io("syncing the seal of", path, error))
