@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use trail_log::Store;
 use trail_proto::v1::log_client::LogClient;
@@ -13,7 +12,7 @@ use trail_server::{Limits, Metrics};
 
 mod common;
 
-use common::{sample, scrape, sync_options, test_config, Result, Served};
+use common::{sample, scrape, scrape_until, sync_options, test_config, Result, Served};
 
 fn event(id: &str) -> Event {
     common::login_event(id)
@@ -123,46 +122,37 @@ async fn appends_show_up_on_the_metrics_endpoint() -> Result {
     );
 
     // The writer's counters are sampled every second: wait (bounded) for them.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let body = scrape(metrics_address).await?;
-        let records = sample(&body, "trail_log_records_total", &audit);
-        if records == Some(6.0) {
-            let groups = sample(&body, "trail_log_groups_total", &audit).unwrap_or(0.0);
-            assert!((1.0..=6.0).contains(&groups), "{body}");
-            assert!(
-                sample(&body, "trail_log_syncs_total", &audit).unwrap_or(0.0) >= 1.0,
-                "{body}"
-            );
-            // Six small records fit the first segment.
-            assert_eq!(
-                sample(&body, "trail_log_segments_started_total", &audit),
-                Some(1.0),
-                "{body}"
-            );
-            // The writer waits for the preparer's spare, so it fills none.
-            assert_eq!(
-                sample(&body, "trail_log_segments_prepared_inline_total", &audit),
-                Some(0.0),
-                "{body}"
-            );
-            assert!(
-                sample(&body, "trail_log_written_bytes_total", &audit).unwrap_or(0.0) > bytes,
-                "{body}"
-            );
-            assert_eq!(
-                sample(&body, "trail_log_queue_depth", &audit),
-                Some(0.0),
-                "{body}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the writer's counters never showed: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let body = scrape_until(metrics_address, |body| {
+        sample(body, "trail_log_records_total", &audit) == Some(6.0)
+    })
+    .await?;
+    let groups = sample(&body, "trail_log_groups_total", &audit).unwrap_or(0.0);
+    assert!((1.0..=6.0).contains(&groups), "{body}");
+    assert!(
+        sample(&body, "trail_log_syncs_total", &audit).unwrap_or(0.0) >= 1.0,
+        "{body}"
+    );
+    // Six small records fit the first segment.
+    assert_eq!(
+        sample(&body, "trail_log_segments_started_total", &audit),
+        Some(1.0),
+        "{body}"
+    );
+    // The writer waits for the preparer's spare, so it fills none.
+    assert_eq!(
+        sample(&body, "trail_log_segments_prepared_inline_total", &audit),
+        Some(0.0),
+        "{body}"
+    );
+    assert!(
+        sample(&body, "trail_log_written_bytes_total", &audit).unwrap_or(0.0) > bytes,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "trail_log_queue_depth", &audit),
+        Some(0.0),
+        "{body}"
+    );
 
     served.stop().await?;
     drop(endpoint);
@@ -212,37 +202,24 @@ async fn cache_drops_and_writer_polls_show_up_on_the_metrics_endpoint() -> Resul
     // and the server samples the counters every second: wait (bounded)
     // until every drop is made and the sample shows it.
     let audit = [("log", "audit")];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    #[allow(clippy::cast_precision_loss)]
+    let shows_every_drop = |body: &str| {
         let stats = log.stats();
-        let body = scrape(metrics_address).await?;
-        let exported = (
-            sample(&body, "trail_log_segments_uncached_total", &audit),
-            sample(&body, "trail_log_writer_spin_catches_total", &audit),
-        );
-        #[allow(clippy::cast_precision_loss)]
-        let counted = (
-            Some(stats.segments_uncached as f64),
-            Some(stats.spin_catches as f64),
-        );
         // Every seal but the first drops the segment sealed before it.
-        let dropped_all = stats.segments_uncached + 2 == stats.segments_started;
-        if dropped_all && exported == counted {
-            assert!(
-                stats.segments_started >= 4,
-                "2,050 records fill several 64 KiB segments: {stats:?}"
-            );
-            // A test task descheduled for 10 ms misses a poll: half is
-            // asked.
-            assert!(stats.spin_catches >= 25, "{stats:?}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "exported {exported:?}, the engine counted {stats:?}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        stats.segments_uncached + 2 == stats.segments_started
+            && sample(body, "trail_log_segments_uncached_total", &audit)
+                == Some(stats.segments_uncached as f64)
+            && sample(body, "trail_log_writer_spin_catches_total", &audit)
+                == Some(stats.spin_catches as f64)
+    };
+    scrape_until(metrics_address, shows_every_drop).await?;
+    let stats = log.stats();
+    assert!(
+        stats.segments_started >= 4,
+        "2,050 records fill several 64 KiB segments: {stats:?}"
+    );
+    // A test task descheduled for 10 ms misses a poll: half is asked.
+    assert!(stats.spin_catches >= 25, "{stats:?}");
 
     served.stop().await?;
     drop(endpoint);

@@ -135,6 +135,26 @@ pub async fn scrape(address: std::net::SocketAddr) -> Result<String> {
     Ok(body.to_owned())
 }
 
+/// Scrapes `/metrics` until `done` accepts the body (the server samples
+/// some series once a second), for at most 10 s; that body, or an error
+/// with the last one.
+pub async fn scrape_until(
+    address: std::net::SocketAddr,
+    mut done: impl FnMut(&str) -> bool,
+) -> Result<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body = scrape(address).await?;
+        if done(&body) {
+            return Ok(body);
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("the metrics never showed what was waited for: {body}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The value of the sample `name{labels}` in a text exposition, whatever
 /// order the labels come in.
 pub fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
